@@ -1,0 +1,68 @@
+// Package consul is a CoreDNS plugin that answers Consul's DNS names
+// (<service>.service.consul and friends) from a local replica of the Consul
+// catalog, kept current with blocking queries.
+package consul
+
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/request"
+	"github.com/miekg/dns"
+)
+
+const pluginName = "consul"
+
+// Consul is the plugin's handler.
+type Consul struct {
+	Next  plugin.Handler
+	Zones []string
+
+	opts    answer.Options
+	replica *replica.Replicator
+
+	// snap is the current snapshot; nil until the first complete sync. The
+	// request path only ever loads it, so it takes no lock.
+	snap atomic.Pointer[snapshot.Snapshot]
+}
+
+// ServeDNS implements the plugin.Handler interface.
+func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	state := request.Request{W: w, Req: r}
+	zone := plugin.Zones(c.Zones).Matches(state.Name())
+	if zone == "" {
+		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
+	}
+	snap := c.snap.Load()
+	if snap == nil {
+		// Not synced yet. NXDOMAIN would be cached by resolvers as a lie;
+		// SERVFAIL makes them retry.
+		return dns.RcodeServerFailure, nil
+	}
+
+	res := answer.Lookup(snap, answer.NewQuestion(state.QName(), zone, state.QType()), c.opts)
+
+	m := new(dns.Msg)
+	m.SetRcode(r, res.Rcode)
+	m.Authoritative = true
+	m.Answer = res.Answer
+	m.Extra = res.Extra
+	m.Ns = res.Ns
+	w.WriteMsg(m)
+	return dns.RcodeSuccess, nil
+}
+
+// Name implements the plugin.Handler interface.
+func (c *Consul) Name() string { return pluginName }
+
+// Ready implements the ready.Readiness interface: ready once a complete
+// snapshot can answer.
+func (c *Consul) Ready() bool { return c.snap.Load() != nil }
+
+// publish makes snap the snapshot answers are read from.
+func (c *Consul) publish(snap *snapshot.Snapshot) { c.snap.Store(snap) }

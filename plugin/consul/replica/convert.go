@@ -1,0 +1,51 @@
+package replica
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// buildService converts Consul's health entries for one service into the
+// snapshot's form. Instances are sorted so that equal catalogs give equal
+// snapshots whatever order Consul returned them in.
+func buildService(name string, entries []*api.ServiceEntry, index uint64) *snapshot.Service {
+	svc := &snapshot.Service{Name: name, Index: index, Instances: make([]snapshot.Instance, 0, len(entries))}
+	for _, e := range entries {
+		if e.Service == nil || e.Node == nil {
+			continue
+		}
+		svc.Instances = append(svc.Instances, snapshot.Instance{
+			ID:            e.Service.ID,
+			Node:          e.Node.Node,
+			NodeAddress:   e.Node.Address,
+			Address:       e.Service.Address,
+			Port:          uint16(e.Service.Port),
+			Tags:          slices.Clone(e.Service.Tags),
+			WeightPassing: e.Service.Weights.Passing,
+			WeightWarning: e.Service.Weights.Warning,
+			Health:        aggregateHealth(e.Checks),
+		})
+	}
+	slices.SortFunc(svc.Instances, func(a, b snapshot.Instance) int {
+		if c := strings.Compare(a.Node, b.Node); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return svc
+}
+
+// aggregateHealth is the worst status among an instance's service and node
+// checks, as Consul's own DNS interface judges it. Maintenance mode is a
+// critical check, so it needs no special case.
+func aggregateHealth(checks api.HealthChecks) snapshot.Health {
+	h := snapshot.Passing
+	for _, c := range checks {
+		h = max(h, snapshot.ParseHealth(c.Status))
+	}
+	return h
+}

@@ -1,0 +1,167 @@
+package replica
+
+import (
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"github.com/coredns-consul/coredns-consul/test/consulagent"
+
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/goleak"
+)
+
+// waitFor polls the latest published snapshot until cond holds.
+func waitFor(t *testing.T, latest *atomic.Pointer[snapshot.Snapshot], what string, cond func(*snapshot.Snapshot) bool) *snapshot.Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if s := latest.Load(); s != nil && cond(s) {
+			return s
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s; last snapshot: %+v", what, latest.Load())
+	return nil
+}
+
+func instanceIDs(s *snapshot.Snapshot, name string) []string {
+	svc, ok := s.Service(name)
+	if !ok {
+		return nil
+	}
+	var ids []string
+	for _, in := range svc.Instances {
+		ids = append(ids, in.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func TestReplicatorFollowsCatalog(t *testing.T) {
+	srv := consulagent.Start(t, nil)
+	baseline := goleak.IgnoreCurrent()
+	client := consulagent.Client(t, srv)
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 8080}, "passing")
+	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 8080, Address: "10.1.0.2"}, "warning")
+	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "db-1", Service: "db", Port: 5432}, "critical")
+
+	var latest atomic.Pointer[snapshot.Snapshot]
+	cfg := DefaultConfig()
+	cfg.Wait = 2 * time.Second // exercise wait expiry without a change
+	r, err := New(consulagent.Config(srv), cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	defer r.Stop()
+
+	s := waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool {
+		return len(instanceIDs(s, "web")) == 2 && len(instanceIDs(s, "db")) == 1
+	})
+	if s.Datacenter != "dc1" {
+		t.Errorf("datacenter = %q, want dc1 from the agent", s.Datacenter)
+	}
+	web, _ := s.Service("web")
+	want := []snapshot.Instance{
+		{ID: "web-1", Node: "n1", NodeAddress: "10.0.0.1", Port: 8080, WeightPassing: 1, WeightWarning: 1, Health: snapshot.Passing},
+		{ID: "web-2", Node: "n2", NodeAddress: "10.0.0.2", Address: "10.1.0.2", Port: 8080, WeightPassing: 1, WeightWarning: 1, Health: snapshot.Warning},
+	}
+	for i := range want {
+		got := web.Instances[i]
+		got.Tags = nil
+		if !equalInstance(got, want[i]) {
+			t.Errorf("instance %d = %+v, want %+v", i, got, want[i])
+		}
+	}
+	if db, _ := s.Service("db"); db.Instances[0].Health != snapshot.Critical {
+		t.Errorf("db health = %v, want critical", db.Instances[0].Health)
+	}
+
+	// A new instance, a new service and a removed service all arrive without
+	// restarting anything.
+	consulagent.Register(t, client, "n3", "10.0.0.3", &api.AgentService{ID: "web-3", Service: "web", Port: 8080}, "passing")
+	consulagent.Register(t, client, "n3", "10.0.0.3", &api.AgentService{ID: "cache-1", Service: "cache", Port: 6379}, "passing")
+	consulagent.Deregister(t, client, "n2", "db-1")
+	waitFor(t, &latest, "changes", func(s *snapshot.Snapshot) bool {
+		_, hasDB := s.Service("db")
+		return len(instanceIDs(s, "web")) == 3 && len(instanceIDs(s, "cache")) == 1 && !hasDB
+	})
+
+	// Outlive one wait so every loop has returned without a change at least
+	// once: the snapshot must stay complete and correct.
+	time.Sleep(cfg.Wait + cfg.Wait/16 + 500*time.Millisecond)
+	s = latest.Load()
+	if got := instanceIDs(s, "web"); !slices.Equal(got, []string{"web-1", "web-2", "web-3"}) {
+		t.Errorf("after an idle wait, web = %v", got)
+	}
+
+	r.Stop()
+	goleak.VerifyNone(t, baseline) // every goroutine and connection it started is gone
+}
+
+func equalInstance(a, b snapshot.Instance) bool {
+	return a.ID == b.ID && a.Node == b.Node && a.NodeAddress == b.NodeAddress && a.Address == b.Address &&
+		a.Port == b.Port && a.WeightPassing == b.WeightPassing && a.WeightWarning == b.WeightWarning && a.Health == b.Health
+}
+
+// TestReplicatorNoPartialSnapshot checks that nothing is published until every
+// listed service has been read, and that an unreachable Consul publishes nothing.
+func TestReplicatorUnreachable(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	var published atomic.Int32
+	rc := DefaultConfig()
+	rc.BackoffMin = 10 * time.Millisecond
+	// Nothing listens on port 1.
+	r, err := New(&api.Config{Address: "127.0.0.1:1"}, rc, func(*snapshot.Snapshot) { published.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	time.Sleep(300 * time.Millisecond)
+	r.Stop()
+	if n := published.Load(); n != 0 {
+		t.Errorf("published %d snapshots without reaching Consul", n)
+	}
+}
+
+func TestNextIndex(t *testing.T) {
+	tests := []struct {
+		name      string
+		last, got uint64
+		want      uint64
+	}{
+		{"first call", 0, 42, 42},
+		{"moved forward", 42, 50, 50},
+		{"unchanged", 50, 50, 50},
+		{"went backwards resets to the lower index", 50, 7, 7},
+		{"zero is clamped so the loop keeps blocking", 50, 0, 1},
+		{"zero on the first call", 0, 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nextIndex("test", tc.last, tc.got); got != tc.want {
+				t.Errorf("nextIndex(%d, %d) = %d, want %d", tc.last, tc.got, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := newBackoff(100*time.Millisecond, time.Second)
+	ceilings := []time.Duration{100, 200, 400, 800, 1000, 1000}
+	for i, ceil := range ceilings {
+		ceil *= time.Millisecond
+		d := b.next()
+		if d < ceil/2 || d > ceil {
+			t.Errorf("attempt %d: delay %s outside [%s, %s]", i, d, ceil/2, ceil)
+		}
+	}
+	b.reset()
+	if d := b.next(); d > 100*time.Millisecond {
+		t.Errorf("after reset: delay %s, want at most 100ms", d)
+	}
+}

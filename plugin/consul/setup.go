@@ -1,0 +1,177 @@
+package consul
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/hashicorp/consul/api"
+)
+
+var log = clog.NewWithPlugin(pluginName)
+
+// Version is the plugin's version, stamped at build time with
+// -ldflags "-X github.com/coredns-consul/coredns-consul/plugin/consul.Version=...".
+var Version = "dev"
+
+func init() { plugin.Register(pluginName, setup) }
+
+func setup(c *caddy.Controller) error {
+	cfg, err := parse(c)
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	h := &Consul{Zones: cfg.zones, opts: cfg.answer}
+	h.replica, err = replica.New(cfg.client, cfg.replica, h.publish)
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
+
+	c.OnStartup(func() error {
+		log.Infof("version %s replicating from %s for zones %v", Version, cfg.client.Address, cfg.zones)
+		h.replica.Start()
+		return nil
+	})
+	// OnShutdown also runs on reload, before the new instance starts: the old
+	// replica's goroutines and connections must go with it.
+	c.OnShutdown(func() error {
+		h.replica.Stop()
+		return nil
+	})
+
+	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
+		h.Next = next
+		return h
+	})
+	return nil
+}
+
+// config is everything the Corefile says about one consul block.
+type config struct {
+	zones   []string
+	client  *api.Config
+	replica replica.Config
+	answer  answer.Options
+}
+
+// parse reads one consul block:
+//
+//	consul [ZONES...] {
+//	    address HOST:PORT
+//	    token TOKEN
+//	    token_file PATH
+//	    datacenter NAME
+//	    wait DURATION
+//	    ttl SECONDS
+//	}
+func parse(c *caddy.Controller) (*config, error) {
+	cfg := &config{
+		// DefaultConfig reads CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT
+		// and the other variables Consul's own tools read.
+		client:  api.DefaultConfig(),
+		replica: replica.DefaultConfig(),
+	}
+	blocks := 0
+	for c.Next() {
+		blocks++
+		if blocks > 1 {
+			return nil, plugin.ErrOnce
+		}
+		cfg.zones = zones(c)
+		for c.NextBlock() {
+			if err := parseProperty(c, cfg); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return cfg, nil
+}
+
+func parseProperty(c *caddy.Controller, cfg *config) error {
+	switch c.Val() {
+	case "address":
+		addr, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.client.Address = addr
+	case "token":
+		token, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.client.Token = token
+	case "token_file":
+		path, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.client.TokenFile = path
+	case "datacenter":
+		dc, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.client.Datacenter = dc
+		cfg.replica.Datacenter = dc
+	case "wait":
+		d, err := durationArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.replica.Wait = d
+	case "ttl":
+		arg, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		ttl, err := strconv.ParseUint(arg, 10, 32)
+		if err != nil {
+			return c.Errf("ttl: %q is not a number of seconds", arg)
+		}
+		cfg.answer.TTL = uint32(ttl)
+	default:
+		return c.Errf("unknown property %q", c.Val())
+	}
+	return nil
+}
+
+// zones are the block's arguments, or else the server block's zones. A root
+// server block (". { consul }") serves the consul. zone, not every name.
+func zones(c *caddy.Controller) []string {
+	args := c.RemainingArgs()
+	if len(args) == 0 {
+		args = plugin.OriginsFromArgsOrServerBlock(nil, c.ServerBlockKeys)
+		if len(args) == 1 && args[0] == "." {
+			args = []string{"consul."}
+		}
+	}
+	return plugin.OriginsFromArgsOrServerBlock(args, c.ServerBlockKeys)
+}
+
+func oneArg(c *caddy.Controller) (string, error) {
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return "", c.Errf("%s takes exactly one argument", c.Val())
+	}
+	return args[0], nil
+}
+
+func durationArg(c *caddy.Controller) (time.Duration, error) {
+	name := c.Val()
+	arg, err := oneArg(c)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(arg)
+	if err != nil || d <= 0 {
+		return 0, c.Errf("%s: %q is not a positive duration", name, arg)
+	}
+	return d, nil
+}
