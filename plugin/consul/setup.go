@@ -156,9 +156,10 @@ func zones(c *caddy.Controller) []string {
 }
 
 func oneArg(c *caddy.Controller) (string, error) {
+	name := c.Val()
 	args := c.RemainingArgs()
 	if len(args) != 1 {
-		return "", c.Errf("%s takes exactly one argument", c.Val())
+		return "", c.Errf("%s takes exactly one argument", name)
 	}
 	return args[0], nil
 }

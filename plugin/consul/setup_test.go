@@ -1,0 +1,125 @@
+package consul
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coredns/caddy"
+)
+
+func TestParse(t *testing.T) {
+	t.Setenv("CONSUL_HTTP_ADDR", "")
+	t.Setenv("CONSUL_HTTP_TOKEN", "")
+	tests := []struct {
+		name      string
+		keys      []string // server block keys
+		input     string
+		zones     []string
+		address   string
+		token     string
+		tokenFile string
+		dc        string
+		wait      time.Duration
+		ttl       uint32
+	}{
+		{name: "defaults", keys: []string{"consul.:53"}, input: "consul",
+			zones: []string{"consul."}, address: "localhost:8500", wait: 5 * time.Minute},
+		{name: "root server block serves consul.", keys: []string{".:53"}, input: "consul",
+			zones: []string{"consul."}, address: "localhost:8500", wait: 5 * time.Minute},
+		{name: "zones as arguments", keys: []string{".:53"}, input: "consul consul. alt.example",
+			zones: []string{"consul.", "alt.example."}, address: "localhost:8500", wait: 5 * time.Minute},
+		{name: "every property", keys: []string{"consul.:53"}, input: `consul {
+			address 10.0.0.1:8500
+			token s3cret
+			token_file /etc/consul/token
+			datacenter east
+			wait 30s
+			ttl 5
+		}`,
+			zones: []string{"consul."}, address: "10.0.0.1:8500", token: "s3cret", tokenFile: "/etc/consul/token",
+			dc: "east", wait: 30 * time.Second, ttl: 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddy.NewTestController("dns", tc.input)
+			c.ServerBlockKeys = tc.keys
+			cfg, err := parse(c)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			if !slices.Equal(cfg.zones, tc.zones) {
+				t.Errorf("zones = %v, want %v", cfg.zones, tc.zones)
+			}
+			if cfg.client.Address != tc.address {
+				t.Errorf("address = %q, want %q", cfg.client.Address, tc.address)
+			}
+			if cfg.client.Token != tc.token || cfg.client.TokenFile != tc.tokenFile {
+				t.Errorf("token = %q/%q, want %q/%q", cfg.client.Token, cfg.client.TokenFile, tc.token, tc.tokenFile)
+			}
+			if cfg.replica.Datacenter != tc.dc || cfg.client.Datacenter != tc.dc {
+				t.Errorf("datacenter = %q, want %q", cfg.replica.Datacenter, tc.dc)
+			}
+			if cfg.replica.Wait != tc.wait {
+				t.Errorf("wait = %s, want %s", cfg.replica.Wait, tc.wait)
+			}
+			if cfg.answer.TTL != tc.ttl {
+				t.Errorf("ttl = %d, want %d", cfg.answer.TTL, tc.ttl)
+			}
+		})
+	}
+}
+
+func TestParseEnvironment(t *testing.T) {
+	t.Setenv("CONSUL_HTTP_ADDR", "10.9.9.9:8500")
+	t.Setenv("CONSUL_HTTP_TOKEN", "from-env")
+	c := caddy.NewTestController("dns", "consul")
+	c.ServerBlockKeys = []string{"consul.:53"}
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.client.Address != "10.9.9.9:8500" || cfg.client.Token != "from-env" {
+		t.Errorf("address, token = %q, %q; want the CONSUL_HTTP_* values", cfg.client.Address, cfg.client.Token)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, input, want string
+	}{
+		{"unknown property", "consul {\n  adress 1.2.3.4\n}", `Testfile:2 - Error during parsing: unknown property "adress"`},
+		{"missing argument", "consul {\n  address\n}", "Testfile:2 - Error during parsing: address takes exactly one argument"},
+		{"two arguments", "consul {\n  datacenter a b\n}", "Testfile:2 - Error during parsing: datacenter takes exactly one argument"},
+		{"bad wait", "consul {\n  wait soon\n}", `Testfile:2 - Error during parsing: wait: "soon" is not a positive duration`},
+		{"negative wait", "consul {\n  wait -1s\n}", `wait: "-1s" is not a positive duration`},
+		{"bad ttl", "consul {\n  ttl -5\n}", `Testfile:2 - Error during parsing: ttl: "-5" is not a number of seconds`},
+		{"twice in one block", "consul\nconsul", "can only be used once per Server Block"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddy.NewTestController("dns", tc.input)
+			c.ServerBlockKeys = []string{"consul.:53"}
+			_, err := parse(c)
+			if err == nil {
+				t.Fatalf("parse(%q) succeeded, want an error", tc.input)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error = %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSetup(t *testing.T) {
+	c := caddy.NewTestController("dns", "consul {\n address 127.0.0.1:1\n}")
+	c.ServerBlockKeys = []string{"consul.:53"}
+	if err := setup(c); err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	c = caddy.NewTestController("dns", "consul {\n bogus\n}")
+	if err := setup(c); err == nil || !strings.Contains(err.Error(), "plugin/consul") {
+		t.Fatalf("setup error = %v, want one naming the plugin", err)
+	}
+}
