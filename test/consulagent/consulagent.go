@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/consul/sdk/testutil"
+	"github.com/hashicorp/go-cleanhttp"
 )
 
 var pathOnce sync.Once

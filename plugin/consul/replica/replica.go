@@ -55,7 +55,7 @@ type Replicator struct {
 	client    *api.Client
 	transport *http.Transport // closed on Stop so a reload leaves no connection behind
 	cfg       Config
-	publish func(*snapshot.Snapshot)
+	publish   func(*snapshot.Snapshot)
 
 	// ctx lives from Start to Stop; every loop runs under it.
 	ctx    context.Context
@@ -85,10 +85,10 @@ func New(consul *api.Config, cfg Config, publish func(*snapshot.Snapshot)) (*Rep
 		client:    client,
 		transport: consul.Transport,
 		cfg:       cfg,
-		publish:  publish,
-		dirty:    make(chan struct{}, 1),
-		services: make(map[string]*snapshot.Service),
-		watchers: make(map[string]context.CancelFunc),
+		publish:   publish,
+		dirty:     make(chan struct{}, 1),
+		services:  make(map[string]*snapshot.Service),
+		watchers:  make(map[string]context.CancelFunc),
 	}, nil
 }
 
