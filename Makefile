@@ -1,0 +1,46 @@
+# coredns-consul: `make demo` runs the local demo, `make test` runs every test.
+# Both do all set-up on a fresh machine (Go must be installed).
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/coredns-consul/coredns-consul/plugin/consul.Version=$(VERSION) \
+           -X github.com/coredns/coredns/coremain.GitCommit=coredns-consul-$(VERSION)
+
+CONSUL  := $(CURDIR)/.cache/bin/consul
+COREDNS := $(CURDIR)/bin/coredns
+
+export CONSUL_BIN  := $(CONSUL)
+export COREDNS_BIN := $(COREDNS)
+
+.PHONY: all build consul deps test lint demo clean
+
+all: build
+
+## build: the CoreDNS binary with the consul plugin, into bin/coredns
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(COREDNS) ./cmd/coredns
+
+## consul: the real Consul agent for tests and the demo (cached in .cache/bin)
+consul:
+	scripts/build-consul.sh
+
+## deps: Debian packages the tests and the demo use, installed when missing
+deps:
+	scripts/deps.sh curl dig gcc
+
+## test: everything CI runs
+test: deps lint consul build
+	$(GO) test -count=1 -race -timeout 10m ./plugin/...
+	$(GO) test -count=1 -timeout 15m ./cmd/... ./test/...
+	DEMO_HOLD=0 scripts/demo.sh
+
+lint:
+	@out=$$(gofmt -l cmd plugin test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## demo: Consul dev agent + sample services + CoreDNS with the plugin; Ctrl-C stops it all
+demo: deps consul build
+	scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The local demo: a Consul dev agent on loopback, a few sample services, CoreDNS
+# with the consul plugin, and real dig answers. Ctrl-C stops everything it
+# started. Run it through `make demo`, which builds the binaries first.
+#
+# Ports (all on 127.0.0.1) can be moved with DEMO_DNS_PORT and DEMO_PORT_BASE.
+# DEMO_HOLD=0 prints the answers and exits instead of waiting for Ctrl-C
+# (`make test` runs it that way to keep this script honest).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+consul="$root/.cache/bin/consul"
+coredns="$root/bin/coredns"
+dns_port=${DEMO_DNS_PORT:-1053}
+base=${DEMO_PORT_BASE:-18500}
+http_port=$base
+server_port=$((base + 1))
+serf_lan_port=$((base + 2))
+serf_wan_port=$((base + 3))
+ready_port=$((base + 4))
+metrics_port=$((base + 5))
+hold=${DEMO_HOLD:-1}
+
+for bin in "$consul" "$coredns"; do
+  [ -x "$bin" ] || { echo "missing $bin: run 'make demo'" >&2; exit 1; }
+done
+for cmd in dig curl; do
+  command -v "$cmd" >/dev/null || { echo "missing $cmd: run 'make demo' (it installs it)" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'echo; echo "stopping..."; exit 0' INT TERM
+
+wait_for() { # wait_for DESCRIPTION COMMAND...
+  local what=$1; shift
+  for _ in $(seq 1 150); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for $what" >&2
+  return 1
+}
+
+echo "==> starting a Consul dev agent on 127.0.0.1:$http_port"
+"$consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -node demo \
+  -http-port "$http_port" -server-port "$server_port" \
+  -serf-lan-port "$serf_lan_port" -serf-wan-port "$serf_wan_port" \
+  -dns-port -1 -grpc-port -1 -grpc-tls-port -1 >"$work/consul.log" 2>&1 &
+pids+=($!)
+consul_api="http://127.0.0.1:$http_port"
+wait_for "Consul's leader" sh -c "curl -sf $consul_api/v1/status/leader | grep -q :" ||
+  { cat "$work/consul.log"; exit 1; }
+
+register() { # register NODE NODE_ADDR SERVICE_JSON CHECK_STATUS
+  local id
+  id=$(printf '%s' "$3" | sed -n 's/.*"ID": *"\([^"]*\)".*/\1/p')
+  curl -sf -X PUT "$consul_api/v1/catalog/register" -d @- >/dev/null <<JSON
+{"Node": "$1", "Address": "$2", "Service": $3,
+ "Checks": [{"CheckID": "check:$id", "Name": "$id health", "Status": "$4", "ServiceID": "$id"}]}
+JSON
+}
+
+echo "==> registering sample services"
+register web-1 127.0.0.21 '{"ID": "web-1", "Service": "web", "Port": 8080, "Tags": ["v1"]}' passing
+register web-2 127.0.0.22 '{"ID": "web-2", "Service": "web", "Port": 8080, "Tags": ["v1"]}' passing
+register web-3 127.0.0.23 '{"ID": "web-3", "Service": "web", "Port": 9090, "Address": "127.0.1.23", "Tags": ["v2"], "Weights": {"Passing": 5, "Warning": 1}}' passing
+register web-4 127.0.0.24 '{"ID": "web-4", "Service": "web", "Port": 8080}' critical
+register db-1 127.0.0.31 '{"ID": "db-1", "Service": "db", "Port": 5432}' passing
+echo "    web: 3 healthy instances (web-3 with its own address and weight 5), web-4 failing its check; db: 1 instance"
+
+cat >"$work/Corefile" <<EOF
+consul.:$dns_port {
+    bind 127.0.0.1
+    errors
+    log
+    ready 127.0.0.1:$ready_port
+    prometheus 127.0.0.1:$metrics_port
+    consul {
+        address 127.0.0.1:$http_port
+    }
+}
+EOF
+
+echo "==> starting CoreDNS with the consul plugin on 127.0.0.1:$dns_port"
+"$coredns" -conf "$work/Corefile" >"$work/coredns.log" 2>&1 &
+pids+=($!)
+wait_for "CoreDNS to be ready" curl -sf "http://127.0.0.1:$ready_port/ready" ||
+  { cat "$work/coredns.log"; exit 1; }
+
+show() {
+  echo
+  echo "\$ dig @127.0.0.1 -p $dns_port $*"
+  dig @127.0.0.1 -p "$dns_port" +noall +answer +authority +additional +comments "$@" | grep -v '^;; \(Got answer\|OPT\|global\|WARNING\)\|^$' || true
+}
+
+show web.service.consul A
+show web.service.consul SRV
+show db.service.consul SRV +tcp
+show nope.service.consul A
+
+echo
+echo "==> registering web-5 and asking again: no restart, no TTL to wait out"
+register web-5 127.0.0.25 '{"ID": "web-5", "Service": "web", "Port": 8080}' passing
+sleep 0.1
+show web.service.consul SRV
+
+# The demo checks itself: web must now have four SRV records.
+count=$(dig @127.0.0.1 -p "$dns_port" +short web.service.consul SRV | wc -l)
+if [ "$count" -ne 4 ]; then
+  echo "demo check failed: web.service.consul has $count SRV records, want 4" >&2
+  cat "$work/coredns.log" >&2
+  exit 1
+fi
+
+[ "$hold" = "0" ] && { echo; echo "demo OK"; exit 0; }
+
+cat <<EOF
+
+==> running. Try:
+    dig @127.0.0.1 -p $dns_port web.service.consul SRV
+    dig @127.0.0.1 -p $dns_port db.service.consul A +tcp
+    curl -s http://127.0.0.1:$metrics_port/metrics | grep coredns_dns_requests_total
+    curl -X PUT $consul_api/v1/catalog/deregister -d '{"Node": "web-1", "ServiceID": "web-1"}'
+Press Ctrl-C to stop Consul and CoreDNS.
+EOF
+while :; do sleep 1; done
