@@ -3,11 +3,14 @@
 package consulagent
 
 import (
+	"errors"
+	"os/exec"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/consul/sdk/testutil"
@@ -37,6 +40,7 @@ func Start(t testing.TB, configure func(*testutil.TestServerConfig)) *testutil.T
 	pathOnce.Do(func() {
 		os.Setenv("PATH", filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	})
+	began := time.Now()
 	srv, err := testutil.NewTestServerConfigT(t, func(c *testutil.TestServerConfig) {
 		c.LogLevel = "warn"
 		// Connect and peering are not needed and slow the agent's start.
@@ -50,11 +54,17 @@ func Start(t testing.TB, configure func(*testutil.TestServerConfig)) *testutil.T
 		t.Fatalf("starting consul agent: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
+		began := time.Now()
+		// The agent exits with status 1 on the interrupt Stop sends; only
+		// other failures are worth a line.
+		var exit *exec.ExitError
+		if err := srv.Stop(); err != nil && !errors.As(err, &exit) {
 			t.Logf("stopping consul agent: %v", err)
 		}
+		t.Logf("consul agent stopped in %s", time.Since(began).Round(time.Millisecond))
 	})
 	srv.WaitForLeader(t)
+	t.Logf("consul agent up with a leader in %s", time.Since(began).Round(time.Millisecond))
 	return srv
 }
 

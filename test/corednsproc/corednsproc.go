@@ -123,7 +123,9 @@ func Start(t testing.TB, corefile func(Ports) string) *Server {
 			t.Logf("coredns output:\n%s", s.Output())
 		}
 	})
+	began := time.Now()
 	s.waitReady(t, 30*time.Second)
+	t.Logf("coredns ready %s after start", time.Since(began).Round(time.Millisecond))
 	return s
 }
 
@@ -161,8 +163,10 @@ func (s *Server) Stop(t testing.TB) {
 	default:
 	}
 	s.cmd.Process.Signal(syscall.SIGTERM)
+	began := time.Now()
 	select {
 	case <-s.done:
+		t.Logf("coredns stopped %s after SIGTERM", time.Since(began).Round(time.Millisecond))
 	case <-time.After(10 * time.Second):
 		t.Errorf("coredns did not stop within 10s of SIGTERM; killing it")
 		s.cmd.Process.Kill()
