@@ -4,8 +4,8 @@ package consulagent
 
 import (
 	"errors"
-	"os/exec"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
