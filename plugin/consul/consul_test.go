@@ -16,7 +16,7 @@ import (
 // one with its own address, one in warning and one critical; db has only a
 // critical instance.
 func testSnapshot() *snapshot.Snapshot {
-	return snapshot.New("dc1", []*snapshot.Service{
+	services := []*snapshot.Service{
 		{Name: "web", Index: 10, Instances: []snapshot.Instance{
 			{ID: "web-1", Node: "n1", NodeAddress: "10.0.0.1", Port: 8080, WeightPassing: 10, WeightWarning: 1},
 			{ID: "web-2", Node: "n2", NodeAddress: "10.0.0.2", Address: "10.1.0.2", Port: 8081, WeightPassing: 10, WeightWarning: 1},
@@ -29,7 +29,12 @@ func testSnapshot() *snapshot.Snapshot {
 		{Name: "v6", Index: 11, Instances: []snapshot.Instance{
 			{ID: "v6-1", Node: "n6", NodeAddress: "10.0.0.6", Address: "2001:db8::6", Port: 80},
 		}},
-	}, time.Unix(0, 0))
+	}
+	byKey := make(map[string]*snapshot.Service)
+	for _, svc := range services {
+		byKey[snapshot.Key(svc.Name)] = svc
+	}
+	return snapshot.New("dc1", 0, byKey, nil, time.Unix(0, 0))
 }
 
 const soaRR = "consul. 0 IN SOA ns.consul. hostmaster.consul. 12 3600 600 86400 0"

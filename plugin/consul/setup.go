@@ -34,7 +34,7 @@ func setup(c *caddy.Controller) error {
 	}
 
 	c.OnStartup(func() error {
-		log.Infof("version %s replicating from %s for zones %v", Version, cfg.client.Address, cfg.zones)
+		log.Infof("version %s replicating from %v for zones %v", Version, cfg.replica.Addresses, cfg.zones)
 		h.replica.Start()
 		return nil
 	})
@@ -63,11 +63,17 @@ type config struct {
 // parse reads one consul block:
 //
 //	consul [ZONES...] {
-//	    address HOST:PORT
+//	    address ADDRESS...
 //	    token TOKEN
 //	    token_file PATH
+//	    tls CA [CERT KEY]
+//	    tls_server_name NAME
 //	    datacenter NAME
+//	    namespace NAME
+//	    partition NAME
+//	    consistency stale|default|consistent
 //	    wait DURATION
+//	    max_watchers N
 //	    ttl SECONDS
 //	}
 func parse(c *caddy.Controller) (*config, error) {
@@ -90,17 +96,20 @@ func parse(c *caddy.Controller) (*config, error) {
 			}
 		}
 	}
+	if len(cfg.replica.Addresses) == 0 {
+		cfg.replica.Addresses = []string{cfg.client.Address}
+	}
 	return cfg, nil
 }
 
 func parseProperty(c *caddy.Controller, cfg *config) error {
 	switch c.Val() {
 	case "address":
-		addr, err := oneArg(c)
-		if err != nil {
-			return err
+		addrs := c.RemainingArgs()
+		if len(addrs) == 0 {
+			return c.Errf("address takes one or more addresses")
 		}
-		cfg.client.Address = addr
+		cfg.replica.Addresses = addrs
 	case "token":
 		token, err := oneArg(c)
 		if err != nil {
@@ -120,6 +129,55 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		}
 		cfg.client.Datacenter = dc
 		cfg.replica.Datacenter = dc
+	case "namespace":
+		ns, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.replica.Namespace = ns
+	case "partition":
+		p, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.replica.Partition = p
+	case "consistency":
+		arg, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		mode, err := replica.ParseConsistency(arg)
+		if err != nil {
+			return c.Err(err.Error())
+		}
+		cfg.replica.Consistency = mode
+	case "tls":
+		// tls CA [CERT KEY]: verify Consul with CA, and present a client
+		// certificate when CERT and KEY are given.
+		args := c.RemainingArgs()
+		if len(args) != 1 && len(args) != 3 {
+			return c.Errf("tls takes CA, or CA CERT KEY")
+		}
+		cfg.client.TLSConfig.CAFile = args[0]
+		if len(args) == 3 {
+			cfg.client.TLSConfig.CertFile, cfg.client.TLSConfig.KeyFile = args[1], args[2]
+		}
+	case "tls_server_name":
+		name, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.client.TLSConfig.Address = name
+	case "max_watchers":
+		arg, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(arg)
+		if err != nil || n < 0 {
+			return c.Errf("max_watchers: %q is not a number of watchers", arg)
+		}
+		cfg.replica.MaxWatchers = n
 	case "wait":
 		d, err := durationArg(c)
 		if err != nil {

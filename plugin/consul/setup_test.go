@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+
 	"github.com/coredns/caddy"
 )
 
@@ -31,14 +33,20 @@ func TestParse(t *testing.T) {
 		{name: "zones as arguments", keys: []string{".:53"}, input: "consul consul. alt.example",
 			zones: []string{"consul.", "alt.example."}, address: "localhost:8500", wait: 5 * time.Minute},
 		{name: "every property", keys: []string{"consul.:53"}, input: `consul {
-			address 10.0.0.1:8500
+			address 10.0.0.1:8500 https://10.0.0.2:8501
 			token s3cret
 			token_file /etc/consul/token
 			datacenter east
+			namespace team-a
+			partition part-1
+			consistency consistent
+			tls /etc/consul/ca.pem /etc/consul/cert.pem /etc/consul/key.pem
+			tls_server_name consul.internal
+			max_watchers 50
 			wait 30s
 			ttl 5
 		}`,
-			zones: []string{"consul."}, address: "10.0.0.1:8500", token: "s3cret", tokenFile: "/etc/consul/token",
+			zones: []string{"consul."}, address: "10.0.0.1:8500 https://10.0.0.2:8501", token: "s3cret", tokenFile: "/etc/consul/token",
 			dc: "east", wait: 30 * time.Second, ttl: 5},
 	}
 	for _, tc := range tests {
@@ -52,8 +60,8 @@ func TestParse(t *testing.T) {
 			if !slices.Equal(cfg.zones, tc.zones) {
 				t.Errorf("zones = %v, want %v", cfg.zones, tc.zones)
 			}
-			if cfg.client.Address != tc.address {
-				t.Errorf("address = %q, want %q", cfg.client.Address, tc.address)
+			if got := strings.Join(cfg.replica.Addresses, " "); got != tc.address {
+				t.Errorf("addresses = %q, want %q", got, tc.address)
 			}
 			if cfg.client.Token != tc.token || cfg.client.TokenFile != tc.tokenFile {
 				t.Errorf("token = %q/%q, want %q/%q", cfg.client.Token, cfg.client.TokenFile, tc.token, tc.tokenFile)
@@ -71,6 +79,32 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestParseReplicaOptions(t *testing.T) {
+	c := caddy.NewTestController("dns", `consul {
+		namespace team-a
+		partition part-1
+		consistency consistent
+		tls /etc/consul/ca.pem /etc/consul/cert.pem /etc/consul/key.pem
+		tls_server_name consul.internal
+		max_watchers 50
+	}`)
+	c.ServerBlockKeys = []string{"consul.:53"}
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, tls := cfg.replica, cfg.client.TLSConfig
+	if r.Namespace != "team-a" || r.Partition != "part-1" || r.Consistency != replica.Consistent || r.MaxWatchers != 50 {
+		t.Errorf("replica config = %+v", r)
+	}
+	if tls.CAFile != "/etc/consul/ca.pem" || tls.CertFile != "/etc/consul/cert.pem" || tls.KeyFile != "/etc/consul/key.pem" || tls.Address != "consul.internal" {
+		t.Errorf("tls config = %+v", tls)
+	}
+	if tls.InsecureSkipVerify {
+		t.Error("TLS verification must stay on")
+	}
+}
+
 func TestParseEnvironment(t *testing.T) {
 	t.Setenv("CONSUL_HTTP_ADDR", "10.9.9.9:8500")
 	t.Setenv("CONSUL_HTTP_TOKEN", "from-env")
@@ -80,8 +114,8 @@ func TestParseEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.client.Address != "10.9.9.9:8500" || cfg.client.Token != "from-env" {
-		t.Errorf("address, token = %q, %q; want the CONSUL_HTTP_* values", cfg.client.Address, cfg.client.Token)
+	if cfg.replica.Addresses[0] != "10.9.9.9:8500" || cfg.client.Token != "from-env" {
+		t.Errorf("address, token = %q, %q; want the CONSUL_HTTP_* values", cfg.replica.Addresses, cfg.client.Token)
 	}
 }
 
@@ -90,7 +124,11 @@ func TestParseErrors(t *testing.T) {
 		name, input, want string
 	}{
 		{"unknown property", "consul {\n  adress 1.2.3.4\n}", `Testfile:2 - Error during parsing: unknown property "adress"`},
-		{"missing argument", "consul {\n  address\n}", "Testfile:2 - Error during parsing: address takes exactly one argument"},
+		{"missing address", "consul {\n  address\n}", "Testfile:2 - Error during parsing: address takes one or more addresses"},
+		{"missing token", "consul {\n  token\n}", "Testfile:2 - Error during parsing: token takes exactly one argument"},
+		{"bad consistency", "consul {\n  consistency eventual\n}", `Testfile:2 - Error during parsing: consistency "eventual" is not stale, default or consistent`},
+		{"bad tls", "consul {\n  tls ca.pem cert.pem\n}", "Testfile:2 - Error during parsing: tls takes CA, or CA CERT KEY"},
+		{"bad max_watchers", "consul {\n  max_watchers lots\n}", `Testfile:2 - Error during parsing: max_watchers: "lots" is not a number of watchers`},
 		{"two arguments", "consul {\n  datacenter a b\n}", "Testfile:2 - Error during parsing: datacenter takes exactly one argument"},
 		{"bad wait", "consul {\n  wait soon\n}", `Testfile:2 - Error during parsing: wait: "soon" is not a positive duration`},
 		{"negative wait", "consul {\n  wait -1s\n}", `wait: "-1s" is not a positive duration`},

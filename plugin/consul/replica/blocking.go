@@ -9,9 +9,9 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// fetchFunc runs one Consul query with opts and returns the X-Consul-Index of
-// the answer. It applies whatever the answer holds before returning.
-type fetchFunc func(ctx context.Context, opts *api.QueryOptions) (index uint64, err error)
+// fetchFunc runs one Consul query through client with opts, applies whatever
+// the answer holds, and returns the answer's metadata.
+type fetchFunc func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error)
 
 // watch runs fetch as a Consul blocking-query loop until ctx is done,
 // following the rules in Consul's docs (api-docs/features/blocking):
@@ -24,10 +24,12 @@ type fetchFunc func(ctx context.Context, opts *api.QueryOptions) (index uint64, 
 //     later call return at once: it is clamped to 1;
 //   - each call waits for a token, so a key that changes constantly costs a
 //     bounded request rate, and errors back off exponentially with jitter.
-func (r *Replicator) watch(ctx context.Context, what string, fetch fetchFunc) {
+//
+// index is where the loop starts: 0 to read at once, or the index of data the
+// caller already holds.
+func (r *Replicator) watch(ctx context.Context, what string, index uint64, fetch fetchFunc) {
 	limiter := rate.NewLimiter(r.cfg.RateLimit, r.cfg.RateBurst)
 	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
-	var index uint64
 	for {
 		if err := limiter.Wait(ctx); err != nil {
 			return // ctx done
@@ -35,10 +37,7 @@ func (r *Replicator) watch(ctx context.Context, what string, fetch fetchFunc) {
 		// Consul adds up to wait/16 of jitter to the wait; the deadline leaves
 		// room for it and for a slow answer, so a hung agent cannot hold the
 		// loop forever.
-		reqCtx, cancel := context.WithTimeout(ctx, r.cfg.Wait+r.cfg.Wait/16+r.cfg.RequestSlack)
-		opts := r.queryOptions(index)
-		got, err := fetch(reqCtx, opts.WithContext(reqCtx))
-		cancel()
+		meta, err := r.query(ctx, index, r.cfg.Wait, fetch)
 		if ctx.Err() != nil {
 			return
 		}
@@ -51,8 +50,32 @@ func (r *Replicator) watch(ctx context.Context, what string, fetch fetchFunc) {
 			continue
 		}
 		backoff.reset()
-		index = nextIndex(what, index, got)
+		index = nextIndex(what, index, meta.LastIndex)
 	}
+}
+
+// query sends one request through the active endpoint with a deadline, and
+// records the outcome: a failure may move the replica to the next endpoint.
+func (r *Replicator) query(ctx context.Context, index uint64, wait time.Duration, fetch fetchFunc) (*api.QueryMeta, error) {
+	// Consul adds up to wait/16 of jitter to the wait; the deadline leaves
+	// room for it and for a slow answer, so a hung agent cannot hold a
+	// request forever.
+	reqCtx, cancel := context.WithTimeout(ctx, wait+wait/16+r.cfg.RequestSlack)
+	defer cancel()
+	i, client := r.endpoints.client()
+	opts := r.queryOptions(index, wait).WithContext(reqCtx)
+	meta, err := fetch(reqCtx, client, opts)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.endpoints.failed(i, err)
+			r.stats.errors.Add(1)
+		}
+		return nil, err
+	}
+	r.stats.requests.Add(1)
+	r.stats.lastContact.Store(int64(meta.LastContact))
+	r.stats.knownLeader.Store(meta.KnownLeader)
+	return meta, nil
 }
 
 // nextIndex applies Consul's index rules to the index returned by a query.
@@ -66,12 +89,15 @@ func nextIndex(what string, last, got uint64) uint64 {
 	return got
 }
 
-func (r *Replicator) queryOptions(index uint64) *api.QueryOptions {
+func (r *Replicator) queryOptions(index uint64, wait time.Duration) *api.QueryOptions {
 	return &api.QueryOptions{
-		Datacenter: r.cfg.Datacenter,
-		AllowStale: true,
-		WaitIndex:  index,
-		WaitTime:   r.cfg.Wait,
+		Datacenter:        r.cfg.Datacenter,
+		Namespace:         r.cfg.Namespace,
+		Partition:         r.cfg.Partition,
+		AllowStale:        r.cfg.Consistency == Stale,
+		RequireConsistent: r.cfg.Consistency == Consistent,
+		WaitIndex:         index,
+		WaitTime:          wait,
 	}
 }
 

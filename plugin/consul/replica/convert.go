@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -19,15 +20,18 @@ func buildService(name string, entries []*api.ServiceEntry, index uint64) *snaps
 			continue
 		}
 		svc.Instances = append(svc.Instances, snapshot.Instance{
-			ID:            e.Service.ID,
-			Node:          e.Node.Node,
-			NodeAddress:   e.Node.Address,
-			Address:       e.Service.Address,
-			Port:          uint16(e.Service.Port),
-			Tags:          slices.Clone(e.Service.Tags),
-			WeightPassing: e.Service.Weights.Passing,
-			WeightWarning: e.Service.Weights.Warning,
-			Health:        aggregateHealth(e.Checks),
+			ID:                  e.Service.ID,
+			Node:                e.Node.Node,
+			NodeAddress:         e.Node.Address,
+			NodeTaggedAddresses: e.Node.TaggedAddresses,
+			Address:             e.Service.Address,
+			TaggedAddresses:     serviceAddresses(e.Service.TaggedAddresses),
+			Port:                uint16(e.Service.Port),
+			Tags:                e.Service.Tags,
+			Meta:                e.Service.Meta,
+			WeightPassing:       e.Service.Weights.Passing,
+			WeightWarning:       e.Service.Weights.Warning,
+			Health:              aggregateHealth(e.Checks),
 		})
 	}
 	slices.SortFunc(svc.Instances, func(a, b snapshot.Instance) int {
@@ -37,6 +41,26 @@ func buildService(name string, entries []*api.ServiceEntry, index uint64) *snaps
 		return strings.Compare(a.ID, b.ID)
 	})
 	return svc
+}
+
+func serviceAddresses(tagged map[string]api.ServiceAddress) map[string]string {
+	if len(tagged) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(tagged))
+	for tag, addr := range tagged {
+		out[tag] = addr.Address
+	}
+	return out
+}
+
+func buildNode(n *api.Node) *snapshot.Node {
+	return &snapshot.Node{Name: n.Node, Address: n.Address, TaggedAddresses: n.TaggedAddresses, Meta: n.Meta}
+}
+
+func sameNode(a, b *snapshot.Node) bool {
+	return a.Name == b.Name && a.Address == b.Address &&
+		maps.Equal(a.TaggedAddresses, b.TaggedAddresses) && maps.Equal(a.Meta, b.Meta)
 }
 
 // aggregateHealth is the worst status among an instance's service and node

@@ -1,31 +1,49 @@
-// Package replica keeps a local replica of a Consul datacenter's services and
-// their health, current through Consul blocking queries, and publishes it as
-// immutable snapshots. It is the only code that talks to Consul; it knows
-// nothing about DNS.
+// Package replica keeps a local replica of a Consul datacenter's services,
+// their health and its nodes, current through Consul blocking queries, and
+// publishes it as immutable snapshots. It is the only code that talks to
+// Consul; it knows nothing about DNS.
+//
+// How the replica stays current at scale (docs/design.md has the numbers):
+//   - one blocking query on /v1/catalog/services keeps the list of names;
+//   - one blocking query on /v1/catalog/nodes keeps the nodes;
+//   - up to MaxWatchers services have a blocking query of their own on
+//     /v1/health/service/<name>: exact, and cheap for Consul's servers with
+//     the agent's streaming backend;
+//   - the other services are kept current by detectors: a blocking query on
+//     the non-passing checks names the services whose health changed, and a
+//     move of the service list's index starts a sweep of cheap per-service
+//     index probes; either queues the changed services for a bounded pool of
+//     fetchers. A service found changed this way takes the watcher slot of the
+//     service that changed least recently.
 package replica
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 	"github.com/hashicorp/consul/api"
-	"github.com/hashicorp/go-cleanhttp"
 	"golang.org/x/time/rate"
 )
 
 var log = clog.NewWithPlugin("consul")
 
-// Config tunes a Replicator. Zero values take the defaults of DefaultConfig.
+// Config tunes a Replicator. DefaultConfig has the defaults.
 type Config struct {
+	// Addresses of Consul agents or servers, in order of preference; empty
+	// means the address in the api.Config.
+	Addresses []string
 	// Datacenter to replicate; empty means the agent's own.
 	Datacenter string
+	// Namespace and Partition are passed through to Consul Enterprise.
+	Namespace, Partition string
+	Consistency          Consistency
 	// Wait is the blocking-query wait time sent to Consul.
 	Wait time.Duration
 	// RequestSlack is how long past Wait (plus Consul's jitter) a request may
@@ -36,88 +54,168 @@ type Config struct {
 	RateBurst int
 	// BackoffMin and BackoffMax bound the delay after a failed request.
 	BackoffMin, BackoffMax time.Duration
+	// MaxWatchers caps the per-service blocking queries. Each holds an
+	// HTTP/1.1 connection, and a Consul agent accepts 200 per client IP.
+	MaxWatchers int
+	// Fetchers is the number of concurrent fetches and sweep probes.
+	Fetchers int
+	// FetchRate bounds fetches and probes per second, all fetchers together.
+	FetchRate rate.Limit
+	// SweepInterval is the least time between two sweeps.
+	SweepInterval time.Duration
+	// PublishInterval is the least time between two snapshots: changes that
+	// land within it are published together; a lone change is not delayed.
+	PublishInterval time.Duration
 }
 
 // DefaultConfig returns the settings used when the Corefile says nothing.
 func DefaultConfig() Config {
 	return Config{
-		Wait:         5 * time.Minute,
-		RequestSlack: 10 * time.Second,
-		RateLimit:    10,
-		RateBurst:    5,
-		BackoffMin:   250 * time.Millisecond,
-		BackoffMax:   30 * time.Second,
+		Wait:            5 * time.Minute,
+		RequestSlack:    10 * time.Second,
+		RateLimit:       10,
+		RateBurst:       5,
+		BackoffMin:      250 * time.Millisecond,
+		BackoffMax:      30 * time.Second,
+		MaxWatchers:     128,
+		Fetchers:        16,
+		FetchRate:       2000,
+		SweepInterval:   500 * time.Millisecond,
+		PublishInterval: 20 * time.Millisecond,
 	}
 }
 
-// Replicator replicates the services of one Consul datacenter.
+// connections is the most HTTP connections a replica opens to one endpoint:
+// every watcher and fetcher, the three detector loops and the datacenter
+// look-up.
+func (c Config) connections() int { return c.MaxWatchers + c.Fetchers + 4 }
+
+// Stats are counters about the replica's conversation with Consul.
+type Stats struct {
+	Requests, Errors uint64
+	// LastContact is the time since the answering server last heard from
+	// the leader; KnownLeader whether it knew one (stale reads).
+	LastContact time.Duration
+	KnownLeader bool
+	Watchers    int
+}
+
+type stats struct {
+	requests, errors atomic.Uint64
+	lastContact      atomic.Int64
+	knownLeader      atomic.Bool
+}
+
+// Replicator replicates one Consul datacenter.
 type Replicator struct {
-	client    *api.Client
-	transport *http.Transport // closed on Stop so a reload leaves no connection behind
+	endpoints *endpoints
 	cfg       Config
 	publish   func(*snapshot.Snapshot)
+	stats     stats
 
 	// ctx lives from Start to Stop; every loop runs under it.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	dirty  chan struct{} // capacity 1: coalesces change signals for the publisher
 
-	mu         sync.Mutex
-	datacenter string                       // resolved datacenter name
-	listed     bool                         // the service list was read at least once
-	services   map[string]*snapshot.Service // latest fetched view of each listed service
-	watchers   map[string]context.CancelFunc
+	dirty   chan struct{} // capacity 1: coalesces change signals for the publisher
+	sweeps  chan struct{} // capacity 1: coalesces sweep requests
+	fetches *queue
+	limiter *rate.Limiter // shared by fetchers and probes
+
+	mu          sync.Mutex
+	datacenter  string
+	listed      bool                          // the service list was read at least once
+	nodesListed bool                          // the node list was read at least once
+	synced      bool                          // a complete snapshot was published
+	names       map[string]string             // key → name as Consul spells it
+	tags        map[string][]string           // key → tags from the service list
+	services    map[string]*snapshot.Service  // key → latest fetched view
+	nodes       map[string]*snapshot.Node     // key → node
+	watchers    map[string]*watcher           // key → the service's own blocking query
+	nonPassing  map[checkKey]nonPassingCheck // health detector state
 }
 
-// New returns a Replicator that reads from the Consul agent that consul
-// describes and hands every new complete snapshot to publish. publish is
-// called from one goroutine at a time.
+type watcher struct {
+	cancel     context.CancelFunc
+	lastChange time.Time
+}
+
+// New returns a Replicator that reads from the Consul endpoints that consul
+// and cfg describe and hands every new complete snapshot to publish. publish
+// is called from one goroutine at a time.
 func New(consul *api.Config, cfg Config, publish func(*snapshot.Snapshot)) (*Replicator, error) {
-	if consul.Transport == nil {
-		consul.Transport = cleanhttp.DefaultPooledTransport()
-	}
-	client, err := api.NewClient(consul)
+	eps, err := newEndpoints(consul, cfg.Addresses, cfg.connections())
 	if err != nil {
-		return nil, fmt.Errorf("consul client: %w", err)
+		return nil, err
 	}
 	return &Replicator{
-		client:    client,
-		transport: consul.Transport,
-		cfg:       cfg,
-		publish:   publish,
-		dirty:     make(chan struct{}, 1),
-		services:  make(map[string]*snapshot.Service),
-		watchers:  make(map[string]context.CancelFunc),
+		endpoints:  eps,
+		cfg:        cfg,
+		publish:    publish,
+		dirty:      make(chan struct{}, 1),
+		sweeps:     make(chan struct{}, 1),
+		fetches:    newQueue(),
+		limiter:    rate.NewLimiter(cfg.FetchRate, max(1, int(cfg.FetchRate)/10)),
+		names:      make(map[string]string),
+		tags:       make(map[string][]string),
+		services:   make(map[string]*snapshot.Service),
+		nodes:      make(map[string]*snapshot.Node),
+		watchers:   make(map[string]*watcher),
+		nonPassing: make(map[checkKey]nonPassingCheck),
 	}, nil
 }
 
 // Start begins replication in the background. It returns at once.
 func (r *Replicator) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	r.ctx, r.cancel = ctx, cancel
-	r.wg.Add(2)
-	go func() {
-		defer r.wg.Done()
-		if err := r.resolveDatacenter(ctx); err != nil {
-			return // ctx done
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.spawn(func() {
+		if err := r.resolveDatacenter(r.ctx); err != nil {
+			return // stopped
 		}
-		r.watch(ctx, "service list", r.fetchServiceList)
-	}()
+		r.spawn(func() { r.watch(r.ctx, "service list", 0, r.fetchServiceList) })
+		r.spawn(func() { r.watch(r.ctx, "node list", 0, r.fetchNodes) })
+		r.spawn(func() { r.watch(r.ctx, "health changes", 0, r.fetchNonPassing) })
+		r.spawn(r.sweepLoop)
+		for range r.cfg.Fetchers {
+			r.spawn(r.fetchLoop)
+		}
+	})
+	r.spawn(r.publishLoop)
+}
+
+// spawn runs f in a goroutine that Stop waits for.
+func (r *Replicator) spawn(f func()) {
+	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.publishLoop(ctx)
+		f()
 	}()
 }
 
-// Stop ends replication and waits until every goroutine it started is gone.
+// Stop ends replication and waits until every goroutine it started is gone
+// and every connection it opened is closed.
 func (r *Replicator) Stop() {
 	if r.cancel == nil {
 		return
 	}
 	r.cancel()
 	r.wg.Wait()
-	r.transport.CloseIdleConnections()
+	r.endpoints.close()
+}
+
+// Stats returns the replica's counters.
+func (r *Replicator) Stats() Stats {
+	r.mu.Lock()
+	watchers := len(r.watchers)
+	r.mu.Unlock()
+	return Stats{
+		Requests:    r.stats.requests.Load(),
+		Errors:      r.stats.errors.Load(),
+		LastContact: time.Duration(r.stats.lastContact.Load()),
+		KnownLeader: r.stats.knownLeader.Load(),
+		Watchers:    watchers,
+	}
 }
 
 // resolveDatacenter learns the datacenter name, which DNS answers carry in
@@ -129,10 +227,24 @@ func (r *Replicator) resolveDatacenter(ctx context.Context) error {
 	}
 	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
 	for {
-		dc, err := r.agentDatacenter()
+		var dc string
+		_, err := r.query(ctx, 0, time.Second, func(ctx context.Context, client *api.Client, _ *api.QueryOptions) (*api.QueryMeta, error) {
+			self, err := client.Agent().Self()
+			if err != nil {
+				return nil, err
+			}
+			dc, _ = self["Config"]["Datacenter"].(string)
+			if dc == "" {
+				return nil, errors.New("agent did not report a datacenter; set one in the Corefile")
+			}
+			return &api.QueryMeta{KnownLeader: true}, nil
+		})
 		if err == nil {
 			r.setDatacenter(dc)
 			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		delay := backoff.next()
 		log.Warningf("reading the agent's datacenter: %v (retrying in %s)", err, delay.Round(time.Millisecond))
@@ -142,84 +254,10 @@ func (r *Replicator) resolveDatacenter(ctx context.Context) error {
 	}
 }
 
-func (r *Replicator) agentDatacenter() (string, error) {
-	self, err := r.client.Agent().Self()
-	if err != nil {
-		return "", err
-	}
-	dc, _ := self["Config"]["Datacenter"].(string)
-	if dc == "" {
-		return "", errors.New("agent did not report a datacenter; set one in the Corefile")
-	}
-	return dc, nil
-}
-
 func (r *Replicator) setDatacenter(dc string) {
 	r.mu.Lock()
 	r.datacenter = dc
 	r.mu.Unlock()
-}
-
-// fetchServiceList reads the names of all services and starts or stops the
-// per-service watchers to match.
-func (r *Replicator) fetchServiceList(_ context.Context, opts *api.QueryOptions) (uint64, error) {
-	names, meta, err := r.client.Catalog().Services(opts)
-	if err != nil {
-		return 0, fmt.Errorf("listing services: %w", err)
-	}
-	if meta.LastIndex == opts.WaitIndex {
-		return meta.LastIndex, nil // the wait ran out without a change
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for name := range names {
-		if _, ok := r.watchers[name]; ok {
-			continue
-		}
-		// Watchers outlive this request: they run under the replicator's context.
-		wctx, cancel := context.WithCancel(r.ctx)
-		r.watchers[name] = cancel
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.watch(wctx, "service "+name, func(ctx context.Context, opts *api.QueryOptions) (uint64, error) {
-				return r.fetchService(ctx, name, opts)
-			})
-		}()
-	}
-	for name, cancel := range r.watchers {
-		if _, ok := names[name]; ok {
-			continue
-		}
-		cancel()
-		delete(r.watchers, name)
-		delete(r.services, name)
-	}
-	r.listed = true
-	r.markDirty()
-	return meta.LastIndex, nil
-}
-
-// fetchService reads every instance of one service with its health.
-func (r *Replicator) fetchService(ctx context.Context, name string, opts *api.QueryOptions) (uint64, error) {
-	entries, meta, err := r.client.Health().Service(name, "", false, opts)
-	if err != nil {
-		return 0, fmt.Errorf("reading service %q: %w", name, err)
-	}
-	if meta.LastIndex == opts.WaitIndex {
-		return meta.LastIndex, nil
-	}
-	svc := buildService(name, entries, meta.LastIndex)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if ctx.Err() != nil {
-		// The service was removed from the list while this read ran; storing
-		// it now would resurrect it.
-		return meta.LastIndex, nil
-	}
-	r.services[name] = svc
-	r.markDirty()
-	return meta.LastIndex, nil
 }
 
 // markDirty tells the publisher that the replica changed. It never blocks:
@@ -231,33 +269,47 @@ func (r *Replicator) markDirty() {
 	}
 }
 
-// publishLoop turns change signals into snapshots. Several changes that land
-// while a snapshot is being built are published together.
-func (r *Replicator) publishLoop(ctx context.Context) {
+// publishLoop turns change signals into snapshots, at most one per
+// PublishInterval: a change after a quiet spell is published at once, and
+// changes that land while the publisher waits are published together.
+func (r *Replicator) publishLoop() {
+	var last time.Time
 	for {
 		select {
-		case <-ctx.Done():
+		case <-r.ctx.Done():
 			return
 		case <-r.dirty:
 		}
+		if wait := r.cfg.PublishInterval - time.Since(last); wait > 0 {
+			if !sleep(r.ctx, wait) {
+				return
+			}
+			// This build covers whatever was signalled while waiting.
+			select {
+			case <-r.dirty:
+			default:
+			}
+		}
 		if snap := r.build(); snap != nil {
 			r.publish(snap)
+			last = time.Now()
 		}
 	}
 }
 
-// build assembles a snapshot, or returns nil while the replica is incomplete:
-// a snapshot missing services that exist in Consul would answer NXDOMAIN for
-// them, which resolvers cache.
+// build assembles a snapshot, or returns nil before the replica first holds
+// every listed service: a snapshot missing services that exist in Consul
+// would answer NXDOMAIN for them, which resolvers cache. Afterwards a service
+// that is new and not fetched yet is simply not in the snapshot yet: no
+// snapshot ever had it.
 func (r *Replicator) build() *snapshot.Snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.listed || len(r.services) < len(r.watchers) {
-		return nil
+	if !r.synced {
+		if !r.listed || !r.nodesListed || len(r.services) < len(r.names) {
+			return nil
+		}
+		r.synced = true
 	}
-	services := make([]*snapshot.Service, 0, len(r.services))
-	for _, svc := range r.services {
-		services = append(services, svc)
-	}
-	return snapshot.New(r.datacenter, services, time.Now())
+	return snapshot.New(r.datacenter, 0, maps.Clone(r.services), maps.Clone(r.nodes), time.Now())
 }

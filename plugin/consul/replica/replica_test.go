@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -100,6 +101,94 @@ func TestReplicatorFollowsCatalog(t *testing.T) {
 
 	r.Stop()
 	goleak.VerifyNone(t, baseline) // every goroutine and connection it started is gone
+}
+
+// TestReplicatorWatcherBudget runs one scenario with every service watched,
+// with none watched (detectors and sweeps only), and with one watcher slot
+// (promotion and eviction): every change must reach the snapshot in each.
+func TestReplicatorWatcherBudget(t *testing.T) {
+	for _, budget := range []int{128, 0, 1} {
+		t.Run(fmt.Sprintf("max_watchers=%d", budget), func(t *testing.T) {
+			srv := consulagent.Start(t, nil)
+			client := consulagent.Client(t, srv)
+			for i := range 5 {
+				for j := range 2 {
+					consulagent.Register(t, client, fmt.Sprintf("n%d", j), fmt.Sprintf("10.0.0.%d", j+1),
+						&api.AgentService{ID: fmt.Sprintf("s%d-%d", i, j), Service: fmt.Sprintf("s%d", i), Port: 80}, "passing")
+				}
+			}
+			baseline := goleak.IgnoreCurrent()
+
+			var latest atomic.Pointer[snapshot.Snapshot]
+			cfg := DefaultConfig()
+			cfg.MaxWatchers = budget
+			cfg.SweepInterval = 50 * time.Millisecond
+			r, err := New(consulagent.Config(srv), cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Start()
+			waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool {
+				n, _ := s.Counts()
+				return n == 6 // five services and consul itself
+			})
+			if got, want := r.Stats().Watchers, min(budget, 6); got != want {
+				t.Errorf("watchers = %d, want %d", got, want)
+			}
+
+			health := func(s *snapshot.Snapshot, svc, id string) snapshot.Health {
+				if v, ok := s.Service(svc); ok {
+					for _, in := range v.Instances {
+						if in.ID == id {
+							return in.Health
+						}
+					}
+				}
+				return 255
+			}
+			// A check turns critical, then passing again: the health detector.
+			consulagent.Register(t, client, "n0", "10.0.0.1", &api.AgentService{ID: "s3-0", Service: "s3", Port: 80}, "critical")
+			waitFor(t, &latest, "s3-0 critical", func(s *snapshot.Snapshot) bool { return health(s, "s3", "s3-0") == snapshot.Critical })
+			consulagent.Register(t, client, "n0", "10.0.0.1", &api.AgentService{ID: "s3-0", Service: "s3", Port: 80}, "passing")
+			waitFor(t, &latest, "s3-0 passing", func(s *snapshot.Snapshot) bool { return health(s, "s3", "s3-0") == snapshot.Passing })
+			// A new passing instance and a port change: only the service list's
+			// index moves, so without a watcher a sweep must find them.
+			consulagent.Register(t, client, "n2", "10.0.0.3", &api.AgentService{ID: "s4-2", Service: "s4", Port: 80}, "passing")
+			waitFor(t, &latest, "s4-2 registered", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "s4")) == 3 })
+			consulagent.Register(t, client, "n1", "10.0.0.2", &api.AgentService{ID: "s2-1", Service: "s2", Port: 81}, "passing")
+			waitFor(t, &latest, "s2-1 on port 81", func(s *snapshot.Snapshot) bool {
+				svc, _ := s.Service("s2")
+				return svc != nil && len(svc.Instances) == 2 && svc.Instances[1].Port == 81
+			})
+			// A deregistration, and a whole service going away.
+			consulagent.Deregister(t, client, "n0", "s1-0")
+			waitFor(t, &latest, "s1-0 deregistered", func(s *snapshot.Snapshot) bool {
+				return slices.Equal(instanceIDs(s, "s1"), []string{"s1-1"})
+			})
+			consulagent.Deregister(t, client, "n0", "s0-0")
+			consulagent.Deregister(t, client, "n1", "s0-1")
+			waitFor(t, &latest, "s0 removed", func(s *snapshot.Snapshot) bool { _, ok := s.Service("s0"); return !ok })
+			// A node moves: every instance on it follows.
+			consulagent.Register(t, client, "n1", "10.0.9.9", &api.AgentService{ID: "s1-1", Service: "s1", Port: 80}, "passing")
+			waitFor(t, &latest, "n1 moved", func(s *snapshot.Snapshot) bool {
+				for _, name := range []string{"s1", "s2", "s3", "s4"} {
+					svc, _ := s.Service(name)
+					for _, in := range svc.Instances {
+						if in.Node == "n1" && in.NodeAddress != "10.0.9.9" {
+							return false
+						}
+					}
+				}
+				n, ok := s.Node("n1")
+				return ok && n.Address == "10.0.9.9"
+			})
+			if w := r.Stats().Watchers; w > budget {
+				t.Errorf("%d watchers exceed the budget of %d", w, budget)
+			}
+			r.Stop()
+			goleak.VerifyNone(t, baseline)
+		})
+	}
 }
 
 func equalInstance(a, b snapshot.Instance) bool {

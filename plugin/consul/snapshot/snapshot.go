@@ -51,14 +51,21 @@ type Instance struct {
 	ID          string // service ID, unique per node
 	Node        string
 	NodeAddress string
+	// NodeTaggedAddresses are the node's other addresses (lan, wan, lan_ipv4,
+	// wan_ipv6, ...), as Consul reports them.
+	NodeTaggedAddresses map[string]string
 	// Address is the service's own address; empty when the service uses its
 	// node's address. Consul names SRV targets differently in the two cases.
-	Address       string
-	Port          uint16
-	Tags          []string
-	WeightPassing int
-	WeightWarning int
-	Health        Health
+	Address string
+	// TaggedAddresses are the service's other addresses by tag (lan_ipv4,
+	// wan_ipv6, ...).
+	TaggedAddresses map[string]string
+	Port            uint16
+	Tags            []string
+	Meta            map[string]string
+	WeightPassing   int
+	WeightWarning   int
+	Health          Health
 }
 
 // Service is every instance of one service name, with the Consul index at
@@ -69,37 +76,66 @@ type Service struct {
 	Instances []Instance
 }
 
+// Node is one node of the catalog, for node lookups.
+type Node struct {
+	Name            string
+	Address         string
+	TaggedAddresses map[string]string
+	Meta            map[string]string
+}
+
 // Snapshot is a complete view of the replicated datacenter.
 type Snapshot struct {
 	Datacenter string
 	// Index is the highest Consul index among the data in this snapshot.
 	Index uint64
 	// Services is keyed by the lower-cased service name: DNS lookups are
-	// case-insensitive, Consul service names are not meant to differ by case.
+	// case-insensitive, and so are Consul's own service name indexes.
 	Services map[string]*Service
+	// Nodes is keyed by the lower-cased node name.
+	Nodes map[string]*Node
 	// Built is when this snapshot was assembled from replicated data.
 	Built time.Time
 }
 
-// New assembles a snapshot from services. The services are shared, not
-// copied: a Service must not be modified once handed over, which lets
-// consecutive snapshots share every service that did not change.
-func New(datacenter string, services []*Service, built time.Time) *Snapshot {
+// New assembles a snapshot from services and nodes, both keyed by lower-cased
+// name. The maps are owned by the snapshot from then on, and the values are
+// shared, not copied: a Service or Node must not be modified once handed
+// over, which lets consecutive snapshots share everything that did not change.
+func New(datacenter string, index uint64, services map[string]*Service, nodes map[string]*Node, built time.Time) *Snapshot {
 	s := &Snapshot{
 		Datacenter: strings.ToLower(datacenter),
-		Services:   make(map[string]*Service, len(services)),
+		Index:      index,
+		Services:   services,
+		Nodes:      nodes,
 		Built:      built,
 	}
 	for _, svc := range services {
-		s.Services[strings.ToLower(svc.Name)] = svc
 		s.Index = max(s.Index, svc.Index)
 	}
 	return s
 }
+
+// Key is the map key of a service or node name.
+func Key(name string) string { return strings.ToLower(name) }
 
 // Service returns the service with the given name, matched case-insensitively.
 // name must already be lower case; the DNS layer lower-cases the question once.
 func (s *Snapshot) Service(name string) (*Service, bool) {
 	svc, ok := s.Services[name]
 	return svc, ok
+}
+
+// Node returns the node with the given lower-cased name.
+func (s *Snapshot) Node(name string) (*Node, bool) {
+	n, ok := s.Nodes[name]
+	return n, ok
+}
+
+// Counts returns the number of services and instances in the snapshot.
+func (s *Snapshot) Counts() (services, instances int) {
+	for _, svc := range s.Services {
+		instances += len(svc.Instances)
+	}
+	return len(s.Services), instances
 }

@@ -1,0 +1,115 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-cleanhttp"
+)
+
+// Consistency is the read consistency asked of Consul.
+type Consistency int
+
+// Consistency modes, as Consul names them (api-docs/features/consistency).
+const (
+	// Stale reads are answered by any server, with or without a leader: the
+	// default, since DNS must not fail while Consul elects a leader.
+	Stale Consistency = iota
+	Default
+	Consistent
+)
+
+// ParseConsistency maps a Corefile word to a Consistency.
+func ParseConsistency(s string) (Consistency, error) {
+	switch s {
+	case "stale":
+		return Stale, nil
+	case "default":
+		return Default, nil
+	case "consistent":
+		return Consistent, nil
+	}
+	return 0, fmt.Errorf("consistency %q is not stale, default or consistent", s)
+}
+
+// endpoints are the Consul agents or servers the replica reads from, in
+// order of preference. All requests go to the active one; a request that
+// fails in a way another endpoint might not moves the replica to the next.
+type endpoints struct {
+	addrs     []string
+	clients   []*api.Client
+	transport *http.Transport
+	active    atomic.Int32
+}
+
+// newEndpoints builds one client per address, all sharing one transport whose
+// connections per host are capped at maxConns, so the replica can never open
+// more connections than a Consul agent accepts from one client
+// (limits.http_max_conns_per_client, 200 by default).
+func newEndpoints(base *api.Config, addrs []string, maxConns int) (*endpoints, error) {
+	if len(addrs) == 0 {
+		addrs = []string{base.Address}
+	}
+	transport := base.Transport
+	if transport == nil {
+		transport = cleanhttp.DefaultPooledTransport()
+	}
+	transport.MaxConnsPerHost = maxConns
+	// Blocking queries return and are sent again all the time: keep their
+	// connections for reuse rather than opening new ones.
+	transport.MaxIdleConnsPerHost = maxConns
+	transport.MaxIdleConns = 0
+	transport.IdleConnTimeout = 90 * time.Second
+
+	e := &endpoints{addrs: addrs, transport: transport}
+	for _, addr := range addrs {
+		cfg := *base
+		cfg.Address = addr
+		cfg.Transport = transport
+		cfg.HttpClient = nil
+		client, err := api.NewClient(&cfg)
+		if err != nil {
+			return nil, fmt.Errorf("consul client for %s: %w", addr, err)
+		}
+		e.clients = append(e.clients, client)
+	}
+	return e, nil
+}
+
+// client returns the active client and its position, to hand back to failed.
+func (e *endpoints) client() (int32, *api.Client) {
+	i := e.active.Load()
+	return i, e.clients[i]
+}
+
+// failed records that a request to endpoint i failed with err, and moves to
+// the next endpoint when another one could do better. It reports whether it
+// moved. Several loops may see the same failure: only the first moves on.
+func (e *endpoints) failed(i int32, err error) bool {
+	if len(e.clients) < 2 || !retryElsewhere(err) {
+		return false
+	}
+	next := (i + 1) % int32(len(e.clients))
+	if !e.active.CompareAndSwap(i, next) {
+		return false
+	}
+	log.Warningf("consul endpoint %s failed, moving to %s", e.addrs[i], e.addrs[next])
+	return true
+}
+
+// retryElsewhere tells errors that another endpoint might not have (no
+// connection, time-outs, rate limits, server errors) from those every
+// endpoint would give (a denied token, a bad request).
+func retryElsewhere(err error) bool {
+	var status api.StatusError
+	if errors.As(err, &status) {
+		return status.Code == http.StatusTooManyRequests || status.Code >= 500
+	}
+	return true
+}
+
+func (e *endpoints) close() { e.transport.CloseIdleConnections() }

@@ -1,0 +1,218 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// checkKey identifies a health check.
+type checkKey struct{ node, id string }
+
+type nonPassingCheck struct {
+	status  string
+	service string // empty for a node check
+}
+
+// nonPassingFilter keeps the health detector's answers small: only checks
+// that are warning or critical, usually few. Its index still moves on every
+// check change, and a check entering, leaving or moving within that set
+// names the service (or node) whose health changed.
+const nonPassingFilter = `Status != "passing"`
+
+// fetchNonPassing reads the non-passing checks and queues the services
+// without a watcher whose health changed.
+func (r *Replicator) fetchNonPassing(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+	opts.Filter = nonPassingFilter
+	checks, meta, err := client.Health().State(api.HealthAny, opts)
+	if err != nil {
+		return nil, fmt.Errorf("reading non-passing checks: %w", err)
+	}
+	if meta.LastIndex == opts.WaitIndex {
+		return meta, nil
+	}
+	current := make(map[checkKey]nonPassingCheck, len(checks))
+	for _, c := range checks {
+		current[checkKey{c.Node, c.CheckID}] = nonPassingCheck{status: c.Status, service: c.ServiceName}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changedServices := make(map[string]bool)
+	changedNodes := make(map[string]bool)
+	note := func(k checkKey, c nonPassingCheck) {
+		if c.service == "" {
+			changedNodes[k.node] = true
+		} else {
+			changedServices[snapshot.Key(c.service)] = true
+		}
+	}
+	for k, c := range current {
+		if old, ok := r.nonPassing[k]; !ok || old != c {
+			note(k, c)
+		}
+	}
+	for k, old := range r.nonPassing {
+		if _, ok := current[k]; !ok {
+			note(k, old)
+		}
+	}
+	r.nonPassing = current
+	if len(changedNodes) > 0 {
+		for key := range r.servicesOnNodesLocked(changedNodes) {
+			changedServices[key] = true
+		}
+	}
+	r.queueUnwatchedLocked(changedServices)
+	return meta, nil
+}
+
+// servicesOnNodesLocked returns the services with an instance on any of nodes.
+func (r *Replicator) servicesOnNodesLocked(nodes map[string]bool) map[string]bool {
+	out := make(map[string]bool)
+	for key, svc := range r.services {
+		for i := range svc.Instances {
+			if nodes[svc.Instances[i].Node] {
+				out[key] = true
+				break
+			}
+		}
+	}
+	return out
+}
+
+// queueUnwatchedLocked queues the listed services among keys that have no
+// watcher; watchers see their own changes.
+func (r *Replicator) queueUnwatchedLocked(keys map[string]bool) {
+	for key := range keys {
+		if _, listed := r.names[key]; listed && r.watchers[key] == nil {
+			r.fetches.push(key)
+		}
+	}
+}
+
+// fetchNodes reads every node of the catalog. A node whose address changed
+// changes the instances on it: those without a watcher are queued.
+func (r *Replicator) fetchNodes(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+	list, meta, err := client.Catalog().Nodes(opts)
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	if meta.LastIndex == opts.WaitIndex {
+		return meta, nil
+	}
+	nodes := make(map[string]*snapshot.Node, len(list))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changed := make(map[string]bool)
+	for _, n := range list {
+		key := snapshot.Key(n.Node)
+		node := buildNode(n)
+		if old := r.nodes[key]; old != nil && sameNode(old, node) {
+			node = old // share the unchanged node with the previous snapshot
+		} else if old != nil {
+			changed[n.Node] = true
+		}
+		nodes[key] = node
+	}
+	r.nodes = nodes
+	r.nodesListed = true
+	if len(changed) > 0 {
+		r.queueUnwatchedLocked(r.servicesOnNodesLocked(changed))
+	}
+	r.markDirty()
+	return meta, nil
+}
+
+// requestSweep asks the sweeper for a sweep; requests made while one is
+// pending are covered by it.
+func (r *Replicator) requestSweep() {
+	select {
+	case r.sweeps <- struct{}{}:
+	default:
+	}
+}
+
+// sweepLoop runs requested sweeps, at most one per SweepInterval, or per ten
+// times the last sweep's duration when that is longer: under a storm of
+// registrations the sweeps' load on Consul stays bounded.
+func (r *Replicator) sweepLoop() {
+	var last time.Time
+	var took time.Duration
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.sweeps:
+		}
+		if wait := max(r.cfg.SweepInterval, 10*took) - time.Since(last); wait > 0 {
+			if !sleep(r.ctx, wait) {
+				return
+			}
+		}
+		last = time.Now()
+		r.sweep()
+		took = time.Since(last)
+	}
+}
+
+// sweep asks every service without a watcher for its current index, with a
+// filter that matches nothing so the answer carries no body, and queues those
+// whose index moved.
+func (r *Replicator) sweep() {
+	r.mu.Lock()
+	type probe struct {
+		key, name string
+		index     uint64
+	}
+	var probes []probe
+	for key, name := range r.names {
+		if r.watchers[key] != nil {
+			continue
+		}
+		var index uint64
+		if svc := r.services[key]; svc != nil {
+			index = svc.Index
+		}
+		probes = append(probes, probe{key, name, index})
+	}
+	r.mu.Unlock()
+
+	work := make(chan probe)
+	var wg sync.WaitGroup
+	for range r.cfg.Fetchers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				if r.limiter.Wait(r.ctx) != nil {
+					continue
+				}
+				meta, err := r.query(r.ctx, 1, r.cfg.Wait, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+					opts.Filter = matchNothing
+					_, meta, err := client.Health().Service(p.name, "", false, opts)
+					return meta, err
+				})
+				if err != nil || meta.LastIndex != p.index {
+					// A failed probe proves nothing: fetch, which retries.
+					r.fetches.push(p.key)
+				}
+			}
+		}()
+	}
+	for _, p := range probes {
+		select {
+		case work <- p:
+		case <-r.ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+}
+
+// matchNothing is a filter no service instance matches.
+const matchNothing = `Service.ID == "" and Service.ID != ""`
