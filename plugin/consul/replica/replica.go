@@ -125,14 +125,14 @@ type Replicator struct {
 
 	mu          sync.Mutex
 	datacenter  string
-	listed      bool                          // the service list was read at least once
-	nodesListed bool                          // the node list was read at least once
-	synced      bool                          // a complete snapshot was published
-	names       map[string]string             // key → name as Consul spells it
-	tags        map[string][]string           // key → tags from the service list
-	services    map[string]*snapshot.Service  // key → latest fetched view
-	nodes       map[string]*snapshot.Node     // key → node
-	watchers    map[string]*watcher           // key → the service's own blocking query
+	listed      bool                         // the service list was read at least once
+	nodesListed bool                         // the node list was read at least once
+	synced      bool                         // a complete snapshot was published
+	names       map[string]string            // key → name as Consul spells it
+	tags        map[string][]string          // key → tags from the service list
+	services    map[string]*snapshot.Service // key → latest fetched view
+	nodes       map[string]*snapshot.Node    // key → node
+	watchers    map[string]*watcher          // key → the service's own blocking query
 	nonPassing  map[checkKey]nonPassingCheck // health detector state
 }
 
