@@ -61,7 +61,7 @@ wait_for "Consul's leader" sh -c "curl -sf $consul_api/v1/status/leader | grep -
 register() { # register NODE NODE_ADDR SERVICE_JSON CHECK_STATUS
   local id
   id=$(printf '%s' "$3" | sed -n 's/.*"ID": *"\([^"]*\)".*/\1/p')
-  curl -sf -X PUT "$consul_api/v1/catalog/register" -d @- >/dev/null <<JSON
+  curl -sSf -X PUT "$consul_api/v1/catalog/register" -d @- >/dev/null <<JSON
 {"Node": "$1", "Address": "$2", "Service": $3,
  "Checks": [{"CheckID": "check:$id", "Name": "$id health", "Status": "$4", "ServiceID": "$id"}]}
 JSON
@@ -108,16 +108,14 @@ show nope.service.consul A
 echo
 echo "==> registering web-5 and asking again: no restart, no TTL to wait out"
 register web-5 127.0.0.25 '{"ID": "web-5", "Service": "web", "Port": 8080}' passing
-sleep 0.1
-show web.service.consul SRV
-
-# The demo checks itself: web must now have four SRV records.
-count=$(dig @127.0.0.1 -p "$dns_port" +short web.service.consul SRV | wc -l)
-if [ "$count" -ne 4 ]; then
-  echo "demo check failed: web.service.consul has $count SRV records, want 4" >&2
+srv_count() { dig @127.0.0.1 -p "$dns_port" +short web.service.consul SRV | wc -l; }
+# The demo checks itself: web must reach four SRV records (in milliseconds).
+wait_for "web-5 in DNS" sh -c "[ \$(dig @127.0.0.1 -p $dns_port +short web.service.consul SRV | wc -l) -eq 4 ]" || {
+  echo "demo check failed: web.service.consul has $(srv_count) SRV records, want 4" >&2
   cat "$work/coredns.log" >&2
   exit 1
-fi
+}
+show web.service.consul SRV
 
 [ "$hold" = "0" ] && { echo; echo "demo OK"; exit 0; }
 

@@ -25,6 +25,7 @@ type Consul struct {
 
 	opts    answer.Options
 	replica *replica.Replicator
+	key     string // what the replica replicates, for lastSnapshots
 
 	// snap is the current snapshot; nil until the first complete sync. The
 	// request path only ever loads it, so it takes no lock.
@@ -65,4 +66,7 @@ func (c *Consul) Name() string { return pluginName }
 func (c *Consul) Ready() bool { return c.snap.Load() != nil }
 
 // publish makes snap the snapshot answers are read from.
-func (c *Consul) publish(snap *snapshot.Snapshot) { c.snap.Store(snap) }
+func (c *Consul) publish(snap *snapshot.Snapshot) {
+	c.snap.Store(snap)
+	lastSnapshots.Store(c.key, snap)
+}

@@ -2,10 +2,13 @@ package consul
 
 import (
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
@@ -27,10 +30,16 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	h := &Consul{Zones: cfg.zones, opts: cfg.answer}
+	h := &Consul{Zones: cfg.zones, opts: cfg.answer, key: cfg.replicaKey()}
 	h.replica, err = replica.New(cfg.client, cfg.replica, h.publish)
 	if err != nil {
-		return plugin.Error(pluginName, err)
+		return plugin.Error(pluginName, c.Err(err.Error()))
+	}
+	// On reload the new instance starts serving before the old one stops:
+	// it answers from the old instance's snapshot until its own replica has
+	// synced, instead of SERVFAIL.
+	if snap, ok := lastSnapshots.Load(h.key); ok {
+		h.snap.Store(snap.(*snapshot.Snapshot))
 	}
 
 	c.OnStartup(func() error {
@@ -51,6 +60,10 @@ func setup(c *caddy.Controller) error {
 	})
 	return nil
 }
+
+// lastSnapshots holds the latest snapshot of each replicated datacenter, by
+// replicaKey, so that a reloaded server block starts with it.
+var lastSnapshots sync.Map
 
 // config is everything the Corefile says about one consul block.
 type config struct {
@@ -100,6 +113,13 @@ func parse(c *caddy.Controller) (*config, error) {
 		cfg.replica.Addresses = []string{cfg.client.Address}
 	}
 	return cfg, nil
+}
+
+// replicaKey names what a replica replicates: blocks with equal keys hold
+// the same data.
+func (cfg *config) replicaKey() string {
+	r := cfg.replica
+	return strings.Join([]string{strings.Join(r.Addresses, ","), r.Datacenter, r.Namespace, r.Partition}, "|")
 }
 
 func parseProperty(c *caddy.Controller, cfg *config) error {

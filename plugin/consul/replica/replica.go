@@ -34,7 +34,8 @@ import (
 
 var log = clog.NewWithPlugin("consul")
 
-// Config tunes a Replicator. DefaultConfig has the defaults.
+// Config tunes a Replicator. Start from DefaultConfig: zero rates and
+// intervals are not defaults.
 type Config struct {
 	// Addresses of Consul agents or servers, in order of preference; empty
 	// means the address in the api.Config.
@@ -228,12 +229,13 @@ func (r *Replicator) resolveDatacenter(ctx context.Context) error {
 	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
 	for {
 		var dc string
-		_, err := r.query(ctx, 0, time.Second, func(ctx context.Context, client *api.Client, _ *api.QueryOptions) (*api.QueryMeta, error) {
-			self, err := client.Agent().Self()
-			if err != nil {
+		_, err := r.query(ctx, 0, time.Second, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+			// Agent().Self() takes no context; a hung agent would hold Stop.
+			var self struct{ Config struct{ Datacenter string } }
+			if _, err := client.Raw().Query("/v1/agent/self", &self, opts); err != nil {
 				return nil, err
 			}
-			dc, _ = self["Config"]["Datacenter"].(string)
+			dc = self.Config.Datacenter
 			if dc == "" {
 				return nil, errors.New("agent did not report a datacenter; set one in the Corefile")
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
+	"github.com/coredns-consul/coredns-consul/test/faultproxy"
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/goleak"
@@ -188,6 +189,72 @@ func TestReplicatorWatcherBudget(t *testing.T) {
 			r.Stop()
 			goleak.VerifyNone(t, baseline)
 		})
+	}
+}
+
+// TestReplicatorKeepsLastGoodData checks that a Consul that fails, rate
+// limits or hangs never costs the replica the data it has, and that changes
+// made meanwhile arrive once Consul answers again.
+func TestReplicatorKeepsLastGoodData(t *testing.T) {
+	srv := consulagent.Start(t, nil)
+	client := consulagent.Client(t, srv)
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
+	proxy := faultproxy.New(t, srv.HTTPAddr)
+
+	var latest atomic.Pointer[snapshot.Snapshot]
+	cfg := DefaultConfig()
+	cfg.MaxWatchers = 1 // some services through detectors, one watched
+	cfg.BackoffMin, cfg.BackoffMax = 20*time.Millisecond, 100*time.Millisecond
+	cfg.RequestSlack = 200 * time.Millisecond
+	cfg.Wait = time.Second
+	r, err := New(&api.Config{Address: proxy.Addr}, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	defer r.Stop()
+	waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+
+	for _, mode := range []faultproxy.Mode{faultproxy.ServerError, faultproxy.TooMany, faultproxy.Hang} {
+		proxy.Set(mode)
+		before := latest.Load()
+		consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 80}, "passing")
+		time.Sleep(cfg.Wait + cfg.RequestSlack + 300*time.Millisecond) // past the request deadline
+		if s := latest.Load(); s != before || len(instanceIDs(s, "web")) != 1 {
+			t.Fatalf("mode %d: the snapshot changed while Consul failed", mode)
+		}
+		proxy.Set(faultproxy.Pass)
+		waitFor(t, &latest, "recovery", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 2 })
+		consulagent.Deregister(t, client, "n2", "web-2")
+		waitFor(t, &latest, "deregistration", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+	}
+	if r.Stats().Errors == 0 {
+		t.Error("no failed request was counted")
+	}
+}
+
+// TestReplicatorFailover checks that the replica moves past an endpoint that
+// fails to the next one.
+func TestReplicatorFailover(t *testing.T) {
+	srv := consulagent.Start(t, nil)
+	client := consulagent.Client(t, srv)
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
+	broken := faultproxy.New(t, srv.HTTPAddr)
+	broken.Set(faultproxy.ServerError)
+
+	var latest atomic.Pointer[snapshot.Snapshot]
+	cfg := DefaultConfig()
+	cfg.Addresses = []string{broken.Addr, "127.0.0.1:1", srv.HTTPAddr}
+	cfg.BackoffMin = 10 * time.Millisecond
+	r, err := New(&api.Config{}, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	defer r.Stop()
+	waitFor(t, &latest, "sync through the third endpoint", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+	if broken.Requests() == 0 {
+		t.Error("the first endpoint was never tried")
 	}
 }
 

@@ -141,6 +141,9 @@ func (r *Replicator) storeLocked(key string, svc *snapshot.Service) {
 		}
 		r.watchers[coldest].cancel()
 		delete(r.watchers, coldest)
+		// A change the evicted watcher was about to see, or missed while
+		// Consul failed, would otherwise wait for the next sweep.
+		r.fetches.push(coldest)
 	}
 	r.startWatcherLocked(key, svc.Index)
 }
