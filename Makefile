@@ -12,7 +12,7 @@ COREDNS := $(CURDIR)/bin/coredns
 export CONSUL_BIN  := $(CONSUL)
 export COREDNS_BIN := $(COREDNS)
 
-.PHONY: all build consul deps test lint demo clean
+.PHONY: all build consul deps test lint demo bench-replica clean
 
 all: build
 
@@ -41,6 +41,10 @@ lint:
 ## demo: Consul dev agent + sample services + CoreDNS with the plugin; Ctrl-C stops it all
 demo: deps consul build
 	scripts/demo.sh
+
+## bench-replica: initial sync at 5,000 x 10 and propagation at 1,000 services, against a real agent
+bench-replica: consul build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m -v ./test/bench/ | grep -v '^\[\|^20[0-9][0-9]-'
 
 clean:
 	rm -rf bin

@@ -4,6 +4,7 @@ package consulagent
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,4 +114,73 @@ func Deregister(t testing.TB, client *api.Client, node, serviceID string) {
 	if _, err := client.Catalog().Deregister(&api.CatalogDeregistration{Node: node, ServiceID: serviceID}, nil); err != nil {
 		t.Fatalf("deregistering %s from %s: %v", serviceID, node, err)
 	}
+}
+
+// Populate registers services service-0 … service-<services-1> with
+// instances each, spread over nodes nodes, every instance with one passing
+// check, in transactions of 60 operations so that large catalogs load fast.
+func Populate(t testing.TB, client *api.Client, services, instances, nodes int) {
+	t.Helper()
+	var ops api.TxnOps
+	flush := func() {
+		if len(ops) == 0 {
+			return
+		}
+		ok, resp, _, err := client.Txn().Txn(ops, nil)
+		if err != nil || !ok {
+			t.Fatalf("populating the catalog: %v %+v", err, resp)
+		}
+		ops = ops[:0]
+	}
+	for n := range nodes {
+		ops = append(ops, &api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeSet, Node: api.Node{
+			Node: fmt.Sprintf("node-%d", n), Address: fmt.Sprintf("10.%d.%d.%d", n>>16&255, n>>8&255, n&255),
+		}}})
+		if len(ops) == 60 {
+			flush()
+		}
+	}
+	flush()
+	for s := range services {
+		for i := range instances {
+			node := fmt.Sprintf("node-%d", (s*instances+i)%nodes)
+			id := fmt.Sprintf("service-%d-%d", s, i)
+			ops = append(ops,
+				&api.TxnOp{Service: &api.ServiceTxnOp{Verb: api.ServiceSet, Node: node, Service: api.AgentService{
+					ID: id, Service: fmt.Sprintf("service-%d", s), Port: 8000 + i,
+				}}},
+				&api.TxnOp{Check: &api.CheckTxnOp{Verb: api.CheckSet, Check: api.HealthCheck{
+					Node: node, CheckID: "check-" + id, Name: "check " + id, Status: api.HealthPassing, ServiceID: id,
+				}}})
+			if len(ops) >= 60 {
+				flush()
+			}
+		}
+	}
+	flush()
+}
+
+// StartTLS starts an agent that also serves its HTTP API over HTTPS, with a
+// CA and a server certificate made by `consul tls`, and returns it with the
+// CA file to verify it with. srv.HTTPSAddr is the HTTPS address.
+func StartTLS(t testing.TB, configure func(*testutil.TestServerConfig)) (*testutil.TestServer, string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
+		cmd := exec.Command(Binary(), args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("consul %v: %v\n%s", args, err, out)
+		}
+	}
+	ca := filepath.Join(dir, "consul-agent-ca.pem")
+	srv := Start(t, func(c *testutil.TestServerConfig) {
+		c.CAFile = ca
+		c.CertFile = filepath.Join(dir, "dc1-server-consul-0.pem")
+		c.KeyFile = filepath.Join(dir, "dc1-server-consul-0-key.pem")
+		if configure != nil {
+			configure(c)
+		}
+	})
+	return srv, ca
 }

@@ -129,6 +129,9 @@ func Start(t testing.TB, corefile func(Ports) string) *Server {
 	return s
 }
 
+// Pid is the CoreDNS process's ID.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Output is everything CoreDNS printed so far.
 func (s *Server) Output() string { return s.out.String() }
 

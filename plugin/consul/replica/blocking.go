@@ -2,6 +2,8 @@ package replica
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"math/rand/v2"
 	"time"
 
@@ -69,6 +71,10 @@ func (r *Replicator) query(ctx context.Context, index uint64, wait time.Duration
 		if ctx.Err() == nil {
 			r.endpoints.failed(i, err)
 			r.stats.errors.Add(1)
+			var status api.StatusError
+			if errors.As(err, &status) && status.Code == http.StatusTooManyRequests {
+				r.stats.tooMany.Add(1)
+			}
 		}
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -108,6 +109,24 @@ func retryElsewhere(err error) bool {
 	var status api.StatusError
 	if errors.As(err, &status) {
 		return status.Code == http.StatusTooManyRequests || status.Code >= 500
+	}
+	return true
+}
+
+// allHTTPS reports whether every address will be reached over HTTPS, where
+// HTTP/2 multiplexes blocking queries over few connections.
+func allHTTPS(base *api.Config, addrs []string) bool {
+	if len(addrs) == 0 {
+		addrs = []string{base.Address}
+	}
+	for _, a := range addrs {
+		scheme, _, found := strings.Cut(a, "://")
+		if !found {
+			scheme = base.Scheme
+		}
+		if scheme != "https" {
+			return false
+		}
 	}
 	return true
 }

@@ -109,13 +109,18 @@ func (r *Replicator) fetchNodes(_ context.Context, client *api.Client, opts *api
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	changed := make(map[string]bool)
+	dirty := len(list) != len(r.nodes) || !r.nodesListed
 	for _, n := range list {
 		key := snapshot.Key(n.Node)
 		node := buildNode(n)
-		if old := r.nodes[key]; old != nil && sameNode(old, node) {
+		switch old := r.nodes[key]; {
+		case old != nil && sameNode(old, node):
 			node = old // share the unchanged node with the previous snapshot
-		} else if old != nil {
+		case old != nil:
 			changed[n.Node] = true
+			dirty = true
+		default:
+			dirty = true
 		}
 		nodes[key] = node
 	}
@@ -124,7 +129,9 @@ func (r *Replicator) fetchNodes(_ context.Context, client *api.Client, opts *api
 	if len(changed) > 0 {
 		r.queueUnwatchedLocked(r.servicesOnNodesLocked(changed))
 	}
-	r.markDirty()
+	if dirty {
+		r.markDirty()
+	}
 	return meta, nil
 }
 
@@ -137,9 +144,9 @@ func (r *Replicator) requestSweep() {
 	}
 }
 
-// sweepLoop runs requested sweeps, at most one per SweepInterval, or per ten
-// times the last sweep's duration when that is longer: under a storm of
-// registrations the sweeps' load on Consul stays bounded.
+// sweepLoop runs requested sweeps, at most one per SweepInterval, or per
+// twice the last sweep's duration when that is longer: under a storm of
+// registrations Consul spends at most a third of its time on sweeps.
 func (r *Replicator) sweepLoop() {
 	var last time.Time
 	var took time.Duration
@@ -149,21 +156,22 @@ func (r *Replicator) sweepLoop() {
 			return
 		case <-r.sweeps:
 		}
-		if wait := max(r.cfg.SweepInterval, 10*took) - time.Since(last); wait > 0 {
+		if wait := max(r.cfg.SweepInterval, 2*took) - time.Since(last); wait > 0 {
 			if !sleep(r.ctx, wait) {
 				return
 			}
 		}
 		last = time.Now()
-		r.sweep()
+		n := r.sweep()
 		took = time.Since(last)
+		log.Debugf("swept %d services in %s", n, took)
 	}
 }
 
 // sweep asks every service without a watcher for its current index, with a
 // filter that matches nothing so the answer carries no body, and queues those
-// whose index moved.
-func (r *Replicator) sweep() {
+// whose index moved. It returns the number of services probed.
+func (r *Replicator) sweep() int {
 	r.mu.Lock()
 	type probe struct {
 		key, name string
@@ -192,7 +200,9 @@ func (r *Replicator) sweep() {
 				if r.limiter.Wait(r.ctx) != nil {
 					continue
 				}
-				meta, err := r.query(r.ctx, 1, r.cfg.Wait, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+				// Index 0: not the agent's streaming view, which may lag the
+				// catalog change that asked for this sweep, but the servers'.
+				meta, err := r.query(r.ctx, 0, r.cfg.Wait, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 					opts.Filter = matchNothing
 					_, meta, err := client.Health().Service(p.name, "", false, opts)
 					return meta, err
@@ -212,6 +222,7 @@ func (r *Replicator) sweep() {
 	}
 	close(work)
 	wg.Wait()
+	return len(probes)
 }
 
 // matchNothing is a filter no service instance matches.

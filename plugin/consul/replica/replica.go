@@ -55,8 +55,10 @@ type Config struct {
 	RateBurst int
 	// BackoffMin and BackoffMax bound the delay after a failed request.
 	BackoffMin, BackoffMax time.Duration
-	// MaxWatchers caps the per-service blocking queries. Each holds an
-	// HTTP/1.1 connection, and a Consul agent accepts 200 per client IP.
+	// MaxWatchers caps the per-service blocking queries. Over plain HTTP
+	// each holds a connection, and a Consul agent accepts 200 per client IP;
+	// over HTTPS they share HTTP/2 connections. AutoWatchers picks
+	// HTTPWatchers or HTTPSWatchers by the endpoints' scheme.
 	MaxWatchers int
 	// Fetchers is the number of concurrent fetches and sweep probes.
 	Fetchers int
@@ -74,17 +76,28 @@ func DefaultConfig() Config {
 	return Config{
 		Wait:            5 * time.Minute,
 		RequestSlack:    10 * time.Second,
-		RateLimit:       10,
-		RateBurst:       5,
+		RateLimit:       20,
+		RateBurst:       10,
 		BackoffMin:      250 * time.Millisecond,
 		BackoffMax:      30 * time.Second,
-		MaxWatchers:     128,
+		MaxWatchers:     AutoWatchers,
 		Fetchers:        16,
-		FetchRate:       2000,
-		SweepInterval:   500 * time.Millisecond,
-		PublishInterval: 20 * time.Millisecond,
+		FetchRate:       5000,
+		SweepInterval:   100 * time.Millisecond,
+		PublishInterval: 5 * time.Millisecond,
 	}
 }
+
+// Watcher budgets.
+const (
+	AutoWatchers = -1
+	// HTTPWatchers leaves room under Consul's default of 200 connections per
+	// client IP for the fetchers, the detector loops and other clients.
+	HTTPWatchers = 128
+	// HTTPSWatchers is a bound on memory, not on connections: HTTP/2 carries
+	// up to 250 concurrent requests on each connection.
+	HTTPSWatchers = 4096
+)
 
 // connections is the most HTTP connections a replica opens to one endpoint:
 // every watcher and fetcher, the three detector loops and the datacenter
@@ -94,6 +107,9 @@ func (c Config) connections() int { return c.MaxWatchers + c.Fetchers + 4 }
 // Stats are counters about the replica's conversation with Consul.
 type Stats struct {
 	Requests, Errors uint64
+	// TooMany counts 429 answers: Consul refusing a connection past its
+	// per-client limit.
+	TooMany uint64
 	// LastContact is the time since the answering server last heard from
 	// the leader; KnownLeader whether it knew one (stale reads).
 	LastContact time.Duration
@@ -102,7 +118,7 @@ type Stats struct {
 }
 
 type stats struct {
-	requests, errors atomic.Uint64
+	requests, errors, tooMany atomic.Uint64
 	lastContact      atomic.Int64
 	knownLeader      atomic.Bool
 }
@@ -146,6 +162,12 @@ type watcher struct {
 // and cfg describe and hands every new complete snapshot to publish. publish
 // is called from one goroutine at a time.
 func New(consul *api.Config, cfg Config, publish func(*snapshot.Snapshot)) (*Replicator, error) {
+	if cfg.MaxWatchers < 0 {
+		cfg.MaxWatchers = HTTPWatchers
+		if allHTTPS(consul, cfg.Addresses) {
+			cfg.MaxWatchers = HTTPSWatchers
+		}
+	}
 	eps, err := newEndpoints(consul, cfg.Addresses, cfg.connections())
 	if err != nil {
 		return nil, err
@@ -157,7 +179,7 @@ func New(consul *api.Config, cfg Config, publish func(*snapshot.Snapshot)) (*Rep
 		dirty:      make(chan struct{}, 1),
 		sweeps:     make(chan struct{}, 1),
 		fetches:    newQueue(),
-		limiter:    rate.NewLimiter(cfg.FetchRate, max(1, int(cfg.FetchRate)/10)),
+		limiter:    rate.NewLimiter(cfg.FetchRate, max(1, int(cfg.FetchRate)/5)),
 		names:      make(map[string]string),
 		tags:       make(map[string][]string),
 		services:   make(map[string]*snapshot.Service),
@@ -213,6 +235,7 @@ func (r *Replicator) Stats() Stats {
 	return Stats{
 		Requests:    r.stats.requests.Load(),
 		Errors:      r.stats.errors.Load(),
+		TooMany:     r.stats.tooMany.Load(),
 		LastContact: time.Duration(r.stats.lastContact.Load()),
 		KnownLeader: r.stats.knownLeader.Load(),
 		Watchers:    watchers,
@@ -271,18 +294,20 @@ func (r *Replicator) markDirty() {
 	}
 }
 
-// publishLoop turns change signals into snapshots, at most one per
-// PublishInterval: a change after a quiet spell is published at once, and
-// changes that land while the publisher waits are published together.
+// publishLoop turns change signals into snapshots through a token bucket
+// that refills one token per PublishInterval and holds publishBurst: changes
+// that come one at a time are published at once, while under churn the
+// changes that land while the publisher waits for a token are published
+// together.
 func (r *Replicator) publishLoop() {
-	var last time.Time
+	limiter := rate.NewLimiter(rate.Every(r.cfg.PublishInterval), publishBurst)
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-r.dirty:
 		}
-		if wait := r.cfg.PublishInterval - time.Since(last); wait > 0 {
+		if wait := limiter.Reserve().Delay(); wait > 0 {
 			if !sleep(r.ctx, wait) {
 				return
 			}
@@ -294,10 +319,13 @@ func (r *Replicator) publishLoop() {
 		}
 		if snap := r.build(); snap != nil {
 			r.publish(snap)
-			last = time.Now()
 		}
 	}
 }
+
+// publishBurst is how many snapshots may be published back to back before
+// PublishInterval paces them.
+const publishBurst = 20
 
 // build assembles a snapshot, or returns nil before the replica first holds
 // every listed service: a snapshot missing services that exist in Consul

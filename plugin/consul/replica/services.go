@@ -39,9 +39,11 @@ func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opt
 			r.fetches.push(key)
 		}
 	}
+	removed := 0
 	for key := range r.names {
 		if !seen[key] {
 			r.removeLocked(key)
+			removed++
 		}
 	}
 	// Watcher slots go to services in name order, so restarts watch the same set.
@@ -58,8 +60,10 @@ func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opt
 	if r.listed && len(r.watchers) < len(r.names) {
 		r.requestSweep()
 	}
+	if !r.listed || removed > 0 {
+		r.markDirty()
+	}
 	r.listed = true
-	r.markDirty()
 	return meta, nil
 }
 
@@ -167,6 +171,10 @@ func (r *Replicator) fetchQueued(key string) {
 		r.mu.Lock()
 		name, listed := r.names[key]
 		watched := r.watchers[key] != nil
+		index := uint64(1)
+		if svc := r.services[key]; svc != nil {
+			index = svc.Index
+		}
 		r.mu.Unlock()
 		if !listed || watched {
 			return // gone, or its watcher reads it
@@ -174,10 +182,12 @@ func (r *Replicator) fetchQueued(key string) {
 		if err := r.limiter.Wait(r.ctx); err != nil {
 			return
 		}
-		// Index 1 makes this a blocking query, which the agent answers from
-		// its streaming view of the service at no cost to the servers; it
-		// returns at once since every service's index is past 1.
-		_, err := r.query(r.ctx, 1, r.cfg.Wait, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		// A blocking query, which the agent answers from its streaming view
+		// of the service at no cost to the servers. A service is queued
+		// because it changed, but the agent's view may not have caught up
+		// with the change yet: blocking on the index held returns as soon
+		// as it has. Index 1 reads a service not held yet at once.
+		_, err := r.query(r.ctx, index, fetchWait, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 			return r.fetchService(ctx, client, key, name, opts)
 		})
 		if err == nil || r.ctx.Err() != nil {
@@ -190,6 +200,10 @@ func (r *Replicator) fetchQueued(key string) {
 		}
 	}
 }
+
+// fetchWait bounds how long a queued fetch waits for a change that a detector
+// reported but that did not happen after all.
+const fetchWait = 2 * time.Second
 
 func sameSet(a, b []string) bool {
 	if len(a) != len(b) {
