@@ -3,8 +3,8 @@ package replica
 import (
 	"context"
 	"errors"
-	"net/http"
 	"math/rand/v2"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/consul/api"

@@ -119,8 +119,8 @@ type Stats struct {
 
 type stats struct {
 	requests, errors, tooMany atomic.Uint64
-	lastContact      atomic.Int64
-	knownLeader      atomic.Bool
+	lastContact               atomic.Int64
+	knownLeader               atomic.Bool
 }
 
 // Replicator replicates one Consul datacenter.
