@@ -48,6 +48,14 @@ wait_for() { # wait_for DESCRIPTION COMMAND...
   return 1
 }
 
+# Another demo (or anything else) on these ports would answer in our place.
+for port in "$http_port" "$dns_port" "$ready_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port on 127.0.0.1 is in use: stop what runs there, or move the demo with DEMO_PORT_BASE / DEMO_DNS_PORT" >&2
+    exit 1
+  fi
+done
+
 echo "==> starting a Consul dev agent on 127.0.0.1:$http_port"
 "$consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -node demo \
   -http-port "$http_port" -server-port "$server_port" \
