@@ -122,7 +122,28 @@ func (cfg *config) replicaKey() string {
 	return strings.Join([]string{strings.Join(r.Addresses, ","), r.Datacenter, r.Namespace, r.Partition}, "|")
 }
 
+// stringProperties are the properties that take one word.
+var stringProperties = map[string]func(*config, string){
+	"token":           func(cfg *config, v string) { cfg.client.Token = v },
+	"token_file":      func(cfg *config, v string) { cfg.client.TokenFile = v },
+	"tls_server_name": func(cfg *config, v string) { cfg.client.TLSConfig.Address = v },
+	"namespace":       func(cfg *config, v string) { cfg.replica.Namespace = v },
+	"partition":       func(cfg *config, v string) { cfg.replica.Partition = v },
+	"datacenter": func(cfg *config, v string) {
+		cfg.client.Datacenter = v
+		cfg.replica.Datacenter = v
+	},
+}
+
 func parseProperty(c *caddy.Controller, cfg *config) error {
+	if set, ok := stringProperties[c.Val()]; ok {
+		v, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		set(cfg, v)
+		return nil
+	}
 	switch c.Val() {
 	case "address":
 		addrs := c.RemainingArgs()
@@ -130,37 +151,6 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 			return c.Errf("address takes one or more addresses")
 		}
 		cfg.replica.Addresses = addrs
-	case "token":
-		token, err := oneArg(c)
-		if err != nil {
-			return err
-		}
-		cfg.client.Token = token
-	case "token_file":
-		path, err := oneArg(c)
-		if err != nil {
-			return err
-		}
-		cfg.client.TokenFile = path
-	case "datacenter":
-		dc, err := oneArg(c)
-		if err != nil {
-			return err
-		}
-		cfg.client.Datacenter = dc
-		cfg.replica.Datacenter = dc
-	case "namespace":
-		ns, err := oneArg(c)
-		if err != nil {
-			return err
-		}
-		cfg.replica.Namespace = ns
-	case "partition":
-		p, err := oneArg(c)
-		if err != nil {
-			return err
-		}
-		cfg.replica.Partition = p
 	case "consistency":
 		arg, err := oneArg(c)
 		if err != nil {
@@ -182,22 +172,12 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		if len(args) == 3 {
 			cfg.client.TLSConfig.CertFile, cfg.client.TLSConfig.KeyFile = args[1], args[2]
 		}
-	case "tls_server_name":
-		name, err := oneArg(c)
-		if err != nil {
-			return err
-		}
-		cfg.client.TLSConfig.Address = name
 	case "max_watchers":
-		arg, err := oneArg(c)
+		n, err := numberArg(c, "a number of watchers", 1<<20)
 		if err != nil {
 			return err
 		}
-		n, err := strconv.Atoi(arg)
-		if err != nil || n < 0 {
-			return c.Errf("max_watchers: %q is not a number of watchers", arg)
-		}
-		cfg.replica.MaxWatchers = n
+		cfg.replica.MaxWatchers = int(n)
 	case "wait":
 		d, err := durationArg(c)
 		if err != nil {
@@ -205,19 +185,29 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		}
 		cfg.replica.Wait = d
 	case "ttl":
-		arg, err := oneArg(c)
+		n, err := numberArg(c, "a number of seconds", 1<<31-1)
 		if err != nil {
 			return err
 		}
-		ttl, err := strconv.ParseUint(arg, 10, 32)
-		if err != nil {
-			return c.Errf("ttl: %q is not a number of seconds", arg)
-		}
-		cfg.answer.TTL = uint32(ttl)
+		cfg.answer.TTL = uint32(n)
 	default:
 		return c.Errf("unknown property %q", c.Val())
 	}
 	return nil
+}
+
+// numberArg reads one whole number from 0 to limit.
+func numberArg(c *caddy.Controller, what string, limit uint64) (uint64, error) {
+	name := c.Val()
+	arg, err := oneArg(c)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil || n > limit {
+		return 0, c.Errf("%s: %q is not %s", name, arg, what)
+	}
+	return n, nil
 }
 
 // zones are the block's arguments, or else the server block's zones. A root

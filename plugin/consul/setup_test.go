@@ -38,12 +38,6 @@ func TestParse(t *testing.T) {
 			token s3cret
 			token_file /etc/consul/token
 			datacenter east
-			namespace team-a
-			partition part-1
-			consistency consistent
-			tls /etc/consul/ca.pem /etc/consul/cert.pem /etc/consul/key.pem
-			tls_server_name consul.internal
-			max_watchers 50
 			wait 30s
 			ttl 5
 		}`,
