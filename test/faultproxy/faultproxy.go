@@ -20,6 +20,9 @@ const (
 	ServerError             // answer 500
 	TooMany                 // answer 429, as an agent past http_max_conns_per_client
 	Hang                    // hold the request until the client gives up
+	// ZeroIndex forwards but answers X-Consul-Index 0, the Consul bug that
+	// turns a blocking loop without the index rules into a busy loop.
+	ZeroIndex
 )
 
 // Proxy forwards to a Consul agent, or fails as its mode says.
@@ -38,6 +41,12 @@ func New(t testing.TB, target string) *Proxy {
 	p := &Proxy{}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	rp.FlushInterval = -1
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if Mode(p.mode.Load()) == ZeroIndex && resp.Header.Get("X-Consul-Index") != "" {
+			resp.Header.Set("X-Consul-Index", "0")
+		}
+		return nil
+	}
 	p.server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.requests.Add(1)
 		switch Mode(p.mode.Load()) {
@@ -47,7 +56,7 @@ func New(t testing.TB, target string) *Proxy {
 			http.Error(w, "injected: too many connections", http.StatusTooManyRequests)
 		case Hang:
 			<-r.Context().Done()
-		default:
+		default: // Pass, ZeroIndex
 			rp.ServeHTTP(w, r)
 		}
 	}))
@@ -64,7 +73,7 @@ func New(t testing.TB, target string) *Proxy {
 // the time, so no request that arrived before it can still succeed.
 func (p *Proxy) Set(m Mode) {
 	p.mode.Store(int32(m))
-	if m != Pass {
+	if m != Pass && m != ZeroIndex {
 		p.server.CloseClientConnections()
 	}
 }

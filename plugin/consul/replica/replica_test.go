@@ -258,6 +258,80 @@ func TestReplicatorFailover(t *testing.T) {
 	}
 }
 
+// TestReplicatorZeroIndex checks the index rules against an agent that
+// answers X-Consul-Index 0: every loop then returns at once, and only the
+// clamp to 1 and each loop's token bucket keep the request rate bounded.
+func TestReplicatorZeroIndex(t *testing.T) {
+	srv := consulagent.Start(t, nil)
+	client := consulagent.Client(t, srv)
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
+	proxy := faultproxy.New(t, srv.HTTPAddr)
+	var latest atomic.Pointer[snapshot.Snapshot]
+	cfg := DefaultConfig()
+	r, err := New(&api.Config{Address: proxy.Addr}, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	defer r.Stop()
+	waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+
+	proxy.Set(faultproxy.ZeroIndex)
+	time.Sleep(time.Second) // let every loop use up its burst
+	before := proxy.Requests()
+	time.Sleep(2 * time.Second)
+	perSecond := float64(proxy.Requests()-before) / 2
+	// Five loops: service list, nodes, health, and the watchers of web and consul.
+	if limit := 5 * float64(cfg.RateLimit) * 1.2; perSecond > limit {
+		t.Errorf("%.0f requests/s with index 0; the token buckets allow %.0f", perSecond, limit)
+	}
+	t.Logf("%.0f requests/s while Consul answered index 0", perSecond)
+	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 80}, "passing")
+	waitFor(t, &latest, "a change while the index is 0", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 2 })
+}
+
+// TestReplicatorTLS replicates over HTTPS, verifying the agent's certificate
+// with the CA, and refuses an agent whose certificate the CA did not sign.
+func TestReplicatorTLS(t *testing.T) {
+	srv, ca := consulagent.StartTLS(t, nil)
+	client := consulagent.Client(t, srv)
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
+
+	tests := []struct {
+		name   string
+		ca     string
+		synced bool
+	}{
+		{"the agent's CA", ca, true},
+		{"another CA", "", false}, // the system roots did not sign the agent's certificate
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var latest atomic.Pointer[snapshot.Snapshot]
+			cfg := DefaultConfig()
+			cfg.BackoffMin = 10 * time.Millisecond
+			consul := &api.Config{Address: "https://" + srv.HTTPSAddr, TLSConfig: api.TLSConfig{CAFile: tc.ca}}
+			r, err := New(consul, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Start()
+			defer r.Stop()
+			if tc.synced {
+				waitFor(t, &latest, "sync over HTTPS", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+				if w := r.Stats().Watchers; w != 2 {
+					t.Errorf("%d watchers, want every service watched over HTTPS", w)
+				}
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+			if latest.Load() != nil || r.Stats().Errors == 0 {
+				t.Error("replicated from an agent whose certificate does not verify")
+			}
+		})
+	}
+}
+
 func equalInstance(a, b snapshot.Instance) bool {
 	return a.ID == b.ID && a.Node == b.Node && a.NodeAddress == b.NodeAddress && a.Address == b.Address &&
 		a.Port == b.Port && a.WeightPassing == b.WeightPassing && a.WeightWarning == b.WeightWarning && a.Health == b.Health
