@@ -12,6 +12,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
 )
@@ -22,6 +23,8 @@ const pluginName = "consul"
 type Consul struct {
 	Next  plugin.Handler
 	Zones []string
+	// Fall passes NXDOMAIN answers for these zones to the next plugin.
+	Fall fall.F
 
 	opts    answer.Options
 	replica *replica.Replicator
@@ -35,7 +38,8 @@ type Consul struct {
 // ServeDNS implements the plugin.Handler interface.
 func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	state := request.Request{W: w, Req: r}
-	zone := plugin.Zones(c.Zones).Matches(state.Name())
+	qname := state.Name()
+	zone := plugin.Zones(c.Zones).Matches(qname)
 	if zone == "" {
 		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
 	}
@@ -46,7 +50,10 @@ func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 		return dns.RcodeServerFailure, nil
 	}
 
-	res := answer.Lookup(snap, answer.NewQuestion(state.QName(), zone, state.QType()), c.opts)
+	res := answer.Lookup(snap, answer.Question{Name: state.QName(), Lower: qname, Zone: zone, Type: state.QType()}, &c.opts)
+	if res.PassOn || (res.Rcode == dns.RcodeNameError && c.Fall.Through(qname)) {
+		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
+	}
 
 	m := new(dns.Msg)
 	m.SetRcode(r, res.Rcode)
@@ -54,7 +61,10 @@ func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 	m.Answer = res.Answer
 	m.Extra = res.Extra
 	m.Ns = res.Ns
-	w.WriteMsg(m)
+	if err := w.WriteMsg(m); err != nil {
+		log.Errorf("writing the answer to %s %s: %v", qname, dns.TypeToString[state.QType()], err)
+		return dns.RcodeServerFailure, err
+	}
 	return dns.RcodeSuccess, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
@@ -14,13 +15,14 @@ import (
 
 // testSnapshot is a small catalog: web has an instance on its node's address,
 // one with its own address, one in warning and one critical; db has only a
-// critical instance.
+// critical instance; v6 has an IPv6 service address; ext is reached by
+// hostname; n1 has node meta.
 func testSnapshot() *snapshot.Snapshot {
 	services := []*snapshot.Service{
 		{Name: "web", Index: 10, Instances: []snapshot.Instance{
-			{ID: "web-1", Node: "n1", NodeAddress: "10.0.0.1", Port: 8080, WeightPassing: 10, WeightWarning: 1},
-			{ID: "web-2", Node: "n2", NodeAddress: "10.0.0.2", Address: "10.1.0.2", Port: 8081, WeightPassing: 10, WeightWarning: 1},
-			{ID: "web-3", Node: "n3", NodeAddress: "10.0.0.3", Port: 8080, WeightPassing: 10, WeightWarning: 2, Health: snapshot.Warning},
+			{ID: "web-1", Node: "n1", NodeAddress: "10.0.0.1", Port: 8080, Tags: []string{"v1"}, WeightPassing: 10, WeightWarning: 1},
+			{ID: "web-2", Node: "n2", NodeAddress: "10.0.0.2", Address: "10.1.0.2", Port: 8081, Tags: []string{"v2"}, WeightPassing: 10, WeightWarning: 1},
+			{ID: "web-3", Node: "n3", NodeAddress: "10.0.0.3", Port: 8080, Tags: []string{"V1"}, WeightPassing: 10, WeightWarning: 2, Health: snapshot.Warning},
 			{ID: "web-4", Node: "n4", NodeAddress: "10.0.0.4", Port: 8080, Health: snapshot.Critical},
 		}},
 		{Name: "db", Index: 12, Instances: []snapshot.Instance{
@@ -29,15 +31,28 @@ func testSnapshot() *snapshot.Snapshot {
 		{Name: "v6", Index: 11, Instances: []snapshot.Instance{
 			{ID: "v6-1", Node: "n6", NodeAddress: "10.0.0.6", Address: "2001:db8::6", Port: 80},
 		}},
+		{Name: "ext", Index: 9, Instances: []snapshot.Instance{
+			{ID: "ext-1", Node: "n1", NodeAddress: "10.0.0.1", Address: "api.example.com", Port: 443},
+		}},
 	}
 	byKey := make(map[string]*snapshot.Service)
 	for _, svc := range services {
 		byKey[snapshot.Key(svc.Name)] = svc
 	}
-	return snapshot.New("dc1", 0, byKey, nil, time.Unix(0, 0))
+	nodes := map[string]*snapshot.Node{
+		"n1": {Name: "n1", Address: "10.0.0.1", Meta: map[string]string{"rack": "r1", "rfc1035-raw": "raw value"}},
+		"n2": {Name: "n2", Address: "10.0.0.2"},
+	}
+	return snapshot.New("dc1", 0, byKey, nodes, time.Unix(0, 0))
 }
 
 const soaRR = "consul. 0 IN SOA ns.consul. hostmaster.consul. 12 3600 600 86400 0"
+
+var webSRV = []dns.RR{
+	test.SRV("web.service.consul. 0 IN SRV 1 10 8080 n1.node.dc1.consul."),
+	test.SRV("web.service.consul. 0 IN SRV 1 10 8081 0a010002.addr.dc1.consul."),
+	test.SRV("web.service.consul. 0 IN SRV 1 2 8080 n3.node.dc1.consul."),
+}
 
 // Expected records are listed in the order test.SortAndCheck sorts answers.
 var serveTests = []test.Case{
@@ -50,26 +65,56 @@ var serveTests = []test.Case{
 		},
 	},
 	{
-		// The datacenter may be named; the question's case is echoed back.
-		Qname: "WEB.service.DC1.consul.", Qtype: dns.TypeA,
+		// The datacenter may be named, also as <dc>.dc; the question's case
+		// is echoed back.
+		Qname: "WEB.service.DC1.dc.consul.", Qtype: dns.TypeA,
 		Answer: []dns.RR{
-			test.A("WEB.service.DC1.consul. 0 IN A 10.0.0.1"),
-			test.A("WEB.service.DC1.consul. 0 IN A 10.0.0.3"),
-			test.A("WEB.service.DC1.consul. 0 IN A 10.1.0.2"),
+			test.A("WEB.service.DC1.dc.consul. 0 IN A 10.0.0.1"),
+			test.A("WEB.service.DC1.dc.consul. 0 IN A 10.0.0.3"),
+			test.A("WEB.service.DC1.dc.consul. 0 IN A 10.1.0.2"),
 		},
 	},
 	{
-		Qname: "web.service.consul.", Qtype: dns.TypeSRV,
+		Qname: "web.service.consul.", Qtype: dns.TypeSRV, Answer: webSRV,
+		Extra: []dns.RR{
+			test.A("0a010002.addr.dc1.consul. 0 IN A 10.1.0.2"),
+			test.A("n1.node.dc1.consul. 0 IN A 10.0.0.1"),
+			test.TXT(`n1.node.dc1.consul. 0 IN TXT "rack=r1"`),
+			test.TXT(`n1.node.dc1.consul. 0 IN TXT "raw value"`),
+			test.A("n3.node.dc1.consul. 0 IN A 10.0.0.3"),
+		},
+	},
+	{
+		// RFC 2782, as HAProxy asks: _tcp means no tag.
+		Qname: "_web._tcp.service.consul.", Qtype: dns.TypeSRV,
 		Answer: []dns.RR{
-			test.SRV("web.service.consul. 0 IN SRV 1 10 8080 n1.node.dc1.consul."),
-			test.SRV("web.service.consul. 0 IN SRV 1 10 8081 0a010002.addr.dc1.consul."),
-			test.SRV("web.service.consul. 0 IN SRV 1 2 8080 n3.node.dc1.consul."),
+			test.SRV("_web._tcp.service.consul. 0 IN SRV 1 10 8080 n1.node.dc1.consul."),
+			test.SRV("_web._tcp.service.consul. 0 IN SRV 1 10 8081 0a010002.addr.dc1.consul."),
+			test.SRV("_web._tcp.service.consul. 0 IN SRV 1 2 8080 n3.node.dc1.consul."),
 		},
 		Extra: []dns.RR{
 			test.A("0a010002.addr.dc1.consul. 0 IN A 10.1.0.2"),
 			test.A("n1.node.dc1.consul. 0 IN A 10.0.0.1"),
+			test.TXT(`n1.node.dc1.consul. 0 IN TXT "rack=r1"`),
+			test.TXT(`n1.node.dc1.consul. 0 IN TXT "raw value"`),
 			test.A("n3.node.dc1.consul. 0 IN A 10.0.0.3"),
 		},
+	},
+	{
+		// Tags match case-insensitively.
+		Qname: "v1.web.service.consul.", Qtype: dns.TypeA,
+		Answer: []dns.RR{
+			test.A("v1.web.service.consul. 0 IN A 10.0.0.1"),
+			test.A("v1.web.service.consul. 0 IN A 10.0.0.3"),
+		},
+	},
+	{
+		Qname: "_web._v2.service.consul.", Qtype: dns.TypeA,
+		Answer: []dns.RR{test.A("_web._v2.service.consul. 0 IN A 10.1.0.2")},
+	},
+	{
+		Qname: "v9.web.service.consul.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError,
+		Ns: []dns.RR{test.SOA(soaRR)},
 	},
 	{
 		Qname: "v6.service.consul.", Qtype: dns.TypeSRV,
@@ -86,8 +131,17 @@ var serveTests = []test.Case{
 		Ns: []dns.RR{test.SOA(soaRR)},
 	},
 	{
-		Qname: "web.service.consul.", Qtype: dns.TypeTXT,
+		Qname: "web.service.consul.", Qtype: dns.TypeMX,
 		Ns: []dns.RR{test.SOA(soaRR)},
+	},
+	{
+		// A service reached by hostname: a CNAME, and the hostname as target.
+		Qname: "ext.service.consul.", Qtype: dns.TypeA,
+		Answer: []dns.RR{test.CNAME("ext.service.consul. 0 IN CNAME api.example.com.")},
+	},
+	{
+		Qname: "ext.service.consul.", Qtype: dns.TypeSRV,
+		Answer: []dns.RR{test.SRV("ext.service.consul. 0 IN SRV 1 1 443 api.example.com.")},
 	},
 	{
 		// Only critical instances: as if the service did not exist.
@@ -104,13 +158,63 @@ var serveTests = []test.Case{
 		Ns: []dns.RR{test.SOA(soaRR)},
 	},
 	{
+		Qname: "x.y.z.web.nothing.consul.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError,
+		Ns: []dns.RR{test.SOA(soaRR)},
+	},
+	{
+		// An empty non-terminal: NODATA, not NXDOMAIN, which resolvers
+		// that cut below NXDOMAIN (RFC 8020) would apply to every service.
+		Qname: "service.consul.", Qtype: dns.TypeA,
+		Ns: []dns.RR{test.SOA(soaRR)},
+	},
+	{
+		Qname: "n1.node.consul.", Qtype: dns.TypeA,
+		Answer: []dns.RR{test.A("n1.node.consul. 0 IN A 10.0.0.1")},
+		Extra: []dns.RR{
+			test.TXT(`n1.node.consul. 0 IN TXT "rack=r1"`),
+			test.TXT(`n1.node.consul. 0 IN TXT "raw value"`),
+		},
+	},
+	{
+		Qname: "n1.node.dc1.consul.", Qtype: dns.TypeTXT,
+		Answer: []dns.RR{
+			test.TXT(`n1.node.dc1.consul. 0 IN TXT "rack=r1"`),
+			test.TXT(`n1.node.dc1.consul. 0 IN TXT "raw value"`),
+		},
+	},
+	{
+		// A node's NODATA carries no SOA, as Consul's.
+		Qname: "n2.node.consul.", Qtype: dns.TypeAAAA,
+	},
+	{
+		Qname: "n9.node.consul.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError,
+		Ns: []dns.RR{test.SOA(soaRR)},
+	},
+	{
+		Qname: "0A000001.addr.consul.", Qtype: dns.TypeA,
+		Answer: []dns.RR{test.A("0a000001.addr.consul. 0 IN A 10.0.0.1")},
+	},
+	{
+		Qname: "20010db8000000000000000000000006.addr.dc1.consul.", Qtype: dns.TypeAAAA,
+		Answer: []dns.RR{test.AAAA("20010db8000000000000000000000006.addr.dc1.consul. 0 IN AAAA 2001:db8::6")},
+	},
+	{
+		Qname: "0a0000zz.addr.consul.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError,
+		Ns: []dns.RR{test.SOA(soaRR)},
+	},
+	{
 		Qname: "consul.", Qtype: dns.TypeSOA,
 		Answer: []dns.RR{test.SOA(soaRR)},
+		Ns:     []dns.RR{test.NS("consul. 0 IN NS ns.consul.")},
+	},
+	{
+		Qname: "consul.", Qtype: dns.TypeNS,
+		Answer: []dns.RR{test.NS("consul. 0 IN NS ns.consul.")},
 	},
 }
 
 func TestServeDNS(t *testing.T) {
-	c := &Consul{Zones: []string{"consul."}}
+	c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
 	c.publish(testSnapshot())
 	for _, tc := range serveTests {
 		t.Run(dns.TypeToString[tc.Qtype]+" "+tc.Qname, func(t *testing.T) {
@@ -156,5 +260,95 @@ func TestServeDNSOutOfZone(t *testing.T) {
 	rcode, _ := c.ServeDNS(context.Background(), dnstest.NewRecorder(&test.ResponseWriter{}), m)
 	if rcode != dns.RcodeRefused {
 		t.Fatalf("rcode = %d, want the next plugin's REFUSED", rcode)
+	}
+}
+
+func TestServeDNSPassOn(t *testing.T) {
+	tests := []struct {
+		name   string
+		fall   []string
+		qname  string
+		passed bool
+	}{
+		{"prepared query", nil, "geo.query.consul.", true},
+		{"connect", nil, "web.connect.consul.", true},
+		{"ingress", nil, "web.ingress.consul.", true},
+		{"virtual", nil, "web.virtual.consul.", true},
+		{"peer", nil, "web.service.other.peer.consul.", true},
+		{"NXDOMAIN without fallthrough", nil, "nope.service.consul.", false},
+		{"NXDOMAIN with fallthrough", []string{}, "nope.service.consul.", true},
+		{"NXDOMAIN outside the fallthrough zones", []string{"example.org."}, "nope.service.consul.", false},
+		{"an answer is never passed on", []string{}, "web.service.consul.", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions(), Next: test.NextHandler(dns.RcodeRefused, nil)}
+			if tc.fall != nil {
+				c.Fall.SetZonesFromArgs(tc.fall)
+			}
+			c.publish(testSnapshot())
+			m := new(dns.Msg)
+			m.SetQuestion(tc.qname, dns.TypeA)
+			rcode, _ := c.ServeDNS(context.Background(), dnstest.NewRecorder(&test.ResponseWriter{}), m)
+			if passed := rcode == dns.RcodeRefused; passed != tc.passed {
+				t.Errorf("passed on = %v, want %v", passed, tc.passed)
+			}
+		})
+	}
+}
+
+func TestServeDNSOptions(t *testing.T) {
+	opts := answer.DefaultOptions()
+	opts.OnlyPassing = true
+	opts.SOAMinTTL = 7
+	opts.TTL.Node = 3
+	if err := opts.TTL.SetService("we*", 30); err != nil {
+		t.Fatal(err)
+	}
+	c := &Consul{Zones: []string{"consul."}, opts: opts}
+	c.publish(testSnapshot())
+	tests := []test.Case{
+		{ // only_passing drops the warning instance
+			Qname: "web.service.consul.", Qtype: dns.TypeA,
+			Answer: []dns.RR{
+				test.A("web.service.consul. 30 IN A 10.0.0.1"),
+				test.A("web.service.consul. 30 IN A 10.1.0.2"),
+			},
+		},
+		{
+			Qname: "n2.node.consul.", Qtype: dns.TypeA,
+			Answer: []dns.RR{test.A("n2.node.consul. 3 IN A 10.0.0.2")},
+		},
+		{
+			Qname: "nope.service.consul.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError,
+			Ns: []dns.RR{test.SOA("consul. 7 IN SOA ns.consul. hostmaster.consul. 12 3600 600 86400 7")},
+		},
+	}
+	for _, tc := range tests {
+		rec := dnstest.NewRecorder(&test.ResponseWriter{})
+		if _, err := c.ServeDNS(context.Background(), rec, tc.Msg()); err != nil {
+			t.Fatal(err)
+		}
+		if err := test.SortAndCheck(rec.Msg, tc); err != nil {
+			t.Errorf("%s: %v", tc.Qname, err)
+		}
+	}
+
+	// a_record_limit caps, and every query draws its own order.
+	c.opts.ARecordLimit = 1
+	c.opts.OnlyPassing = false
+	seen := map[string]bool{}
+	for range 200 {
+		rec := dnstest.NewRecorder(&test.ResponseWriter{})
+		m := new(dns.Msg)
+		m.SetQuestion("web.service.consul.", dns.TypeA)
+		c.ServeDNS(context.Background(), rec, m)
+		if len(rec.Msg.Answer) != 1 {
+			t.Fatalf("%d answers with a_record_limit 1", len(rec.Msg.Answer))
+		}
+		seen[rec.Msg.Answer[0].(*dns.A).A.String()] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("200 queries answered with only %v: answers are not shuffled", seen)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/pkg/fall"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 	"github.com/hashicorp/consul/api"
 )
@@ -30,7 +31,7 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	h := &Consul{Zones: cfg.zones, opts: cfg.answer, key: cfg.replicaKey()}
+	h := &Consul{Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, key: cfg.replicaKey()}
 	h.replica, err = replica.New(cfg.client, cfg.replica, h.publish)
 	if err != nil {
 		return plugin.Error(pluginName, c.Err(err.Error()))
@@ -71,6 +72,7 @@ type config struct {
 	client  *api.Config
 	replica replica.Config
 	answer  answer.Options
+	fall    fall.F
 }
 
 // parse reads one consul block:
@@ -87,7 +89,13 @@ type config struct {
 //	    consistency stale|default|consistent
 //	    wait DURATION
 //	    max_watchers N
-//	    ttl SECONDS
+//	    service_ttl NAME|PREFIX*|* DURATION
+//	    node_ttl DURATION
+//	    soa_min_ttl DURATION
+//	    only_passing
+//	    a_record_limit N
+//	    node_meta_txt on|off
+//	    fallthrough [ZONES...]
 //	}
 func parse(c *caddy.Controller) (*config, error) {
 	cfg := &config{
@@ -95,6 +103,7 @@ func parse(c *caddy.Controller) (*config, error) {
 		// and the other variables Consul's own tools read.
 		client:  api.DefaultConfig(),
 		replica: replica.DefaultConfig(),
+		answer:  answer.DefaultOptions(),
 	}
 	blocks := 0
 	for c.Next() {
@@ -184,16 +193,72 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 			return err
 		}
 		cfg.replica.Wait = d
-	case "ttl":
-		n, err := numberArg(c, "a number of seconds", 1<<31-1)
+	case "service_ttl":
+		// service_ttl NAME|PREFIX*|* DURATION, as Consul's dns_config.service_ttl.
+		args := c.RemainingArgs()
+		if len(args) != 2 {
+			return c.Errf("service_ttl takes a service name, PREFIX* or *, and a duration")
+		}
+		ttl, err := ttlArg(c, "service_ttl", args[1])
 		if err != nil {
 			return err
 		}
-		cfg.answer.TTL = uint32(n)
+		if err := cfg.answer.TTL.SetService(args[0], ttl); err != nil {
+			return c.Err(err.Error())
+		}
+	case "node_ttl", "soa_min_ttl":
+		name := c.Val()
+		arg, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		ttl, err := ttlArg(c, name, arg)
+		if err != nil {
+			return err
+		}
+		if name == "node_ttl" {
+			cfg.answer.TTL.Node = ttl
+		} else {
+			cfg.answer.SOAMinTTL = ttl
+		}
+	case "only_passing":
+		if len(c.RemainingArgs()) != 0 {
+			return c.Errf("only_passing takes no arguments")
+		}
+		cfg.answer.OnlyPassing = true
+	case "node_meta_txt":
+		arg, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		if arg != "on" && arg != "off" {
+			return c.Errf("node_meta_txt: %q is not on or off", arg)
+		}
+		cfg.answer.NodeMetaTXT = arg == "on"
+	case "a_record_limit":
+		n, err := numberArg(c, "a number of records", 1<<16)
+		if err != nil {
+			return err
+		}
+		cfg.answer.ARecordLimit = int(n)
+	case "fallthrough":
+		cfg.fall.SetZonesFromArgs(c.RemainingArgs())
 	default:
 		return c.Errf("unknown property %q", c.Val())
 	}
 	return nil
+}
+
+// ttlArg reads a TTL given as a duration ("30s", "5m") or in seconds.
+func ttlArg(c *caddy.Controller, name, arg string) (uint32, error) {
+	if n, err := strconv.ParseUint(arg, 10, 31); err == nil {
+		return uint32(n), nil
+	}
+	d, err := time.ParseDuration(arg)
+	if err != nil || d < 0 || d > (1<<31-1)*time.Second {
+		return 0, c.Errf("%s: %q is not a duration", name, arg)
+	}
+	return uint32(d / time.Second), nil
 }
 
 // numberArg reads one whole number from 0 to limit.

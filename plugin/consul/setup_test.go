@@ -39,7 +39,7 @@ func TestParse(t *testing.T) {
 			token_file /etc/consul/token
 			datacenter east
 			wait 30s
-			ttl 5
+			service_ttl * 5s
 		}`,
 			zones: []string{"consul."}, address: "10.0.0.1:8500 https://10.0.0.2:8501", token: "s3cret", tokenFile: "/etc/consul/token",
 			dc: "east", wait: 30 * time.Second, ttl: 5},
@@ -67,8 +67,8 @@ func TestParse(t *testing.T) {
 			if cfg.replica.Wait != tc.wait {
 				t.Errorf("wait = %s, want %s", cfg.replica.Wait, tc.wait)
 			}
-			if cfg.answer.TTL != tc.ttl {
-				t.Errorf("ttl = %d, want %d", cfg.answer.TTL, tc.ttl)
+			if got := cfg.answer.TTL.Service("web"); got != tc.ttl {
+				t.Errorf("service ttl = %d, want %d", got, tc.ttl)
 			}
 		})
 	}
@@ -127,7 +127,11 @@ func TestParseErrors(t *testing.T) {
 		{"two arguments", "consul {\n  datacenter a b\n}", "Testfile:2 - Error during parsing: datacenter takes exactly one argument"},
 		{"bad wait", "consul {\n  wait soon\n}", `Testfile:2 - Error during parsing: wait: "soon" is not a positive duration`},
 		{"negative wait", "consul {\n  wait -1s\n}", `wait: "-1s" is not a positive duration`},
-		{"bad ttl", "consul {\n  ttl -5\n}", `Testfile:2 - Error during parsing: ttl: "-5" is not a number of seconds`},
+		{"bad service_ttl", "consul {\n  service_ttl web -5\n}", `Testfile:2 - Error during parsing: service_ttl: "-5" is not a duration`},
+		{"bad service_ttl pattern", "consul {\n  service_ttl w*b 5s\n}", `Testfile:2 - Error during parsing: service TTL pattern "w*b": only a trailing * is allowed`},
+		{"service_ttl without duration", "consul {\n  service_ttl web\n}", "Testfile:2 - Error during parsing: service_ttl takes a service name, PREFIX* or *, and a duration"},
+		{"bad node_meta_txt", "consul {\n  node_meta_txt maybe\n}", `Testfile:2 - Error during parsing: node_meta_txt: "maybe" is not on or off`},
+		{"only_passing with argument", "consul {\n  only_passing yes\n}", "Testfile:2 - Error during parsing: only_passing takes no arguments"},
 		{"twice in one block", "consul\nconsul", "can only be used once per Server Block"},
 	}
 	for _, tc := range tests {
@@ -177,5 +181,37 @@ func TestSetupReloadKeepsSnapshot(t *testing.T) {
 	second := handler()
 	if !second.Ready() || second.snap.Load() != first.snap.Load() {
 		t.Fatal("the reloaded block does not start from its predecessor's snapshot")
+	}
+}
+
+func TestParseAnswerOptions(t *testing.T) {
+	c := caddy.NewTestController("dns", `consul {
+		service_ttl * 5s
+		service_ttl web 30
+		service_ttl db-* 20s
+		service_ttl db-prim* 25s
+		node_ttl 1m
+		soa_min_ttl 10s
+		only_passing
+		a_record_limit 4
+		node_meta_txt off
+		fallthrough example.org
+	}`)
+	c.ServerBlockKeys = []string{"consul.:53"}
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.answer
+	for service, want := range map[string]uint32{"web": 30, "db-primary": 25, "db-secondary": 20, "other": 5} {
+		if got := a.TTL.Service(service); got != want {
+			t.Errorf("TTL of %s = %d, want %d (Consul's exact, longest prefix, * rules)", service, got, want)
+		}
+	}
+	if a.TTL.Node != 60 || a.SOAMinTTL != 10 || !a.OnlyPassing || a.ARecordLimit != 4 || a.NodeMetaTXT {
+		t.Errorf("answer options = %+v", a)
+	}
+	if !cfg.fall.Through("x.example.org.") || cfg.fall.Through("x.consul.") {
+		t.Errorf("fallthrough zones = %v", cfg.fall)
 	}
 }

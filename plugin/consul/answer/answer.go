@@ -1,10 +1,10 @@
 // Package answer turns a DNS question into records, read from a snapshot of
-// the Consul catalog, following the naming rules of Consul's own DNS
-// interface. It knows nothing about Consul's HTTP API.
+// the Consul catalog, following the rules of Consul's own DNS interface
+// (agent/dns.go in Consul 1.22). It knows nothing about Consul's HTTP API.
 package answer
 
 import (
-	"encoding/hex"
+	"math/rand/v2"
 	"net"
 	"strings"
 
@@ -13,15 +13,14 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Question is a parsed DNS question.
+// Question is a DNS question inside one of the plugin's zones.
 type Question struct {
-	// Name is the owner name to answer with: the question's name as asked,
-	// so its case is echoed back.
+	// Name is the question's name as asked, so its case is echoed back.
 	Name string
-	// Labels is the lower-cased name without the zone, split into labels.
-	Labels []string
-	Zone   string // the matched zone, lower case, fully qualified
-	Type   uint16
+	// Lower is Name in lower case, as CoreDNS's request.Name() gives it.
+	Lower string
+	Zone  string // the matched zone, lower case, fully qualified
+	Type  uint16
 }
 
 // Result is what the answer builder found for a question.
@@ -32,204 +31,172 @@ type Result struct {
 	// Ns carries the zone's SOA on negative answers (NXDOMAIN and NODATA) so
 	// resolvers can cache them for the SOA minimum, per RFC 2308.
 	Ns []dns.RR
+	// PassOn asks for the question to go to the next plugin: a name of
+	// Consul's that the replica cannot answer faithfully.
+	PassOn bool
 }
 
 // Options are the answer settings from the Corefile.
 type Options struct {
-	TTL uint32 // TTL of service records; 0 as in Consul
+	TTL TTLs
+	// OnlyPassing leaves out warning instances too, as Consul's only_passing.
+	OnlyPassing bool
+	// ARecordLimit caps the A/AAAA records of a service answer; 0 for none.
+	ARecordLimit int
+	// SOAMinTTL is the SOA's minimum field and TTL: how long resolvers may
+	// cache a negative answer.
+	SOAMinTTL uint32
+	// NodeMetaTXT adds a node's meta as TXT records to the additional
+	// section, as Consul's enable_additional_node_meta_txt (on by default).
+	NodeMetaTXT bool
 }
 
-// NewQuestion splits name, which must be inside zone, into its labels.
-func NewQuestion(name, zone string, qtype uint16) Question {
-	lower := strings.ToLower(name)
-	rel := strings.TrimSuffix(strings.TrimSuffix(lower, zone), ".")
+// DefaultOptions are Consul's defaults.
+func DefaultOptions() Options { return Options{NodeMetaTXT: true} }
+
+// Lookup answers q from snap.
+func Lookup(snap *snapshot.Snapshot, q Question, opt *Options) Result {
+	rel := strings.TrimSuffix(strings.TrimSuffix(q.Lower, q.Zone), ".")
 	var labels []string
 	if rel != "" {
 		labels = strings.Split(rel, ".")
 	}
-	return Question{Name: name, Labels: labels, Zone: zone, Type: qtype}
+	name := parseName(labels, q.Type)
+	b := builder{snap: snap, q: q, opt: opt}
+	if name.Datacenter != "" && name.Datacenter != snap.Datacenter && name.Kind != KindAddr {
+		// Only one datacenter is replicated; Consul answers NXDOMAIN for a
+		// datacenter it has no path to.
+		return b.nxdomain()
+	}
+	switch name.Kind {
+	case KindApex:
+		return b.apex()
+	case KindEmpty:
+		return b.nodata()
+	case KindService:
+		return b.service(name)
+	case KindNode:
+		return b.node(name)
+	case KindAddr:
+		return b.addr(name)
+	case KindPassOn:
+		return Result{PassOn: true}
+	}
+	return b.nxdomain()
 }
 
-// Lookup answers q from snap.
-func Lookup(snap *snapshot.Snapshot, q Question, opt Options) Result {
-	labels := q.Labels
-	n := len(labels)
-	switch {
-	case n == 0:
-		return apex(snap, q)
-	case n >= 2 && labels[n-1] == "service",
-		n >= 3 && labels[n-2] == "service" && labels[n-1] == snap.Datacenter:
-		if labels[n-1] != "service" {
-			labels = labels[:n-1]
-		}
-		return service(snap, q, labels[:len(labels)-1], opt)
-	}
-	return nxdomain(snap, q)
+type builder struct {
+	snap *snapshot.Snapshot
+	q    Question
+	opt  *Options
 }
 
-func apex(snap *snapshot.Snapshot, q Question) Result {
-	if q.Type == dns.TypeSOA {
-		return Result{Rcode: dns.RcodeSuccess, Answer: []dns.RR{soa(snap, q.Zone)}}
-	}
-	return nodata(snap, q)
+func (b *builder) nxdomain() Result {
+	return Result{Rcode: dns.RcodeNameError, Ns: []dns.RR{b.soa()}}
 }
 
-// service answers <service>.service[.<dc>].
-func service(snap *snapshot.Snapshot, q Question, labels []string, opt Options) Result {
-	if len(labels) != 1 {
-		return nxdomain(snap, q)
-	}
-	svc, ok := snap.Service(labels[0])
-	if !ok {
-		return nxdomain(snap, q)
-	}
-	healthy := healthyInstances(svc)
-	if len(healthy) == 0 {
-		return nxdomain(snap, q)
-	}
-	var res Result
-	switch q.Type {
-	case dns.TypeA, dns.TypeAAAA:
-		res.Answer = addressRecords(q.Name, q.Type, healthy, opt.TTL)
-	case dns.TypeSRV:
-		res.Answer, res.Extra = srvRecords(snap, q, healthy, opt.TTL)
-	}
-	if len(res.Answer) == 0 {
-		return nodata(snap, q)
-	}
-	res.Rcode = dns.RcodeSuccess
-	return res
+func (b *builder) nodata() Result {
+	return Result{Rcode: dns.RcodeSuccess, Ns: []dns.RR{b.soa()}}
 }
 
-// healthyInstances returns the instances Consul's DNS would return: all but
-// the critical ones.
-func healthyInstances(svc *snapshot.Service) []*snapshot.Instance {
-	out := make([]*snapshot.Instance, 0, len(svc.Instances))
-	for i := range svc.Instances {
-		if svc.Instances[i].Health != snapshot.Critical {
-			out = append(out, &svc.Instances[i])
-		}
-	}
-	return out
-}
-
-// instanceIP is the address an instance is reached at: its own, else its node's.
-func instanceIP(in *snapshot.Instance) net.IP {
-	if in.Address != "" {
-		return net.ParseIP(in.Address)
-	}
-	return net.ParseIP(in.NodeAddress)
-}
-
-func addressRecords(name string, qtype uint16, instances []*snapshot.Instance, ttl uint32) []dns.RR {
-	seen := make(map[string]struct{}, len(instances))
-	var out []dns.RR
-	for _, in := range instances {
-		ip := instanceIP(in)
-		if ip == nil {
-			continue
-		}
-		if _, dup := seen[string(ip)]; dup {
-			continue
-		}
-		if rr := addressRR(name, qtype, ip, ttl); rr != nil {
-			seen[string(ip)] = struct{}{}
-			out = append(out, rr)
-		}
-	}
-	return out
-}
-
-// addressRR returns an A or AAAA record for ip when it is of type qtype.
-func addressRR(name string, qtype uint16, ip net.IP, ttl uint32) dns.RR {
-	if v4 := ip.To4(); v4 != nil {
-		if qtype != dns.TypeA {
-			return nil
-		}
-		return &dns.A{Hdr: header(name, dns.TypeA, ttl), A: v4}
-	}
-	if qtype != dns.TypeAAAA {
-		return nil
-	}
-	return &dns.AAAA{Hdr: header(name, dns.TypeAAAA, ttl), AAAA: ip}
-}
-
-// srvRecords returns one SRV record per instance, with its target's address
-// in the extra section under exactly the target's name: HAProxy pairs them by
-// name and sends one more query per server when they differ.
-func srvRecords(snap *snapshot.Snapshot, q Question, instances []*snapshot.Instance, ttl uint32) (answer, extra []dns.RR) {
-	for _, in := range instances {
-		ip := instanceIP(in)
-		if ip == nil {
-			continue
-		}
-		target := srvTarget(snap, q.Zone, in, ip)
-		answer = append(answer, &dns.SRV{
-			Hdr:      header(q.Name, dns.TypeSRV, ttl),
-			Priority: 1,
-			Weight:   weight(in),
-			Port:     in.Port,
-			Target:   target,
-		})
-		qtype := uint16(dns.TypeA)
-		if ip.To4() == nil {
-			qtype = dns.TypeAAAA
-		}
-		extra = append(extra, addressRR(target, qtype, ip, ttl))
-	}
-	return answer, extra
-}
-
-// srvTarget names an instance the way Consul does: <hexip>.addr.<dc>.<zone>
-// when the service has its own address, <node>.node.<dc>.<zone> when it uses
-// its node's.
-func srvTarget(snap *snapshot.Snapshot, zone string, in *snapshot.Instance, ip net.IP) string {
-	if in.Address != "" {
-		raw := ip.To4()
-		if raw == nil {
-			raw = ip.To16()
-		}
-		return hex.EncodeToString(raw) + ".addr." + snap.Datacenter + "." + zone
-	}
-	return in.Node + ".node." + snap.Datacenter + "." + zone
-}
-
-// weight is the SRV weight Consul gives an instance: its Weights.Warning when
-// the instance is warning, else Weights.Passing; 1 when unset.
-func weight(in *snapshot.Instance) uint16 {
-	w := in.WeightPassing
-	if in.Health == snapshot.Warning {
-		w = in.WeightWarning
-	}
-	if w <= 0 {
-		return 1
-	}
-	return uint16(min(w, 65535))
-}
-
-func nxdomain(snap *snapshot.Snapshot, q Question) Result {
-	return Result{Rcode: dns.RcodeNameError, Ns: []dns.RR{soa(snap, q.Zone)}}
-}
-
-func nodata(snap *snapshot.Snapshot, q Question) Result {
-	return Result{Rcode: dns.RcodeSuccess, Ns: []dns.RR{soa(snap, q.Zone)}}
-}
-
-// soa is the zone's SOA record, shaped like Consul's: the serial moves with
-// the replicated index so it changes when the data does.
-func soa(snap *snapshot.Snapshot, zone string) dns.RR {
+// soa is the zone's SOA, shaped like Consul's. Its serial is the replicated
+// Consul index, so it moves when the data does (Consul's moves every second).
+func (b *builder) soa() dns.RR {
 	return &dns.SOA{
-		Hdr:     header(zone, dns.TypeSOA, 0),
-		Ns:      "ns." + zone,
-		Mbox:    "hostmaster." + zone,
-		Serial:  uint32(snap.Index),
+		Hdr:     header(b.q.Zone, dns.TypeSOA, b.opt.SOAMinTTL),
+		Ns:      "ns." + b.q.Zone,
+		Mbox:    "hostmaster." + b.q.Zone,
+		Serial:  uint32(b.snap.Index),
 		Refresh: 3600,
 		Retry:   600,
 		Expire:  86400,
-		Minttl:  0,
+		Minttl:  b.opt.SOAMinTTL,
 	}
+}
+
+// apex answers the zone's own name: SOA and NS, with the NS records' glue.
+func (b *builder) apex() Result {
+	switch b.q.Type {
+	case dns.TypeSOA:
+		ns, glue := b.nameservers()
+		return Result{Answer: []dns.RR{b.soa()}, Ns: ns, Extra: glue}
+	case dns.TypeNS:
+		ns, glue := b.nameservers()
+		return Result{Answer: ns, Extra: glue}
+	}
+	return b.nodata()
+}
+
+// nameservers are, as in Consul, up to three healthy Consul servers, named
+// <node>.node.<dc>.<zone>, with their addresses as glue.
+func (b *builder) nameservers() (ns, glue []dns.RR) {
+	ttl := b.opt.TTL.Node
+	if svc, ok := b.snap.Service("consul"); ok {
+		for _, in := range b.instances(svc, "") {
+			target := strings.ToLower(in.Node) + ".node." + b.snap.Datacenter + "." + b.q.Zone
+			ns = append(ns, &dns.NS{Hdr: header(b.q.Zone, dns.TypeNS, ttl), Ns: target})
+			if ip := net.ParseIP(in.NodeAddress); ip != nil {
+				glue = append(glue, addressRR(target, ip, ttl))
+			}
+			if len(ns) == 3 {
+				break
+			}
+		}
+	}
+	if len(ns) == 0 {
+		ns = append(ns, &dns.NS{Hdr: header(b.q.Zone, dns.TypeNS, ttl), Ns: "ns." + b.q.Zone})
+	}
+	return ns, glue
+}
+
+// instances returns the instances of svc that Consul's DNS would return:
+// not critical (not warning either with only_passing), with the tag if one
+// is asked for, in random order.
+func (b *builder) instances(svc *snapshot.Service, tag string) []*snapshot.Instance {
+	out := make([]*snapshot.Instance, 0, len(svc.Instances))
+	for i := range svc.Instances {
+		in := &svc.Instances[i]
+		if in.Health == snapshot.Critical || (b.opt.OnlyPassing && in.Health != snapshot.Passing) {
+			continue
+		}
+		if tag != "" && !hasTag(in.Tags, tag) {
+			continue
+		}
+		out = append(out, in)
+	}
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+func hasTag(tags []string, tag string) bool {
+	for _, t := range tags {
+		if strings.EqualFold(t, tag) {
+			return true
+		}
+	}
+	return false
 }
 
 func header(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
+}
+
+// addressRR is an A record for an IPv4 address, else an AAAA record.
+func addressRR(name string, ip net.IP, ttl uint32) dns.RR {
+	if v4 := ip.To4(); v4 != nil {
+		return &dns.A{Hdr: header(name, dns.TypeA, ttl), A: v4}
+	}
+	return &dns.AAAA{Hdr: header(name, dns.TypeAAAA, ttl), AAAA: ip}
+}
+
+// matches reports whether ip can answer a question of type qtype: A wants
+// IPv4, AAAA IPv6, and every other type takes either.
+func matches(ip net.IP, qtype uint16) bool {
+	switch qtype {
+	case dns.TypeA:
+		return ip.To4() != nil
+	case dns.TypeAAAA:
+		return ip.To4() == nil
+	}
+	return true
 }

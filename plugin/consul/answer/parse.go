@@ -1,0 +1,174 @@
+package answer
+
+import (
+	"encoding/hex"
+	"net"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// Kind is what a name inside the zone asks for.
+type Kind uint8
+
+// Kinds of names, after Consul's DNS interface.
+const (
+	KindInvalid Kind = iota // no such name: NXDOMAIN
+	KindApex                // the zone itself
+	KindEmpty               // a name above data, such as service.consul: NODATA
+	KindService             // [tag.]service.service, _service._tag.service
+	KindNode                // node.node
+	KindAddr                // hexip.addr
+	// KindPassOn names are Consul's (prepared queries, Connect, ingress,
+	// virtual IPs) but cannot be answered faithfully from the replica: the
+	// next plugin gets them, typically forward to Consul's DNS.
+	KindPassOn
+)
+
+// Name is a parsed name inside the zone.
+type Name struct {
+	Kind    Kind
+	Service string // lower case
+	Tag     string // lower case; empty for none
+	Node    string // lower case
+	IP      net.IP // for KindAddr
+	// Datacenter is the one named in the query, lower case; empty for the
+	// replicated one.
+	Datacenter string
+}
+
+// parseName reads the labels of a name below the zone, lower case, in order
+// (labels[0] is the leftmost), as Consul's DNS does (agent/dns.go dispatch).
+// The rightmost type label (service, node, addr, ...) splits the name into
+// the parts on its left and the locality on its right:
+//
+//	<service>.service          <tag...>.<service>.service
+//	_<service>._<tag>.service  (RFC 2782; _tcp means no tag)
+//	<node>.node                <hexip>.addr
+//
+// The locality is empty, <dc>, or pairs <x>.dc, <x>.peer, <x>.port (and
+// Enterprise's <x>.ns, <x>.ap). A question for SRV whose first label starts
+// with "_" is a service question even without the service label.
+func parseName(labels []string, qtype uint16) Name {
+	if len(labels) == 0 {
+		return Name{Kind: KindApex}
+	}
+	typ := -1
+	for i := len(labels) - 1; i >= 0; i-- {
+		if isType(labels[i]) {
+			typ = i
+			break
+		}
+	}
+	if typ < 0 {
+		if qtype == dns.TypeSRV && strings.HasPrefix(labels[0], "_") {
+			return parseService(Name{}, labels)
+		}
+		return Name{}
+	}
+	name, ok := parseLocality(labels[typ+1:])
+	if !ok {
+		return Name{}
+	}
+	if name.Kind == KindPassOn {
+		return name
+	}
+	parts := labels[:typ]
+	switch labels[typ] {
+	case "service":
+		return parseService(name, parts)
+	case "node":
+		if len(parts) == 0 {
+			name.Kind = KindEmpty
+			return name
+		}
+		name.Kind, name.Node = KindNode, strings.Join(parts, ".")
+		return name
+	case "addr":
+		if len(parts) == 0 {
+			name.Kind = KindEmpty
+			return name
+		}
+		if len(parts) != 1 {
+			return Name{}
+		}
+		name.IP = parseHexIP(parts[0])
+		if name.IP == nil {
+			return Name{}
+		}
+		name.Kind = KindAddr
+		return name
+	default: // query, connect, ingress, virtual
+		name.Kind = KindPassOn
+		return name
+	}
+}
+
+// parseLocality reads the labels right of the type label. Peers, ports,
+// namespaces and partitions are not replicated: such names are passed on.
+func parseLocality(labels []string) (Name, bool) {
+	switch len(labels) {
+	case 0:
+		return Name{}, true
+	case 1:
+		return Name{Datacenter: labels[0]}, true
+	}
+	if len(labels)%2 != 0 || len(labels) > 6 {
+		return Name{}, false
+	}
+	var name Name
+	for i := 0; i < len(labels); i += 2 {
+		switch labels[i+1] {
+		case "dc":
+			name.Datacenter = labels[i]
+		case "peer", "port", "ns", "ap":
+			name.Kind = KindPassOn
+		default:
+			return Name{}, false
+		}
+	}
+	return name, true
+}
+
+func isType(label string) bool {
+	switch label {
+	case "service", "node", "addr", "query", "connect", "ingress", "virtual":
+		return true
+	}
+	return false
+}
+
+func parseService(name Name, parts []string) Name {
+	switch {
+	case len(parts) == 0:
+		name.Kind = KindEmpty
+		return name
+	case len(parts) == 2 && strings.HasPrefix(parts[0], "_") && strings.HasPrefix(parts[1], "_"):
+		// RFC 2782: _service._proto, where the protocol is Consul's tag,
+		// except _tcp which means no tag.
+		name.Service, name.Tag = parts[0][1:], parts[1][1:]
+		if name.Tag == "tcp" {
+			name.Tag = ""
+		}
+	default:
+		name.Service = parts[len(parts)-1]
+		name.Tag = strings.Join(parts[:len(parts)-1], ".")
+	}
+	if name.Service == "" {
+		return Name{}
+	}
+	name.Kind = KindService
+	return name
+}
+
+// parseHexIP reads the address of <hexip>.addr: 8 hex digits for IPv4, 32 for IPv6.
+func parseHexIP(label string) net.IP {
+	if len(label) != 8 && len(label) != 32 {
+		return nil
+	}
+	raw, err := hex.DecodeString(label)
+	if err != nil {
+		return nil
+	}
+	return net.IP(raw)
+}
