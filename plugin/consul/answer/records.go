@@ -151,14 +151,17 @@ func (b *builder) srvRecords(instances []*snapshot.Instance, ttl uint32) (answer
 			Port:     in.Port,
 			Target:   name,
 		})
-		if t.ip == nil || extraFor[name] {
-			continue // a hostname resolves elsewhere
+		if t.ip != nil && !extraFor[name] { // a hostname resolves elsewhere
+			extraFor[name] = true
+			extra = append(extra, addressRR(name, t.ip, ttl))
 		}
-		extraFor[name] = true
-		extra = append(extra, addressRR(name, t.ip, ttl))
-		if b.opt.NodeMetaTXT && t.byNode {
+		// As Consul, the node's meta under the node's name, whatever the
+		// target is named.
+		nodeName := b.nodeName(in.Node)
+		if b.opt.NodeMetaTXT && !extraFor[nodeName+" TXT"] {
+			extraFor[nodeName+" TXT"] = true
 			if node, ok := b.snap.Node(strings.ToLower(in.Node)); ok {
-				extra = append(extra, metaTXT(name, node.Meta, ttl)...)
+				extra = append(extra, metaTXT(nodeName, node.Meta, ttl)...)
 			}
 		}
 	}
@@ -173,9 +176,14 @@ func (b *builder) srvTarget(in *snapshot.Instance, t target) string {
 	case t.ip == nil:
 		return dns.Fqdn(t.host)
 	case t.byNode:
-		return in.Node + ".node." + b.snap.Datacenter + "." + b.q.Zone
+		return b.nodeName(in.Node)
 	}
 	return hexIP(t.ip) + ".addr." + b.snap.Datacenter + "." + b.q.Zone
+}
+
+// nodeName is a node's name in the zone: <node>.node.<dc>.<zone>.
+func (b *builder) nodeName(node string) string {
+	return node + ".node." + b.snap.Datacenter + "." + b.q.Zone
 }
 
 func hexIP(ip net.IP) string {
