@@ -142,6 +142,10 @@ var serveTests = []test.Case{
 	{
 		Qname: "ext.service.consul.", Qtype: dns.TypeSRV,
 		Answer: []dns.RR{test.SRV("ext.service.consul. 0 IN SRV 1 1 443 api.example.com.")},
+		Extra: []dns.RR{
+			test.TXT(`n1.node.dc1.consul. 0 IN TXT "rack=r1"`),
+			test.TXT(`n1.node.dc1.consul. 0 IN TXT "raw value"`),
+		},
 	},
 	{
 		// Only critical instances: as if the service did not exist.

@@ -1,0 +1,74 @@
+package consul
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/coredns/coredns/plugin/test"
+	"github.com/miekg/dns"
+)
+
+// benchSnapshot is 1,000 services x 5 instances on 200 nodes with meta.
+func benchSnapshot() *snapshot.Snapshot {
+	services := make(map[string]*snapshot.Service, 1000)
+	nodes := make(map[string]*snapshot.Node, 200)
+	for n := range 200 {
+		name := fmt.Sprintf("node-%d", n)
+		nodes[name] = &snapshot.Node{Name: name, Address: fmt.Sprintf("10.0.%d.%d", n/250, n%250+1), Meta: map[string]string{"rack": "r1"}}
+	}
+	for s := range 1000 {
+		svc := &snapshot.Service{Name: fmt.Sprintf("service-%d", s), Index: uint64(s + 1)}
+		for i := range 5 {
+			n := (s*5 + i) % 200
+			in := snapshot.Instance{
+				ID: fmt.Sprintf("%s-%d", svc.Name, i), Node: fmt.Sprintf("node-%d", n), NodeAddress: nodes[fmt.Sprintf("node-%d", n)].Address,
+				Port: uint16(8000 + i), Tags: []string{"v1"}, WeightPassing: 1, WeightWarning: 1,
+			}
+			if i%2 == 1 {
+				in.Address = fmt.Sprintf("10.1.%d.%d", s%250, i+1)
+			}
+			svc.Instances = append(svc.Instances, in)
+		}
+		services[snapshot.Key(svc.Name)] = svc
+	}
+	return snapshot.New("dc1", 0, services, nodes, time.Now())
+}
+
+// discard is a ResponseWriter that drops the answer after packing it, as
+// the server would send it.
+type discard struct{ test.ResponseWriter }
+
+func (*discard) WriteMsg(m *dns.Msg) error { _, err := m.Pack(); return err }
+
+func BenchmarkServeDNS(b *testing.B) {
+	c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
+	c.publish(benchSnapshot())
+	for _, tc := range []struct {
+		name  string
+		qname string
+		qtype uint16
+	}{
+		{"A", "service-500.service.consul.", dns.TypeA},
+		{"SRV", "service-500.service.consul.", dns.TypeSRV},
+		{"SRV-rfc2782", "_service-500._tcp.service.consul.", dns.TypeSRV},
+		{"NXDOMAIN", "nope.service.consul.", dns.TypeA},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			m := new(dns.Msg)
+			m.SetQuestion(tc.qname, tc.qtype)
+			w := &discard{}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.ServeDNS(ctx, w, m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
