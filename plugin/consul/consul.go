@@ -5,13 +5,16 @@ package consul
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/metrics"
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
@@ -29,6 +32,17 @@ type Consul struct {
 	opts    answer.Options
 	replica *replica.Replicator
 	key     string // what the replica replicates, for lastSnapshots
+	dc      string // the datacenter label of metrics
+
+	// maxStale is how long past its last contact with Consul the snapshot
+	// is served (0: for as long as the outage lasts); staleTTL caps the TTL
+	// of answers meanwhile (0: no cap).
+	maxStale, staleTTL time.Duration
+
+	persist *persister // nil without a snapshot file
+	guard   *guard     // nil without the removal guard
+
+	publishMu sync.Mutex // publish runs from the replica and the guard's timer
 
 	// snap is the current snapshot; nil until the first complete sync. The
 	// request path only ever loads it, so it takes no lock.
@@ -50,9 +64,31 @@ func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 		return dns.RcodeServerFailure, nil
 	}
 
+	stale := false
+	if c.replica != nil {
+		if last, failing := c.replica.Contact(); !failing.IsZero() {
+			// Consul cannot be reached: the data is as old as the last
+			// contact, or as the snapshot when it came from the file.
+			if last.Before(snap.Built) {
+				last = snap.Built
+			}
+			if c.maxStale > 0 && time.Since(last) > c.maxStale {
+				expiredAnswers.WithLabelValues(metrics.WithServer(ctx)).Inc()
+				return dns.RcodeServerFailure, nil
+			}
+			stale = true
+		}
+	}
+
 	res := answer.Lookup(snap, answer.Question{Name: state.QName(), Lower: qname, Zone: zone, Type: state.QType()}, &c.opts)
 	if res.PassOn || (res.Rcode == dns.RcodeNameError && c.Fall.Through(qname)) {
 		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
+	}
+	if stale {
+		staleAnswers.WithLabelValues(metrics.WithServer(ctx)).Inc()
+		if c.staleTTL > 0 {
+			capTTL(uint32(c.staleTTL/time.Second), res.Answer, res.Ns, res.Extra)
+		}
 	}
 
 	m := new(dns.Msg)
@@ -75,8 +111,33 @@ func (c *Consul) Name() string { return pluginName }
 // snapshot can answer.
 func (c *Consul) Ready() bool { return c.snap.Load() != nil }
 
-// publish makes snap the snapshot answers are read from.
+// publish makes snap the snapshot answers are read from, unless the removal
+// guard holds it back.
 func (c *Consul) publish(snap *snapshot.Snapshot) {
+	c.publishMu.Lock()
+	defer c.publishMu.Unlock()
+	if c.guard != nil && !c.guard.admit(c.snap.Load(), snap, c.publish) {
+		return
+	}
 	c.snap.Store(snap)
 	lastSnapshots.Store(c.key, snap)
+	if c.persist != nil {
+		c.persist.offer(snap)
+	}
+	services, instances := snap.Counts()
+	serviceCount.WithLabelValues(c.dc).Set(float64(services))
+	instanceCount.WithLabelValues(c.dc).Set(float64(instances))
+	consulIndex.WithLabelValues(c.dc).Set(float64(snap.Index))
+	snapshotTimestamp.WithLabelValues(c.dc).Set(float64(snap.Built.UnixNano()) / 1e9)
+}
+
+// capTTL lowers every TTL above ttl to ttl.
+func capTTL(ttl uint32, sections ...[]dns.RR) {
+	for _, rrs := range sections {
+		for _, rr := range rrs {
+			if h := rr.Header(); h.Ttl > ttl {
+				h.Ttl = ttl
+			}
+		}
+	}
 }

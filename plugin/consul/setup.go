@@ -31,27 +31,52 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	h := &Consul{Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, key: cfg.replicaKey()}
+	h := &Consul{
+		Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, key: cfg.replicaKey(), dc: cfg.dcLabel(),
+		maxStale: cfg.maxStale, staleTTL: cfg.staleTTL,
+	}
+	if cfg.guardFraction > 0 {
+		h.guard = &guard{fraction: cfg.guardFraction, hold: cfg.guardHold, dc: h.dc}
+	}
+	cfg.replica.Observer = observer{dc: h.dc}
 	h.replica, err = replica.New(cfg.client, cfg.replica, h.publish)
 	if err != nil {
 		return plugin.Error(pluginName, c.Err(err.Error()))
 	}
+	if cfg.snapshotPath != "" {
+		h.persist = newPersister(cfg.snapshotPath, cfg.snapshotInterval)
+	}
 	// On reload the new instance starts serving before the old one stops:
 	// it answers from the old instance's snapshot until its own replica has
-	// synced, instead of SERVFAIL.
+	// synced, instead of SERVFAIL. On a start, the snapshot file does that.
 	if snap, ok := lastSnapshots.Load(h.key); ok {
 		h.snap.Store(snap.(*snapshot.Snapshot))
+	} else if h.persist != nil {
+		if snap := loadSnapshot(cfg.snapshotPath, cfg.replica.Datacenter); snap != nil {
+			h.snap.Store(snap)
+			h.persist.loaded(snap)
+		}
 	}
 
 	c.OnStartup(func() error {
 		log.Infof("version %s replicating from %v for zones %v", Version, cfg.replica.Addresses, cfg.zones)
+		if h.persist != nil {
+			h.persist.start()
+		}
 		h.replica.Start()
+		h.waitReady(cfg.startupTimeout)
 		return nil
 	})
-	// OnShutdown also runs on reload, before the new instance starts: the old
-	// replica's goroutines and connections must go with it.
+	// OnShutdown also runs on reload, after the new instance started: the
+	// old replica's goroutines and connections must go with it.
 	c.OnShutdown(func() error {
 		h.replica.Stop()
+		if h.guard != nil {
+			h.guard.stop()
+		}
+		if h.persist != nil {
+			h.persist.close()
+		}
 		return nil
 	})
 
@@ -60,6 +85,20 @@ func setup(c *caddy.Controller) error {
 		return h
 	})
 	return nil
+}
+
+// waitReady holds start-up until a snapshot can answer or timeout passes,
+// as CoreDNS's kubernetes plugin does, so that the first queries after a
+// start are not SERVFAIL when Consul answers quickly.
+func (c *Consul) waitReady(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for !c.Ready() {
+		if time.Now().After(deadline) {
+			log.Warningf("no complete snapshot after %s; answering SERVFAIL until Consul has been read", timeout)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // lastSnapshots holds the latest snapshot of each replicated datacenter, by
@@ -73,6 +112,22 @@ type config struct {
 	replica replica.Config
 	answer  answer.Options
 	fall    fall.F
+
+	snapshotPath     string
+	snapshotInterval time.Duration
+	startupTimeout   time.Duration
+	maxStale         time.Duration
+	staleTTL         time.Duration
+	guardFraction    float64
+	guardHold        time.Duration
+}
+
+// dcLabel is the datacenter label of the block's metrics.
+func (cfg *config) dcLabel() string {
+	if cfg.replica.Datacenter != "" {
+		return cfg.replica.Datacenter
+	}
+	return "local"
 }
 
 // parse reads one consul block:
@@ -96,6 +151,11 @@ type config struct {
 //	    a_record_limit N
 //	    node_meta_txt on|off
 //	    fallthrough [ZONES...]
+//	    snapshot PATH [INTERVAL]
+//	    startup_timeout DURATION
+//	    max_stale DURATION
+//	    stale_ttl DURATION
+//	    guard FRACTION DURATION
 //	}
 func parse(c *caddy.Controller) (*config, error) {
 	cfg := &config{
@@ -104,6 +164,9 @@ func parse(c *caddy.Controller) (*config, error) {
 		client:  api.DefaultConfig(),
 		replica: replica.DefaultConfig(),
 		answer:  answer.DefaultOptions(),
+
+		snapshotInterval: 10 * time.Second,
+		startupTimeout:   5 * time.Second,
 	}
 	blocks := 0
 	for c.Next() {
@@ -243,6 +306,54 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		cfg.answer.ARecordLimit = int(n)
 	case "fallthrough":
 		cfg.fall.SetZonesFromArgs(c.RemainingArgs())
+	case "snapshot":
+		// snapshot PATH [INTERVAL]
+		args := c.RemainingArgs()
+		if len(args) < 1 || len(args) > 2 {
+			return c.Errf("snapshot takes a file path and optionally the least interval between writes")
+		}
+		cfg.snapshotPath = args[0]
+		if len(args) == 2 {
+			d, err := time.ParseDuration(args[1])
+			if err != nil || d <= 0 {
+				return c.Errf("snapshot: %q is not a positive duration", args[1])
+			}
+			cfg.snapshotInterval = d
+		}
+	case "startup_timeout":
+		d, err := durationArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.startupTimeout = d
+	case "max_stale":
+		d, err := durationArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.maxStale = d
+	case "stale_ttl":
+		d, err := durationArg(c)
+		if err != nil {
+			return err
+		}
+		cfg.staleTTL = d
+	case "guard":
+		// guard FRACTION DURATION: hold back a snapshot that would remove
+		// more than FRACTION of the instances until the drop lasts DURATION.
+		args := c.RemainingArgs()
+		if len(args) != 2 {
+			return c.Errf("guard takes a fraction of instances (0 to 1) and a duration")
+		}
+		f, err := strconv.ParseFloat(args[0], 64)
+		if err != nil || f <= 0 || f >= 1 {
+			return c.Errf("guard: %q is not a fraction between 0 and 1", args[0])
+		}
+		d, err := time.ParseDuration(args[1])
+		if err != nil || d <= 0 {
+			return c.Errf("guard: %q is not a positive duration", args[1])
+		}
+		cfg.guardFraction, cfg.guardHold = f, d
 	default:
 		return c.Errf("unknown property %q", c.Val())
 	}

@@ -71,14 +71,23 @@ func (r *Replicator) query(ctx context.Context, index uint64, wait time.Duration
 		if ctx.Err() == nil {
 			r.endpoints.failed(i, err)
 			r.stats.errors.Add(1)
+			r.stats.failingSince.CompareAndSwap(0, time.Now().UnixNano())
 			var status api.StatusError
 			if errors.As(err, &status) && status.Code == http.StatusTooManyRequests {
 				r.stats.tooMany.Add(1)
+			}
+			if r.cfg.Observer != nil {
+				r.cfg.Observer.Request(err)
 			}
 		}
 		return nil, err
 	}
 	r.stats.requests.Add(1)
+	r.stats.contactAt.Store(time.Now().UnixNano())
+	r.stats.failingSince.Store(0)
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Request(nil)
+	}
 	r.stats.lastContact.Store(int64(meta.LastContact))
 	r.stats.knownLeader.Store(meta.KnownLeader)
 	return meta, nil

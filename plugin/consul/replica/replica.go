@@ -69,6 +69,21 @@ type Config struct {
 	// PublishInterval is the least time between two snapshots: changes that
 	// land within it are published together; a lone change is not delayed.
 	PublishInterval time.Duration
+	// LivenessInterval is how often the agent is pinged, so that a Consul
+	// that hangs is noticed within LivenessInterval + LivenessTimeout even
+	// while every blocking query waits; 0 turns the pings off.
+	LivenessInterval, LivenessTimeout time.Duration
+	// Observer hears of every request's outcome and every publication.
+	Observer Observer
+}
+
+// Observer hears about the replica; its methods must not block.
+type Observer interface {
+	// Request reports a request's outcome: nil, or why it failed.
+	Request(err error)
+	// Published reports a new snapshot, delay after the first change in it
+	// arrived from Consul.
+	Published(delay time.Duration)
 }
 
 // DefaultConfig returns the settings used when the Corefile says nothing.
@@ -85,6 +100,9 @@ func DefaultConfig() Config {
 		FetchRate:       5000,
 		SweepInterval:   100 * time.Millisecond,
 		PublishInterval: 5 * time.Millisecond,
+
+		LivenessInterval: 5 * time.Second,
+		LivenessTimeout:  2 * time.Second,
 	}
 }
 
@@ -121,6 +139,11 @@ type stats struct {
 	requests, errors, tooMany atomic.Uint64
 	lastContact               atomic.Int64
 	knownLeader               atomic.Bool
+	// contactAt is when Consul last answered, failingSince when requests
+	// began to fail after that (0 while they succeed); both UnixNano.
+	contactAt, failingSince atomic.Int64
+	// dirtySince is when the first change not yet published arrived.
+	dirtySince atomic.Int64
 }
 
 // Replicator replicates one Consul datacenter.
@@ -200,6 +223,9 @@ func (r *Replicator) Start() {
 		r.spawn(func() { r.watch(r.ctx, "node list", 0, r.fetchNodes) })
 		r.spawn(func() { r.watch(r.ctx, "health changes", 0, r.fetchNonPassing) })
 		r.spawn(r.sweepLoop)
+		if r.cfg.LivenessInterval > 0 {
+			r.spawn(r.livenessLoop)
+		}
 		for range r.cfg.Fetchers {
 			r.spawn(r.fetchLoop)
 		}
@@ -288,6 +314,7 @@ func (r *Replicator) setDatacenter(dc string) {
 // markDirty tells the publisher that the replica changed. It never blocks:
 // a signal already pending covers this change too.
 func (r *Replicator) markDirty() {
+	r.stats.dirtySince.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case r.dirty <- struct{}{}:
 	default:
@@ -317,10 +344,42 @@ func (r *Replicator) publishLoop() {
 			default:
 			}
 		}
+		since := r.stats.dirtySince.Swap(0)
 		if snap := r.build(); snap != nil {
 			r.publish(snap)
+			if r.cfg.Observer != nil && since != 0 {
+				r.cfg.Observer.Published(time.Since(time.Unix(0, since)))
+			}
 		}
 	}
+}
+
+// livenessLoop pings the agent, so that a hung Consul is noticed while the
+// blocking queries wait out their long deadlines.
+func (r *Replicator) livenessLoop() {
+	for sleep(r.ctx, r.cfg.LivenessInterval) {
+		r.query(r.ctx, 0, r.cfg.LivenessTimeout, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+			var leader string
+			meta, err := client.Raw().Query("/v1/status/leader", &leader, opts)
+			if err != nil {
+				return nil, err
+			}
+			return &api.QueryMeta{LastIndex: meta.LastIndex, KnownLeader: leader != "", LastContact: meta.LastContact}, nil
+		})
+	}
+}
+
+// Contact reports when Consul last answered, and since when requests have
+// been failing after that (zero while they succeed). It takes no lock: the
+// DNS request path calls it.
+func (r *Replicator) Contact() (last, failingSince time.Time) {
+	if ns := r.stats.contactAt.Load(); ns != 0 {
+		last = time.Unix(0, ns)
+	}
+	if ns := r.stats.failingSince.Load(); ns != 0 {
+		failingSince = time.Unix(0, ns)
+	}
+	return last, failingSince
 }
 
 // publishBurst is how many snapshots may be published back to back before

@@ -1,0 +1,114 @@
+package consul
+
+import (
+	"errors"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+)
+
+// persister keeps a copy of the latest snapshot on disk, so that a CoreDNS
+// restarted while Consul is down answers at once. It writes at most once per
+// interval: under churn the file lags by at most that much.
+type persister struct {
+	path     string
+	interval time.Duration
+	latest   atomic.Pointer[snapshot.Snapshot]
+	written  *snapshot.Snapshot
+	wake     chan struct{} // capacity 1
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func newPersister(path string, interval time.Duration) *persister {
+	return &persister{path: path, interval: interval, wake: make(chan struct{}, 1)}
+}
+
+// offer hands over a newly published snapshot. It never blocks.
+func (p *persister) offer(s *snapshot.Snapshot) {
+	p.latest.Store(s)
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loaded records the snapshot read from the file, so it is not written back.
+func (p *persister) loaded(s *snapshot.Snapshot) {
+	p.latest.Store(s)
+	p.written = s
+}
+
+func (p *persister) start() {
+	p.stop, p.done = make(chan struct{}), make(chan struct{})
+	go p.run()
+}
+
+func (p *persister) run() {
+	defer close(p.done)
+	for {
+		select {
+		case <-p.stop:
+			p.write() // the last snapshot goes to disk on shutdown too
+			return
+		case <-p.wake:
+		}
+		p.write()
+		select {
+		case <-p.stop:
+			p.write()
+			return
+		case <-time.After(p.interval):
+		}
+	}
+}
+
+func (p *persister) write() {
+	s := p.latest.Load()
+	if s == nil || s == p.written {
+		return
+	}
+	if err := snapshot.WriteFile(p.path, s); err != nil {
+		log.Errorf("%v", err)
+		snapshotWrites.WithLabelValues("error").Inc()
+		return
+	}
+	p.written = s
+	snapshotWrites.WithLabelValues("ok").Inc()
+}
+
+func (p *persister) close() {
+	if p.stop == nil {
+		return
+	}
+	close(p.stop)
+	<-p.done
+	p.stop = nil
+}
+
+// loadSnapshot reads the snapshot file at start-up. Whatever is wrong with it
+// is logged and the file ignored: the plugin then starts as if it had none.
+func loadSnapshot(path, datacenter string) *snapshot.Snapshot {
+	snap, err := snapshot.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		log.Infof("no snapshot file at %s yet", path)
+		snapshotLoads.WithLabelValues("missing").Inc()
+		return nil
+	case err != nil:
+		log.Warningf("ignoring the snapshot file: %v", err)
+		snapshotLoads.WithLabelValues("corrupt").Inc()
+		return nil
+	case datacenter != "" && snap.Datacenter != snapshot.Key(datacenter):
+		log.Warningf("ignoring the snapshot file %s: it holds datacenter %q, not %q", path, snap.Datacenter, datacenter)
+		snapshotLoads.WithLabelValues("mismatch").Inc()
+		return nil
+	}
+	services, instances := snap.Counts()
+	log.Infof("loaded %d services, %d instances from %s, built %s ago", services, instances, path,
+		time.Since(snap.Built).Round(time.Second))
+	snapshotLoads.WithLabelValues("ok").Inc()
+	return snap
+}

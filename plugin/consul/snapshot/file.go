@@ -1,0 +1,143 @@
+package snapshot
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// The snapshot file format (docs/operations.md describes it for operators):
+//
+//	magic    16 bytes  "coredns-consul\x00\x00"
+//	version  uint32    big endian, FileVersion
+//	length   uint64    big endian, length of the payload
+//	checksum 32 bytes  SHA-256 of the payload
+//	payload            gzip-compressed JSON of the Snapshot
+//
+// A file that is short, has another magic or version, or whose checksum does
+// not match is rejected whole: a snapshot is never served in part.
+const FileVersion = 1
+
+var magic = [16]byte{'c', 'o', 'r', 'e', 'd', 'n', 's', '-', 'c', 'o', 'n', 's', 'u', 'l'}
+
+const headerLen = 16 + 4 + 8 + sha256.Size
+
+// ErrCorrupt wraps every reason a snapshot file is refused.
+var ErrCorrupt = errors.New("corrupt snapshot file")
+
+// Encode writes snap in the file format.
+func Encode(w io.Writer, snap *Snapshot) error {
+	var payload bytes.Buffer
+	zw := gzip.NewWriter(&payload)
+	if err := json.NewEncoder(zw).Encode(snap); err != nil {
+		return fmt.Errorf("encoding snapshot: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("compressing snapshot: %w", err)
+	}
+	header := make([]byte, 0, headerLen)
+	header = append(header, magic[:]...)
+	header = binary.BigEndian.AppendUint32(header, FileVersion)
+	header = binary.BigEndian.AppendUint64(header, uint64(payload.Len()))
+	sum := sha256.Sum256(payload.Bytes())
+	header = append(header, sum[:]...)
+	if _, err := w.Write(header); err != nil {
+		return err
+	}
+	_, err := w.Write(payload.Bytes())
+	return err
+}
+
+// Decode reads a snapshot in the file format.
+func Decode(data []byte) (*Snapshot, error) {
+	if len(data) < headerLen {
+		return nil, fmt.Errorf("%w: %d bytes, shorter than the header", ErrCorrupt, len(data))
+	}
+	if !bytes.Equal(data[:16], magic[:]) {
+		return nil, fmt.Errorf("%w: not a coredns-consul snapshot", ErrCorrupt)
+	}
+	if v := binary.BigEndian.Uint32(data[16:20]); v != FileVersion {
+		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, v, FileVersion)
+	}
+	length := binary.BigEndian.Uint64(data[20:28])
+	payload := data[headerLen:]
+	if uint64(len(payload)) != length {
+		return nil, fmt.Errorf("%w: payload of %d bytes, header says %d", ErrCorrupt, len(payload), length)
+	}
+	if sum := sha256.Sum256(payload); !bytes.Equal(sum[:], data[28:headerLen]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(payload))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	var snap Snapshot
+	if err := json.NewDecoder(zr).Decode(&snap); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if snap.Services == nil {
+		snap.Services = map[string]*Service{}
+	}
+	if snap.Nodes == nil {
+		snap.Nodes = map[string]*Node{}
+	}
+	return &snap, nil
+}
+
+// WriteFile writes snap to path atomically: to a temporary file in the same
+// directory, synced, then renamed over path, so a crash leaves either the old
+// file or the new one. The file is readable by its owner only: it lists the
+// whole catalog.
+func WriteFile(path string, snap *Snapshot) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after the rename, a no-op
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	if err := Encode(tmp, snap); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing snapshot %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("syncing snapshot %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing snapshot %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replacing snapshot %s: %w", path, err)
+	}
+	// The rename is durable once the directory is synced.
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// ReadFile reads the snapshot at path. A missing file gives an error that
+// matches os.ErrNotExist, a damaged one an error that matches ErrCorrupt.
+func ReadFile(path string) (*Snapshot, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return snap, nil
+}
