@@ -116,8 +116,11 @@ func (c *Consul) Ready() bool { return c.snap.Load() != nil }
 func (c *Consul) publish(snap *snapshot.Snapshot) {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
-	if c.guard != nil && !c.guard.admit(c.snap.Load(), snap, c.publish) {
-		return
+	if c.guard != nil {
+		snap = c.guard.decide(snap, c.publish)
+		if snap == c.snap.Load() {
+			return
+		}
 	}
 	c.snap.Store(snap)
 	lastSnapshots.Store(c.key, snap)

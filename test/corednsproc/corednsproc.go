@@ -6,6 +6,7 @@ package corednsproc
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 var (
@@ -78,18 +81,20 @@ func FreePort(t testing.TB) int {
 type Server struct {
 	// Addr is the DNS listen address, UDP and TCP.
 	Addr string
-	// ReadyAddr is the ready plugin's HTTP address.
-	ReadyAddr string
-	Corefile  string
+	// ReadyAddr is the ready plugin's HTTP address; MetricsAddr the
+	// prometheus plugin's, if the Corefile uses Ports.Metrics.
+	ReadyAddr, MetricsAddr string
+	Corefile               string
 
 	cmd  *exec.Cmd
 	out  *syncBuffer
 	done chan struct{}
 }
 
-// Ports are the ports a Corefile template is filled with.
+// Ports are the ports a Corefile template is filled with; Metrics is free
+// for the prometheus plugin when the Corefile wants it.
 type Ports struct {
-	DNS, Ready int
+	DNS, Ready, Metrics int
 }
 
 // Start runs CoreDNS with the Corefile that corefile returns for freshly
@@ -98,11 +103,12 @@ type Ports struct {
 // 127.0.0.1:<Ready> and bind the DNS server to 127.0.0.1:<DNS>.
 func Start(t testing.TB, corefile func(Ports) string) *Server {
 	t.Helper()
-	ports := Ports{DNS: FreePort(t), Ready: FreePort(t)}
+	ports := Ports{DNS: FreePort(t), Ready: FreePort(t), Metrics: FreePort(t)}
 	s := &Server{
-		Addr:      fmt.Sprintf("127.0.0.1:%d", ports.DNS),
-		ReadyAddr: fmt.Sprintf("127.0.0.1:%d", ports.Ready),
-		Corefile:  corefile(ports),
+		Addr:        fmt.Sprintf("127.0.0.1:%d", ports.DNS),
+		ReadyAddr:   fmt.Sprintf("127.0.0.1:%d", ports.Ready),
+		MetricsAddr: fmt.Sprintf("127.0.0.1:%d", ports.Metrics),
+		Corefile:    corefile(ports),
 	}
 	path := filepath.Join(t.TempDir(), "Corefile")
 	if err := os.WriteFile(path, []byte(s.Corefile), 0o600); err != nil {
@@ -129,6 +135,21 @@ func Start(t testing.TB, corefile func(Ports) string) *Server {
 	return s
 }
 
+// Metrics returns the prometheus plugin's exposition.
+func (s *Server) Metrics(t testing.TB) string {
+	t.Helper()
+	resp, err := http.Get("http://" + s.MetricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	return string(body)
+}
+
 // Pid is the CoreDNS process's ID.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
@@ -148,13 +169,23 @@ func (s *Server) waitReady(t testing.TB, timeout time.Duration) {
 		resp, err := client.Get("http://" + s.ReadyAddr + "/ready")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && s.answers() {
 				return
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("coredns not ready after %s:\n%s", timeout, s.Output())
+}
+
+// answers reports whether the DNS server answers at all: ready turns 200
+// when the plugins are ready, which can be a moment before the DNS
+// listeners are.
+func (s *Server) answers() bool {
+	m := new(dns.Msg)
+	m.SetQuestion(".", dns.TypeNS)
+	_, _, err := (&dns.Client{Timeout: 200 * time.Millisecond}).Exchange(m, s.Addr)
+	return err == nil
 }
 
 // Stop ends CoreDNS with SIGTERM, as an init system would, and kills it if it

@@ -32,14 +32,12 @@ type fetchFunc func(ctx context.Context, client *api.Client, opts *api.QueryOpti
 func (r *Replicator) watch(ctx context.Context, what string, index uint64, fetch fetchFunc) {
 	limiter := rate.NewLimiter(r.cfg.RateLimit, r.cfg.RateBurst)
 	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
+	last := index // the index of the data held
 	for {
 		if err := limiter.Wait(ctx); err != nil {
 			return // ctx done
 		}
-		// Consul adds up to wait/16 of jitter to the wait; the deadline leaves
-		// room for it and for a slow answer, so a hung agent cannot hold the
-		// loop forever.
-		meta, err := r.query(ctx, index, r.cfg.Wait, fetch)
+		meta, err := r.query(ctx, index, r.cfg.Wait, r.blockingDeadline(), fetch)
 		if ctx.Err() != nil {
 			return
 		}
@@ -49,20 +47,33 @@ func (r *Replicator) watch(ctx context.Context, what string, index uint64, fetch
 			if !sleep(ctx, delay) {
 				return
 			}
+			// What answers next may be another cluster (a failover, a
+			// cluster rebuilt from nothing) whose index is lower than the
+			// one held: a query blocking on the held index would wait out
+			// the whole wait before showing it. Index 1 reads at once, and
+			// the answer's index tells whether it went backwards.
+			if index > 1 {
+				index = 1
+			}
 			continue
 		}
 		backoff.reset()
-		index = nextIndex(what, index, meta.LastIndex)
+		last = nextIndex(what, last, meta.LastIndex)
+		index = last
 	}
+}
+
+// blockingDeadline bounds a blocking query: Consul adds up to wait/16 of
+// jitter to the wait, and a slow answer gets RequestSlack more, so a hung
+// agent cannot hold a request forever.
+func (r *Replicator) blockingDeadline() time.Duration {
+	return r.cfg.Wait + r.cfg.Wait/16 + r.cfg.RequestSlack
 }
 
 // query sends one request through the active endpoint with a deadline, and
 // records the outcome: a failure may move the replica to the next endpoint.
-func (r *Replicator) query(ctx context.Context, index uint64, wait time.Duration, fetch fetchFunc) (*api.QueryMeta, error) {
-	// Consul adds up to wait/16 of jitter to the wait; the deadline leaves
-	// room for it and for a slow answer, so a hung agent cannot hold a
-	// request forever.
-	reqCtx, cancel := context.WithTimeout(ctx, wait+wait/16+r.cfg.RequestSlack)
+func (r *Replicator) query(ctx context.Context, index uint64, wait, deadline time.Duration, fetch fetchFunc) (*api.QueryMeta, error) {
+	reqCtx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	i, client := r.endpoints.client()
 	opts := r.queryOptions(index, wait).WithContext(reqCtx)

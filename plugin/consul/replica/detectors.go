@@ -202,7 +202,7 @@ func (r *Replicator) sweep() int {
 				}
 				// Index 0: not the agent's streaming view, which may lag the
 				// catalog change that asked for this sweep, but the servers'.
-				meta, err := r.query(r.ctx, 0, r.cfg.Wait, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+				meta, err := r.query(r.ctx, 0, 0, r.cfg.RequestSlack, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 					opts.Filter = matchNothing
 					_, meta, err := client.Health().Service(p.name, "", false, opts)
 					return meta, err

@@ -278,7 +278,7 @@ func (r *Replicator) resolveDatacenter(ctx context.Context) error {
 	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
 	for {
 		var dc string
-		_, err := r.query(ctx, 0, time.Second, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		_, err := r.query(ctx, 0, 0, 10*time.Second, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 			// Agent().Self() takes no context; a hung agent would hold Stop.
 			var self struct{ Config struct{ Datacenter string } }
 			if _, err := client.Raw().Query("/v1/agent/self", &self, opts); err != nil {
@@ -358,7 +358,7 @@ func (r *Replicator) publishLoop() {
 // blocking queries wait out their long deadlines.
 func (r *Replicator) livenessLoop() {
 	for sleep(r.ctx, r.cfg.LivenessInterval) {
-		r.query(r.ctx, 0, r.cfg.LivenessTimeout, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		r.query(r.ctx, 0, 0, r.cfg.LivenessTimeout, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 			var leader string
 			meta, err := client.Raw().Query("/v1/status/leader", &leader, opts)
 			if err != nil {

@@ -187,7 +187,7 @@ func (r *Replicator) fetchQueued(key string) {
 		// because it changed, but the agent's view may not have caught up
 		// with the change yet: blocking on the index held returns as soon
 		// as it has. Index 1 reads a service not held yet at once.
-		_, err := r.query(r.ctx, index, fetchWait, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		_, err := r.query(r.ctx, index, fetchWait, fetchWait+r.cfg.RequestSlack, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 			return r.fetchService(ctx, client, key, name, opts)
 		})
 		if err == nil || r.ctx.Err() != nil {

@@ -1,0 +1,143 @@
+package consulagent
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Process is a single-server Consul agent run as a process the test
+// controls: it can be killed, frozen, thawed and restarted on the same ports,
+// with its data (Restart) or without (RestartEmpty).
+type Process struct {
+	HTTPAddr string
+	t        testing.TB
+	dataDir  string
+	ports    []int // http, server, serf lan, serf wan
+	cmd      *exec.Cmd
+	done     chan struct{}
+}
+
+// StartProcess starts an agent on free loopback ports and stops it when the
+// test ends.
+func StartProcess(t testing.TB) *Process {
+	t.Helper()
+	p := &Process{t: t}
+	for range 4 {
+		p.ports = append(p.ports, freePort(t))
+	}
+	p.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[0]))
+	p.dataDir = t.TempDir()
+	p.start()
+	t.Cleanup(func() { p.Kill() })
+	return p
+}
+
+func freePort(t testing.TB) int {
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+func (p *Process) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(Binary(), "agent", "-server", "-bootstrap-expect", "1", "-node", "consul-test",
+		"-data-dir", p.dataDir, "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn",
+		"-http-port", strconv.Itoa(p.ports[0]), "-server-port", strconv.Itoa(p.ports[1]),
+		"-serf-lan-port", strconv.Itoa(p.ports[2]), "-serf-wan-port", strconv.Itoa(p.ports[3]),
+		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
+		"-hcl", "performance { raft_multiplier = 1 }", "-hcl", "disable_update_check = true")
+	logFile, err := os.Create(filepath.Join(p.t.TempDir(), "consul.log"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatalf("starting consul: %v", err)
+	}
+	p.done = make(chan struct{})
+	go func() { p.cmd.Wait(); logFile.Close(); close(p.done) }()
+	p.waitLeader()
+}
+
+// waitLeader waits until the agent answers catalog reads.
+func (p *Process) waitLeader() {
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + p.HTTPAddr + "/v1/catalog/services")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && resp.Header.Get("X-Consul-Knownleader") == "true" {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("consul at %s has no leader after 30s", p.HTTPAddr)
+}
+
+// Client returns an API client for the agent.
+func (p *Process) Client() *api.Client {
+	client, err := api.NewClient(&api.Config{Address: p.HTTPAddr})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return client
+}
+
+// Kill ends the agent with SIGKILL, as a crash would.
+func (p *Process) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Freeze stops the agent with SIGSTOP: connections stay open, nothing answers.
+func (p *Process) Freeze() { p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen agent.
+func (p *Process) Thaw() { p.cmd.Process.Signal(syscall.SIGCONT) }
+
+// Restart starts the killed agent again, with its data, on its ports.
+func (p *Process) Restart() {
+	p.t.Helper()
+	p.Kill()
+	p.start()
+}
+
+// RestartEmpty starts a new, empty agent on the killed agent's ports: a
+// cluster rebuilt from nothing behind the same address.
+func (p *Process) RestartEmpty() {
+	p.t.Helper()
+	p.Kill()
+	p.dataDir = p.t.TempDir()
+	p.start()
+}
+
+func (p *Process) String() string { return fmt.Sprintf("consul at %s", p.HTTPAddr) }
