@@ -1,0 +1,84 @@
+package consul
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/coredns/coredns/plugin/pkg/dnstest"
+	"github.com/coredns/coredns/plugin/test"
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+)
+
+// unreachable returns a started replica whose Consul never answers.
+func unreachable(t *testing.T) *replica.Replicator {
+	cfg := replica.DefaultConfig()
+	cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
+	r, err := replica.New(&api.Config{Address: "127.0.0.1:1"}, cfg, func(*snapshot.Snapshot) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	t.Cleanup(r.Stop)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, failing := r.Contact(); !failing.IsZero() {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never noticed Consul was unreachable")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestServeStale(t *testing.T) {
+	r := unreachable(t)
+	tests := []struct {
+		name      string
+		built     time.Duration // snapshot age
+		maxStale  time.Duration
+		staleTTL  time.Duration
+		serviceTT uint32
+		rcode     int
+		ttl       uint32
+	}{
+		{"served for as long as the outage lasts", 72 * time.Hour, 0, 0, 60, dns.RcodeSuccess, 60},
+		{"served within max_stale", time.Minute, time.Hour, 0, 60, dns.RcodeSuccess, 60},
+		{"SERVFAIL past max_stale", 2 * time.Hour, time.Hour, 0, 60, dns.RcodeServerFailure, 0},
+		{"stale_ttl caps the TTL while stale", time.Minute, 0, 5 * time.Second, 60, dns.RcodeSuccess, 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := answer.DefaultOptions()
+			opts.TTL.SetService("*", tc.serviceTT)
+			c := &Consul{Zones: []string{"consul."}, opts: opts, replica: r, maxStale: tc.maxStale, staleTTL: tc.staleTTL}
+			snap := testSnapshot()
+			snap.Built = time.Now().Add(-tc.built)
+			c.snap.Store(snap)
+			m := new(dns.Msg)
+			m.SetQuestion("web.service.consul.", dns.TypeSRV)
+			rec := dnstest.NewRecorder(&test.ResponseWriter{})
+			rcode, _ := c.ServeDNS(context.Background(), rec, m)
+			if rcode == dns.RcodeServerFailure {
+				if tc.rcode != rcode {
+					t.Fatalf("SERVFAIL, want %s", dns.RcodeToString[tc.rcode])
+				}
+				return
+			}
+			if rec.Msg == nil || rec.Msg.Rcode != tc.rcode {
+				t.Fatalf("answer %v, want rcode %s", rec.Msg, dns.RcodeToString[tc.rcode])
+			}
+			for _, rr := range append(rec.Msg.Answer, rec.Msg.Extra...) {
+				if rr.Header().Ttl != tc.ttl {
+					t.Errorf("TTL %d in %s, want %d", rr.Header().Ttl, rr, tc.ttl)
+				}
+			}
+		})
+	}
+}
