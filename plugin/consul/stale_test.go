@@ -82,3 +82,21 @@ func TestServeStale(t *testing.T) {
 		})
 	}
 }
+
+func TestWaitReady(t *testing.T) {
+	c := &Consul{Zones: []string{"consul."}}
+	start := time.Now()
+	c.waitReady(100 * time.Millisecond)
+	if waited := time.Since(start); waited < 100*time.Millisecond {
+		t.Errorf("returned after %s without a snapshot, before the 100ms timeout", waited)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		c.publish(testSnapshot())
+	}()
+	start = time.Now()
+	c.waitReady(10 * time.Second)
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Errorf("waited %s although a snapshot arrived after 50ms", waited)
+	}
+}
