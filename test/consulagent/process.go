@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/test/freeport"
+
 	"github.com/hashicorp/consul/api"
 )
 
@@ -33,31 +35,13 @@ func StartProcess(t testing.TB) *Process {
 	t.Helper()
 	p := &Process{t: t}
 	for range 4 {
-		p.ports = append(p.ports, freePort(t))
+		p.ports = append(p.ports, freeport.Port(t))
 	}
 	p.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[0]))
 	p.dataDir = t.TempDir()
 	p.start()
 	t.Cleanup(func() { p.Kill() })
 	return p
-}
-
-func freePort(t testing.TB) int {
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
 }
 
 func (p *Process) start() {

@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coredns-consul/coredns-consul/test/freeport"
 
 	"github.com/miekg/dns"
 )
@@ -56,26 +57,8 @@ func Binary(t testing.TB) string {
 	return buildBin
 }
 
-// FreePort returns a loopback port that is free for both TCP and UDP, since a
-// DNS server listens on both.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both TCP and UDP")
-	return 0
-}
+// FreePort returns a loopback port free for both TCP and UDP.
+func FreePort(t testing.TB) int { return freeport.Port(t) }
 
 // Server is a running CoreDNS process.
 type Server struct {

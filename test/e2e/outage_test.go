@@ -132,10 +132,7 @@ func TestOutage(t *testing.T) {
 		t.Error("the stale metric did not turn 1 while Consul was frozen")
 	}
 	agent.Thaw()
-	consulagent.Register(t, client, "node-extra", "10.99.0.1", &api.AgentService{ID: "extra", Service: "service-0", Port: 80}, "passing")
-	waitAnswers(t, server.Addr, "service-0.service.consul.", instances+1, 10*time.Second)
-	consulagent.Deregister(t, client, "node-extra", "extra")
-	waitAnswers(t, server.Addr, "service-0.service.consul.", instances, 10*time.Second)
+	bounce(t, client, server.Addr, "service-0", instances)
 	probe.check("Consul thawed")
 
 	agent.Kill()
@@ -156,10 +153,7 @@ func TestOutage(t *testing.T) {
 
 	// Consul comes back with its data, and a change shows up.
 	agent.Restart()
-	consulagent.Register(t, client, "node-extra", "10.99.0.1", &api.AgentService{ID: "extra", Service: "service-1", Port: 80}, "passing")
-	waitAnswers(t, restarted.Addr, "service-1.service.consul.", instances+1, 10*time.Second)
-	consulagent.Deregister(t, client, "node-extra", "extra")
-	waitAnswers(t, restarted.Addr, "service-1.service.consul.", instances, 10*time.Second)
+	bounce(t, client, restarted.Addr, "service-1", instances)
 	probe.check("Consul back with its data")
 	probe.halt()
 
@@ -185,6 +179,16 @@ func TestOutage(t *testing.T) {
 	}
 	// Without the guard the empty truth is served as soon as it is read.
 	waitAnswers(t, restarted.Addr, "service-2.service.consul.", -dns.RcodeNameError, 40*time.Second)
+}
+
+// bounce registers one more instance of service and removes it again,
+// waiting for the DNS server at addr to show each change.
+func bounce(t *testing.T, client *api.Client, addr, service string, instances int) {
+	t.Helper()
+	consulagent.Register(t, client, "node-extra", "10.99.0.1", &api.AgentService{ID: "extra", Service: service, Port: 80}, "passing")
+	waitAnswers(t, addr, service+".service.consul.", instances+1, 10*time.Second)
+	consulagent.Deregister(t, client, "node-extra", "extra")
+	waitAnswers(t, addr, service+".service.consul.", instances, 10*time.Second)
 }
 
 // answers is the number of A records for name, or minus the rcode when it is
