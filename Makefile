@@ -26,7 +26,7 @@ consul:
 
 ## deps: Debian packages the tests and the demo use, installed when missing
 deps:
-	scripts/deps.sh curl dig cgo
+	scripts/deps.sh curl dig cgo haproxy
 
 ## test: everything CI runs
 test: deps lint consul build

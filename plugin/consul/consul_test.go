@@ -356,3 +356,29 @@ func TestServeDNSOptions(t *testing.T) {
 		t.Errorf("200 queries answered with only %v: answers are not shuffled", seen)
 	}
 }
+
+func TestServeDNSHAProxyWeights(t *testing.T) {
+	opts := answer.DefaultOptions()
+	opts.HAProxyWeights = true
+	opts.NodeMetaTXT = false
+	c := &Consul{Zones: []string{"consul."}, opts: opts}
+	c.publish(testSnapshot())
+	tc := test.Case{
+		Qname: "web.service.consul.", Qtype: dns.TypeSRV,
+		Answer: []dns.RR{ // HAProxy's w/256+1 gives back 10, 10 and 2
+			test.SRV("web.service.consul. 0 IN SRV 1 2559 8080 n1.node.dc1.consul."),
+			test.SRV("web.service.consul. 0 IN SRV 1 2559 8081 0a010002.addr.dc1.consul."),
+			test.SRV("web.service.consul. 0 IN SRV 1 511 8080 n3.node.dc1.consul."),
+		},
+		Extra: []dns.RR{
+			test.A("0a010002.addr.dc1.consul. 0 IN A 10.1.0.2"),
+			test.A("n1.node.dc1.consul. 0 IN A 10.0.0.1"),
+			test.A("n3.node.dc1.consul. 0 IN A 10.0.0.3"),
+		},
+	}
+	rec := dnstest.NewRecorder(&test.ResponseWriter{})
+	c.ServeDNS(context.Background(), rec, tc.Msg())
+	if err := test.SortAndCheck(rec.Msg, tc); err != nil {
+		t.Error(err)
+	}
+}

@@ -150,6 +150,7 @@ func (cfg *config) dcLabel() string {
 //	    only_passing
 //	    a_record_limit N
 //	    node_meta_txt on|off
+//	    srv_weights consul|haproxy
 //	    fallthrough [ZONES...]
 //	    snapshot PATH [INTERVAL]
 //	    startup_timeout DURATION
@@ -298,6 +299,15 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 			return c.Errf("node_meta_txt: %q is not on or off", arg)
 		}
 		cfg.answer.NodeMetaTXT = arg == "on"
+	case "srv_weights":
+		arg, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		if arg != "consul" && arg != "haproxy" {
+			return c.Errf("srv_weights: %q is not consul or haproxy", arg)
+		}
+		cfg.answer.HAProxyWeights = arg == "haproxy"
 	case "a_record_limit":
 		n, err := numberArg(c, "a number of records", 1<<16)
 		if err != nil {

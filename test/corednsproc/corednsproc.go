@@ -68,6 +68,7 @@ type Server struct {
 	// prometheus plugin's, if the Corefile uses Ports.Metrics.
 	ReadyAddr, MetricsAddr string
 	Corefile               string
+	Ports                  Ports
 
 	cmd  *exec.Cmd
 	out  *syncBuffer
@@ -86,11 +87,18 @@ type Ports struct {
 // 127.0.0.1:<Ready> and bind the DNS server to 127.0.0.1:<DNS>.
 func Start(t testing.TB, corefile func(Ports) string) *Server {
 	t.Helper()
-	ports := Ports{DNS: FreePort(t), Ready: FreePort(t), Metrics: FreePort(t)}
+	return StartOn(t, Ports{DNS: FreePort(t), Ready: FreePort(t), Metrics: FreePort(t)}, corefile)
+}
+
+// StartOn is Start on given ports: a CoreDNS restarted where clients such as
+// HAProxy expect it.
+func StartOn(t testing.TB, ports Ports, corefile func(Ports) string) *Server {
+	t.Helper()
 	s := &Server{
 		Addr:        fmt.Sprintf("127.0.0.1:%d", ports.DNS),
 		ReadyAddr:   fmt.Sprintf("127.0.0.1:%d", ports.Ready),
 		MetricsAddr: fmt.Sprintf("127.0.0.1:%d", ports.Metrics),
+		Ports:       ports,
 		Corefile:    corefile(ports),
 	}
 	path := filepath.Join(t.TempDir(), "Corefile")

@@ -49,6 +49,10 @@ type Options struct {
 	// NodeMetaTXT adds a node's meta as TXT records to the additional
 	// section, as Consul's enable_additional_node_meta_txt (on by default).
 	NodeMetaTXT bool
+	// HAProxyWeights scales SRV weights for HAProxy, which turns an SRV
+	// weight w into the server weight w/256+1: Consul's weights 1 and 10
+	// would both become 1. Scaled to w*256-1, HAProxy recovers w exactly.
+	HAProxyWeights bool
 }
 
 // DefaultOptions are Consul's defaults.

@@ -147,7 +147,7 @@ func (b *builder) srvRecords(instances []*snapshot.Instance, ttl uint32) (answer
 		answer = append(answer, &dns.SRV{
 			Hdr:      header(b.q.Name, dns.TypeSRV, ttl),
 			Priority: 1,
-			Weight:   weight(in),
+			Weight:   b.weight(in),
 			Port:     in.Port,
 			Target:   name,
 		})
@@ -194,14 +194,16 @@ func hexIP(ip net.IP) string {
 }
 
 // weight is the SRV weight Consul gives an instance: its Weights.Warning when
-// the instance is warning, else Weights.Passing; 1 when unset.
-func weight(in *snapshot.Instance) uint16 {
+// the instance is warning, else Weights.Passing; 1 when unset. Scaled for
+// HAProxy when asked.
+func (b *builder) weight(in *snapshot.Instance) uint16 {
 	w := in.WeightPassing
 	if in.Health == snapshot.Warning {
 		w = in.WeightWarning
 	}
-	if w <= 0 {
-		return 1
+	w = max(w, 1)
+	if b.opt.HAProxyWeights {
+		w = w*256 - 1
 	}
 	return uint16(min(w, 65535))
 }

@@ -1,0 +1,134 @@
+// Package haproxyproc runs the real HAProxy (Debian's haproxy package, which
+// scripts/deps.sh installs) for end-to-end tests, with backends found through
+// DNS SRV records, on free loopback ports.
+package haproxyproc
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/test/freeport"
+)
+
+// Config is what the HAProxy configuration is made from.
+type Config struct {
+	// Nameserver is the DNS server HAProxy's resolvers ask (host:port).
+	Nameserver string
+	// SRV is the name server-template resolves, e.g. _web._tcp.service.consul.
+	SRV string
+	// Slots is the number of servers server-template creates.
+	Slots int
+}
+
+// Proxy is a running HAProxy.
+type Proxy struct {
+	// Addr is the frontend's address.
+	Addr   string
+	Config string
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	mu     sync.Mutex
+	done   chan struct{}
+}
+
+// Template is the configuration, documented in docs/haproxy.md: the resolver
+// settings that matter for riding out a Consul outage are the hold times.
+const Template = `global
+    maxconn 1000
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+    retries 2
+    option redispatch
+
+resolvers consul
+    nameserver coredns %[1]s
+    accepted_payload_size 8192
+    resolve_retries 3
+    timeout resolve 500ms
+    timeout retry 500ms
+    hold valid 10s
+    hold other 10s
+    hold refused 10s
+    hold nx 10s
+    hold timeout 10s
+    hold obsolete 2s
+
+frontend web
+    bind 127.0.0.1:%[2]d
+    default_backend web
+
+backend web
+    balance roundrobin
+    default-server init-addr none check inter 500ms fall 2 rise 1
+    server-template web %[4]d %[3]s resolvers consul resolve-prefer ipv4 resolve-opts allow-dup-ip
+`
+
+// Start runs HAProxy with Template filled from cfg and stops it when the
+// test ends.
+func Start(t testing.TB, cfg Config) *Proxy {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Fatalf("no haproxy on PATH (make test installs it with scripts/deps.sh): %v", err)
+	}
+	port := freeport.Port(t)
+	p := &Proxy{Addr: fmt.Sprintf("127.0.0.1:%d", port), out: new(bytes.Buffer), done: make(chan struct{})}
+	p.Config = fmt.Sprintf(Template, cfg.Nameserver, port, cfg.SRV, cfg.Slots)
+	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(p.Config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, "-db", "-f", path)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting haproxy: %v", err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("haproxy output:\n%s", p.Output())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", p.Addr); err == nil {
+			c.Close()
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("haproxy exited:\n%s", p.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("haproxy not listening after 10s:\n%s", p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *Proxy) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// Output is what HAProxy printed.
+func (p *Proxy) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
