@@ -12,7 +12,7 @@ COREDNS := $(CURDIR)/bin/coredns
 export CONSUL_BIN  := $(CONSUL)
 export COREDNS_BIN := $(COREDNS)
 
-.PHONY: all build consul deps test lint demo bench-replica clean
+.PHONY: all build consul deps test lint demo bench bench-replica clean
 
 all: build
 
@@ -41,6 +41,12 @@ lint:
 ## demo: Consul dev agent + sample services + CoreDNS with the plugin; Ctrl-C stops it all
 demo: deps consul build
 	scripts/demo.sh
+
+## bench: the plugin side by side with Consul DNS, forward+cache, file and whoami; writes docs/benchmarks.md
+bench: consul build
+	scripts/deps.sh dnsperf
+	$(GO) test -run TestSideBySide -count=1 -timeout 60m -v ./test/bench/ -report=$(CURDIR)/docs/benchmarks.md | grep -v '^\[\|^20[0-9][0-9]-\|CONFIG JSON'
+	( echo; echo '```'; $(GO) test -run '^$$' -bench ServeDNS -benchmem ./plugin/consul/ | grep Benchmark; echo '```' ) | tee -a docs/benchmarks.md
 
 ## bench-replica: initial sync at 5,000 x 10 and propagation at 1,000 services, against a real agent
 bench-replica: consul build

@@ -17,14 +17,18 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
+// Pid is the agent's process ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Process is a single-server Consul agent run as a process the test
 // controls: it can be killed, frozen, thawed and restarted on the same ports,
 // with its data (Restart) or without (RestartEmpty).
 type Process struct {
 	HTTPAddr string
+	DNSAddr  string // Consul's own DNS interface
 	t        testing.TB
 	dataDir  string
-	ports    []int // http, server, serf lan, serf wan
+	ports    []int // http, server, serf lan, serf wan, dns
 	cmd      *exec.Cmd
 	done     chan struct{}
 }
@@ -34,10 +38,11 @@ type Process struct {
 func StartProcess(t testing.TB) *Process {
 	t.Helper()
 	p := &Process{t: t}
-	for range 4 {
+	for range 5 {
 		p.ports = append(p.ports, freeport.Port(t))
 	}
 	p.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[0]))
+	p.DNSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[4]))
 	p.dataDir = t.TempDir()
 	p.start()
 	t.Cleanup(func() { p.Kill() })
@@ -50,7 +55,7 @@ func (p *Process) start() {
 		"-data-dir", p.dataDir, "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn",
 		"-http-port", strconv.Itoa(p.ports[0]), "-server-port", strconv.Itoa(p.ports[1]),
 		"-serf-lan-port", strconv.Itoa(p.ports[2]), "-serf-wan-port", strconv.Itoa(p.ports[3]),
-		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
+		"-dns-port", strconv.Itoa(p.ports[4]), "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-hcl", "performance { raft_multiplier = 1 }", "-hcl", "disable_update_check = true")
 	logFile, err := os.Create(filepath.Join(p.t.TempDir(), "consul.log"))
 	if err != nil {
