@@ -133,7 +133,8 @@ func (b *builder) srvRecords(instances []*snapshot.Instance, ttl uint32) (answer
 		port   uint16
 	}
 	seen := make(map[key]bool, len(instances))
-	extraFor := make(map[string]bool, len(instances))
+	extraFor := make(map[string]bool, len(instances)) // targets with their address in extra
+	metaFor := make(map[string]bool, len(instances))  // nodes with their meta in extra
 	for _, in := range instances {
 		t, ok := b.target(in)
 		if !ok {
@@ -157,11 +158,10 @@ func (b *builder) srvRecords(instances []*snapshot.Instance, ttl uint32) (answer
 		}
 		// As Consul, the node's meta under the node's name, whatever the
 		// target is named.
-		nodeName := b.nodeName(in.Node)
-		if b.opt.NodeMetaTXT && !extraFor[nodeName+" TXT"] {
-			extraFor[nodeName+" TXT"] = true
-			if node, ok := b.snap.Node(strings.ToLower(in.Node)); ok {
-				extra = append(extra, metaTXT(nodeName, node.Meta, ttl)...)
+		if b.opt.NodeMetaTXT && !metaFor[in.Node] {
+			metaFor[in.Node] = true
+			if node, ok := b.snap.Node(strings.ToLower(in.Node)); ok && len(node.Meta) > 0 {
+				extra = append(extra, metaTXT(b.nodeName(in.Node), node.Meta, ttl)...)
 			}
 		}
 	}
