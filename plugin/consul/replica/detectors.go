@@ -144,17 +144,108 @@ func (r *Replicator) requestSweep() {
 	}
 }
 
+// maxDiffChecks bounds the catalog for which diffChecks reads every check
+// (about 480 bytes each): past it, sweeps probe services one by one.
+const maxDiffChecks = 20000
+
+// checkSeen is what diffChecks remembers of a check.
+type checkSeen struct {
+	modifyIndex uint64
+	service     string // empty for a node check
+}
+
+// diffChecks reads every check in one request and queues the services
+// without a watcher whose checks appeared, disappeared or changed since the
+// last read: most registrations and deregistrations carry checks, so one
+// request usually names what a move of the service list's index was. It
+// reports how many services it queued, and false when it cannot tell (the
+// first read, a failed read, a catalog past maxDiffChecks).
+func (r *Replicator) diffChecks() (int, bool) {
+	r.mu.Lock()
+	tooMany := len(r.allChecks) > maxDiffChecks
+	r.mu.Unlock()
+	if tooMany {
+		return 0, false
+	}
+	var checks api.HealthChecks
+	_, err := r.query(r.ctx, 0, 0, r.cfg.RequestSlack, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		c, meta, err := client.Health().State(api.HealthAny, opts)
+		checks = c
+		return meta, err
+	})
+	if err != nil {
+		return 0, false
+	}
+	current := make(map[checkKey]checkSeen, len(checks))
+	for _, c := range checks {
+		current[checkKey{c.Node, c.CheckID}] = checkSeen{c.ModifyIndex, c.ServiceName}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	previous, known := r.allChecks, r.allChecksRead
+	r.allChecks, r.allChecksRead = current, true
+	if !known {
+		return 0, false
+	}
+	services := make(map[string]bool)
+	nodes := make(map[string]bool)
+	note := func(k checkKey, c checkSeen) {
+		if c.service == "" {
+			nodes[k.node] = true
+		} else {
+			services[snapshot.Key(c.service)] = true
+		}
+	}
+	for k, c := range current {
+		if old, ok := previous[k]; !ok || old != c {
+			note(k, c)
+		}
+	}
+	for k, c := range previous {
+		if _, ok := current[k]; !ok {
+			note(k, c)
+		}
+	}
+	if len(nodes) > 0 {
+		for key := range r.servicesOnNodesLocked(nodes) {
+			services[key] = true
+		}
+	}
+	// Changes to watched services explain the move too, but need no fetch.
+	r.queueUnwatchedLocked(services)
+	return len(services), true
+}
+
 // sweepLoop runs requested sweeps, at most one per SweepInterval, or per
 // twice the last sweep's duration when that is longer: under a storm of
-// registrations Consul spends at most a third of its time on sweeps.
+// registrations Consul spends at most a third of its time on sweeps. A sweep
+// is one read of every check (diffChecks) when that names what changed, else
+// a probe of every service without a watcher.
 func (r *Replicator) sweepLoop() {
 	var last time.Time
 	var took time.Duration
+	r.diffChecks() // the baseline later reads are compared with
+	// A change without checks (a service registered without any, a port
+	// changed) that coincides with one diffChecks names would go unseen;
+	// a probe sweep safetyDelay after a diff catches it.
+	var safety <-chan time.Time
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-r.sweeps:
+		case <-safety:
+			// In the background, so that it does not hold up the diffs of
+			// the registrations that keep coming meanwhile.
+			safety = nil
+			if r.safetyRunning.CompareAndSwap(false, true) {
+				r.spawn(func() {
+					defer r.safetyRunning.Store(false)
+					n := r.sweep()
+					log.Debugf("safety sweep of %d services", n)
+				})
+			}
+			continue
 		}
 		if wait := max(r.cfg.SweepInterval, 2*took) - time.Since(last); wait > 0 {
 			if !sleep(r.ctx, wait) {
@@ -162,11 +253,22 @@ func (r *Replicator) sweepLoop() {
 			}
 		}
 		last = time.Now()
+		if found, ok := r.diffChecks(); ok && found > 0 {
+			took = time.Since(last)
+			log.Debugf("read every check in %s: %d services changed", took, found)
+			if safety == nil {
+				safety = time.After(safetyDelay)
+			}
+			continue
+		}
 		n := r.sweep()
 		took = time.Since(last)
 		log.Debugf("swept %d services in %s", n, took)
 	}
 }
+
+// safetyDelay is how long after a check diff a probe sweep follows.
+const safetyDelay = 5 * time.Second
 
 // sweep asks every service without a watcher for its current index, with a
 // filter that matches nothing so the answer carries no body, and queues those

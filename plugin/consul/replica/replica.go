@@ -163,17 +163,21 @@ type Replicator struct {
 	fetches *queue
 	limiter *rate.Limiter // shared by fetchers and probes
 
-	mu          sync.Mutex
-	datacenter  string
-	listed      bool                         // the service list was read at least once
-	nodesListed bool                         // the node list was read at least once
-	synced      bool                         // a complete snapshot was published
-	names       map[string]string            // key → name as Consul spells it
-	tags        map[string][]string          // key → tags from the service list
-	services    map[string]*snapshot.Service // key → latest fetched view
-	nodes       map[string]*snapshot.Node    // key → node
-	watchers    map[string]*watcher          // key → the service's own blocking query
-	nonPassing  map[checkKey]nonPassingCheck // health detector state
+	mu            sync.Mutex
+	datacenter    string
+	listed        bool                         // the service list was read at least once
+	nodesListed   bool                         // the node list was read at least once
+	synced        bool                         // a complete snapshot was published
+	names         map[string]string            // key → name as Consul spells it
+	tags          map[string][]string          // key → tags from the service list
+	services      map[string]*snapshot.Service // key → latest fetched view
+	nodes         map[string]*snapshot.Node    // key → node
+	watchers      map[string]*watcher          // key → the service's own blocking query
+	nonPassing    map[checkKey]nonPassingCheck // health detector state
+	safetyRunning atomic.Bool                  // a safety sweep is under way
+	// allChecks is diffChecks' last read of every check.
+	allChecks     map[checkKey]checkSeen
+	allChecksRead bool
 }
 
 type watcher struct {
