@@ -332,6 +332,43 @@ func TestReplicatorTLS(t *testing.T) {
 	}
 }
 
+// TestReplicatorChangesWithoutChecks checks the safety net of the sweeps: a
+// registration without any check, landing together with one that a check
+// diff names, still reaches the snapshot.
+func TestReplicatorChangesWithoutChecks(t *testing.T) {
+	srv := consulagent.Start(t, nil)
+	client := consulagent.Client(t, srv)
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "a-1", Service: "a", Port: 80}, "passing")
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "b-1", Service: "b", Port: 80}, "")
+	var latest atomic.Pointer[snapshot.Snapshot]
+	cfg := DefaultConfig()
+	cfg.MaxWatchers = 0 // detectors and sweeps only
+	r, err := New(consulagent.Config(srv), cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	defer r.Stop()
+	waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "b")) == 1 })
+	time.Sleep(200 * time.Millisecond) // the check diff's baseline is read
+
+	// One transaction: a single move of the service list's index, which the
+	// check diff explains by a-2 alone.
+	ok, resp, _, err := client.Txn().Txn(api.TxnOps{
+		{Service: &api.ServiceTxnOp{Verb: api.ServiceSet, Node: "n1", Service: api.AgentService{ID: "b-2", Service: "b", Port: 81}}},
+		{Service: &api.ServiceTxnOp{Verb: api.ServiceSet, Node: "n1", Service: api.AgentService{ID: "a-2", Service: "a", Port: 81}}},
+		{Check: &api.CheckTxnOp{Verb: api.CheckSet, Check: api.HealthCheck{Node: "n1", CheckID: "check:a-2", Name: "a-2", Status: "passing", ServiceID: "a-2"}}},
+	}, nil)
+	if err != nil || !ok {
+		t.Fatalf("txn: %v %+v", err, resp)
+	}
+	waitFor(t, &latest, "a-2, named by the check diff", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "a")) == 2 })
+	if got := instanceIDs(latest.Load(), "b"); len(got) != 1 {
+		t.Logf("b-2 arrived with a-2: the diff alone was enough this time (%v)", got)
+	}
+	waitFor(t, &latest, "b-2, found by the safety sweep", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "b")) == 2 })
+}
+
 func equalInstance(a, b snapshot.Instance) bool {
 	return a.ID == b.ID && a.Node == b.Node && a.NodeAddress == b.NodeAddress && a.Address == b.Address &&
 		a.Port == b.Port && a.WeightPassing == b.WeightPassing && a.WeightWarning == b.WeightWarning && a.Health == b.Health
