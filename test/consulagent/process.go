@@ -26,6 +26,9 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 type Process struct {
 	HTTPAddr string
 	DNSAddr  string // Consul's own DNS interface
+	// HTTPSAddr and CAFile are set when the agent also serves HTTPS.
+	HTTPSAddr, CAFile string
+	tlsArgs           []string
 	t        testing.TB
 	dataDir  string
 	ports    []int // http, server, serf lan, serf wan, dns
@@ -37,7 +40,35 @@ type Process struct {
 // test ends.
 func StartProcess(t testing.TB) *Process {
 	t.Helper()
+	return startProcess(t, false)
+}
+
+// StartProcessTLS is StartProcess with the HTTP API also served over HTTPS,
+// with a certificate from a CA made by `consul tls`.
+func StartProcessTLS(t testing.TB) *Process {
+	t.Helper()
+	return startProcess(t, true)
+}
+
+func startProcess(t testing.TB, withTLS bool) *Process {
+	t.Helper()
 	p := &Process{t: t}
+	if withTLS {
+		dir := t.TempDir()
+		for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
+			cmd := exec.Command(Binary(), args...)
+			cmd.Dir = dir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("consul %v: %v\n%s", args, err, out)
+			}
+		}
+		p.CAFile = filepath.Join(dir, "consul-agent-ca.pem")
+		https := freeport.Port(t)
+		p.HTTPSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(https))
+		p.tlsArgs = []string{"-https-port", strconv.Itoa(https), "-hcl", fmt.Sprintf(
+			`tls { defaults { ca_file = %q cert_file = %q key_file = %q } }`,
+			p.CAFile, filepath.Join(dir, "dc1-server-consul-0.pem"), filepath.Join(dir, "dc1-server-consul-0-key.pem"))}
+	}
 	for range 5 {
 		p.ports = append(p.ports, freeport.Port(t))
 	}
@@ -57,6 +88,7 @@ func (p *Process) start() {
 		"-serf-lan-port", strconv.Itoa(p.ports[2]), "-serf-wan-port", strconv.Itoa(p.ports[3]),
 		"-dns-port", strconv.Itoa(p.ports[4]), "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-hcl", "performance { raft_multiplier = 1 }", "-hcl", "disable_update_check = true")
+	p.cmd.Args = append(p.cmd.Args, p.tlsArgs...)
 	logFile, err := os.Create(filepath.Join(p.t.TempDir(), "consul.log"))
 	if err != nil {
 		p.t.Fatal(err)
