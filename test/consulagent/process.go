@@ -29,11 +29,11 @@ type Process struct {
 	// HTTPSAddr and CAFile are set when the agent also serves HTTPS.
 	HTTPSAddr, CAFile string
 	tlsArgs           []string
-	t        testing.TB
-	dataDir  string
-	ports    []int // http, server, serf lan, serf wan, dns
-	cmd      *exec.Cmd
-	done     chan struct{}
+	t                 testing.TB
+	dataDir           string
+	ports             []int // http, server, serf lan, serf wan, dns
+	cmd               *exec.Cmd
+	done              chan struct{}
 }
 
 // StartProcess starts an agent on free loopback ports and stops it when the
