@@ -165,6 +165,20 @@ func Populate(t testing.TB, client *api.Client, services, instances, nodes int) 
 // CA file to verify it with. srv.HTTPSAddr is the HTTPS address.
 func StartTLS(t testing.TB, configure func(*testutil.TestServerConfig)) (*testutil.TestServer, string) {
 	t.Helper()
+	ca, cert, key := certificates(t)
+	srv := Start(t, func(c *testutil.TestServerConfig) {
+		c.CAFile, c.CertFile, c.KeyFile = ca, cert, key
+		if configure != nil {
+			configure(c)
+		}
+	})
+	return srv, ca
+}
+
+// certificates makes a CA and a server certificate for dc1 with `consul tls`
+// and returns their files.
+func certificates(t testing.TB) (ca, cert, key string) {
+	t.Helper()
 	dir := t.TempDir()
 	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
 		cmd := exec.Command(Binary(), args...)
@@ -173,14 +187,5 @@ func StartTLS(t testing.TB, configure func(*testutil.TestServerConfig)) (*testut
 			t.Fatalf("consul %v: %v\n%s", args, err, out)
 		}
 	}
-	ca := filepath.Join(dir, "consul-agent-ca.pem")
-	srv := Start(t, func(c *testutil.TestServerConfig) {
-		c.CAFile = ca
-		c.CertFile = filepath.Join(dir, "dc1-server-consul-0.pem")
-		c.KeyFile = filepath.Join(dir, "dc1-server-consul-0-key.pem")
-		if configure != nil {
-			configure(c)
-		}
-	})
-	return srv, ca
+	return filepath.Join(dir, "consul-agent-ca.pem"), filepath.Join(dir, "dc1-server-consul-0.pem"), filepath.Join(dir, "dc1-server-consul-0-key.pem")
 }

@@ -54,20 +54,12 @@ func startProcess(t testing.TB, withTLS bool) *Process {
 	t.Helper()
 	p := &Process{t: t}
 	if withTLS {
-		dir := t.TempDir()
-		for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
-			cmd := exec.Command(Binary(), args...)
-			cmd.Dir = dir
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("consul %v: %v\n%s", args, err, out)
-			}
-		}
-		p.CAFile = filepath.Join(dir, "consul-agent-ca.pem")
+		ca, cert, key := certificates(t)
+		p.CAFile = ca
 		https := freeport.Port(t)
 		p.HTTPSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(https))
 		p.tlsArgs = []string{"-https-port", strconv.Itoa(https), "-hcl", fmt.Sprintf(
-			`tls { defaults { ca_file = %q cert_file = %q key_file = %q } }`,
-			p.CAFile, filepath.Join(dir, "dc1-server-consul-0.pem"), filepath.Join(dir, "dc1-server-consul-0-key.pem"))}
+			`tls { defaults { ca_file = %q cert_file = %q key_file = %q } }`, ca, cert, key)}
 	}
 	for range 5 {
 		p.ports = append(p.ports, freeport.Port(t))

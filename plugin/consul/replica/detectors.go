@@ -42,33 +42,49 @@ func (r *Replicator) fetchNonPassing(_ context.Context, client *api.Client, opts
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	changedServices := make(map[string]bool)
-	changedNodes := make(map[string]bool)
-	note := func(k checkKey, c nonPassingCheck) {
-		if c.service == "" {
-			changedNodes[k.node] = true
-		} else {
-			changedServices[snapshot.Key(c.service)] = true
-		}
-	}
-	for k, c := range current {
-		if old, ok := r.nonPassing[k]; !ok || old != c {
-			note(k, c)
-		}
-	}
-	for k, old := range r.nonPassing {
-		if _, ok := current[k]; !ok {
-			note(k, old)
-		}
-	}
+	changedServices := changedServicesLocked(r, r.nonPassing, current)
 	r.nonPassing = current
-	if len(changedNodes) > 0 {
-		for key := range r.servicesOnNodesLocked(changedNodes) {
-			changedServices[key] = true
-		}
-	}
 	r.queueUnwatchedLocked(changedServices)
 	return meta, nil
+}
+
+// checkState is what a detector remembers of a check.
+type checkState interface {
+	comparable
+	serviceName() string // empty for a node check
+}
+
+func (c nonPassingCheck) serviceName() string { return c.service }
+func (c checkSeen) serviceName() string       { return c.service }
+
+// changedServicesLocked names the services whose checks differ between two
+// reads: checks that appeared, disappeared or changed. A node check names
+// every service with an instance on its node.
+func changedServicesLocked[V checkState](r *Replicator, previous, current map[checkKey]V) map[string]bool {
+	services, nodes := make(map[string]bool), make(map[string]bool)
+	note := func(k checkKey, v V) {
+		if name := v.serviceName(); name != "" {
+			services[snapshot.Key(name)] = true
+		} else {
+			nodes[k.node] = true
+		}
+	}
+	for k, v := range current {
+		if old, ok := previous[k]; !ok || old != v {
+			note(k, v)
+		}
+	}
+	for k, v := range previous {
+		if _, ok := current[k]; !ok {
+			note(k, v)
+		}
+	}
+	if len(nodes) > 0 {
+		for key := range r.servicesOnNodesLocked(nodes) {
+			services[key] = true
+		}
+	}
+	return services
 }
 
 // servicesOnNodesLocked returns the services with an instance on any of nodes.
@@ -187,30 +203,7 @@ func (r *Replicator) diffChecks() (int, bool) {
 	if !known {
 		return 0, false
 	}
-	services := make(map[string]bool)
-	nodes := make(map[string]bool)
-	note := func(k checkKey, c checkSeen) {
-		if c.service == "" {
-			nodes[k.node] = true
-		} else {
-			services[snapshot.Key(c.service)] = true
-		}
-	}
-	for k, c := range current {
-		if old, ok := previous[k]; !ok || old != c {
-			note(k, c)
-		}
-	}
-	for k, c := range previous {
-		if _, ok := current[k]; !ok {
-			note(k, c)
-		}
-	}
-	if len(nodes) > 0 {
-		for key := range r.servicesOnNodesLocked(nodes) {
-			services[key] = true
-		}
-	}
+	services := changedServicesLocked(r, previous, current)
 	// Changes to watched services explain the move too, but need no fetch.
 	r.queueUnwatchedLocked(services)
 	return len(services), true
