@@ -12,7 +12,7 @@ COREDNS := $(CURDIR)/bin/coredns
 export CONSUL_BIN  := $(CONSUL)
 export COREDNS_BIN := $(COREDNS)
 
-.PHONY: all build consul deps test lint demo bench bench-replica clean
+.PHONY: all build consul deps test lint demo bench bench-replica fuzz clean
 
 all: build
 
@@ -32,7 +32,15 @@ deps:
 test: deps lint consul build
 	$(GO) test -count=1 -race -timeout 10m ./plugin/...
 	$(GO) test -count=1 -timeout 15m ./cmd/... ./test/...
+	$(MAKE) fuzz FUZZTIME=5s
 	DEMO_HOLD=0 scripts/demo.sh
+
+## fuzz: every fuzz target for FUZZTIME (make test runs them for 5s each)
+FUZZTIME ?= 2m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzServeDNS$$' -fuzztime $(FUZZTIME) ./plugin/consul/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugin/consul/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./plugin/consul/snapshot/
 
 lint:
 	@out=$$(gofmt -l cmd plugin test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
