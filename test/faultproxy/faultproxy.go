@@ -3,7 +3,12 @@
 package faultproxy
 
 import (
+	"bytes"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
+	"time"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
@@ -23,7 +28,31 @@ const (
 	// ZeroIndex forwards but answers X-Consul-Index 0, the Consul bug that
 	// turns a blocking loop without the index rules into a busy loop.
 	ZeroIndex
+	NoIndex        // forwards without the X-Consul-Index header
+	LowIndex       // forwards with X-Consul-Index 3: the index went backwards
+	TruncatedJSON  // forwards half of the body
+	InvalidJSON    // answers 200 with a body that is not JSON
+	Reset          // closes the connection without an answer
+	SlowBody       // answers 200 and sends the body a byte every 100ms
 )
+
+func (m Mode) String() string {
+	names := []string{"pass", "500", "429", "hang", "index 0", "no index", "index backwards",
+		"truncated JSON", "invalid JSON", "connection reset", "slow body"}
+	if int(m) < len(names) {
+		return names[m]
+	}
+	return "mode " + strconv.Itoa(int(m))
+}
+
+// forwarding reports whether m forwards to the agent and then edits the answer.
+func (m Mode) forwarding() bool {
+	switch m {
+	case Pass, ZeroIndex, NoIndex, LowIndex, TruncatedJSON:
+		return true
+	}
+	return false
+}
 
 // Proxy forwards to a Consul agent, or fails as its mode says.
 type Proxy struct {
@@ -42,8 +71,28 @@ func New(t testing.TB, target string) *Proxy {
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	rp.FlushInterval = -1
 	rp.ModifyResponse = func(resp *http.Response) error {
-		if Mode(p.mode.Load()) == ZeroIndex && resp.Header.Get("X-Consul-Index") != "" {
-			resp.Header.Set("X-Consul-Index", "0")
+		switch Mode(p.mode.Load()) {
+		case ZeroIndex:
+			if resp.Header.Get("X-Consul-Index") != "" {
+				resp.Header.Set("X-Consul-Index", "0")
+			}
+		case LowIndex:
+			if resp.Header.Get("X-Consul-Index") != "" {
+				resp.Header.Set("X-Consul-Index", "3")
+			}
+		case NoIndex:
+			resp.Header.Del("X-Consul-Index")
+		case TruncatedJSON:
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			body = body[:len(body)/2]
+			resp.Body = io.NopCloser(bytes.NewReader(body))
+			resp.ContentLength = int64(len(body))
+			resp.TransferEncoding = nil
+			resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
 		}
 		return nil
 	}
@@ -56,7 +105,29 @@ func New(t testing.TB, target string) *Proxy {
 			http.Error(w, "injected: too many connections", http.StatusTooManyRequests)
 		case Hang:
 			<-r.Context().Done()
-		default: // Pass, ZeroIndex
+		case InvalidJSON:
+			w.Header().Set("X-Consul-Index", "999999")
+			io.WriteString(w, "{this is not json")
+		case Reset:
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				if tcp, ok := conn.(*net.TCPConn); ok {
+					tcp.SetLinger(0) // RST rather than FIN
+				}
+				conn.Close()
+			}
+		case SlowBody:
+			w.Header().Set("X-Consul-Index", "999999")
+			w.WriteHeader(http.StatusOK)
+			for _, b := range []byte(`[{"slow": "body"}]`) {
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				w.Write([]byte{b})
+				http.NewResponseController(w).Flush()
+			}
+		default:
 			rp.ServeHTTP(w, r)
 		}
 	}))
@@ -73,7 +144,7 @@ func New(t testing.TB, target string) *Proxy {
 // the time, so no request that arrived before it can still succeed.
 func (p *Proxy) Set(m Mode) {
 	p.mode.Store(int32(m))
-	if m != Pass && m != ZeroIndex {
+	if !m.forwarding() {
 		p.server.CloseClientConnections()
 	}
 }

@@ -221,7 +221,7 @@ func TestReplicatorKeepsLastGoodData(t *testing.T) {
 		consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 80}, "passing")
 		time.Sleep(cfg.Wait + cfg.RequestSlack + 300*time.Millisecond) // past the request deadline
 		if s := latest.Load(); s != before || len(instanceIDs(s, "web")) != 1 {
-			t.Fatalf("mode %d: the snapshot changed while Consul failed", mode)
+			t.Fatalf("%s: the snapshot changed while Consul failed", mode)
 		}
 		proxy.Set(faultproxy.Pass)
 		waitFor(t, &latest, "recovery", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 2 })
@@ -367,6 +367,61 @@ func TestReplicatorChangesWithoutChecks(t *testing.T) {
 		t.Logf("b-2 arrived with a-2: the diff alone was enough this time (%v)", got)
 	}
 	waitFor(t, &latest, "b-2, found by the safety sweep", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "b")) == 2 })
+}
+
+// TestReplicatorFaults runs the replica through a proxy that injects each
+// fault in turn: no crash, the last good data stays, the request rate stays
+// bounded, and once the fault clears a change made during it arrives.
+func TestReplicatorFaults(t *testing.T) {
+	srv := consulagent.Start(t, nil)
+	client := consulagent.Client(t, srv)
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "db-1", Service: "db", Port: 80}, "passing")
+	proxy := faultproxy.New(t, srv.HTTPAddr)
+
+	var latest atomic.Pointer[snapshot.Snapshot]
+	cfg := DefaultConfig()
+	cfg.MaxWatchers = 1 // one service through a watcher, the others through detectors
+	cfg.Wait = time.Second
+	cfg.RequestSlack = 300 * time.Millisecond
+	r, err := New(&api.Config{Address: proxy.Addr}, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	defer r.Stop()
+	waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+
+	faults := []faultproxy.Mode{faultproxy.ServerError, faultproxy.TooMany, faultproxy.Hang, faultproxy.Reset,
+		faultproxy.SlowBody, faultproxy.TruncatedJSON, faultproxy.InvalidJSON, faultproxy.NoIndex, faultproxy.LowIndex}
+	for i, fault := range faults {
+		id := fmt.Sprintf("web-x%d", i)
+		proxy.Set(fault)
+		before := proxy.Requests()
+		consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: id, Service: "web", Port: 80 + i}, "passing")
+		time.Sleep(2 * time.Second)
+		rate := float64(proxy.Requests()-before) / 2
+		s := latest.Load()
+		if got := instanceIDs(s, "web"); !slices.Contains(got, "web-1") {
+			t.Errorf("%s: web lost its last good data: %v", fault, got)
+		}
+		if _, ok := s.Service("db"); !ok {
+			t.Errorf("%s: db lost", fault)
+		}
+		// Five loops at 20 tokens a second, and sixteen fetchers backing off
+		// from 250ms, bound the rate well below this.
+		if rate > 250 {
+			t.Errorf("%s: %.0f requests/s: retries are not bounded", fault, rate)
+		}
+		proxy.Set(faultproxy.Pass)
+		cleared := time.Now()
+		waitFor(t, &latest, fmt.Sprintf("the change made during %s", fault), func(s *snapshot.Snapshot) bool {
+			return slices.Contains(instanceIDs(s, "web"), id)
+		})
+		t.Logf("%s: %.0f requests/s during it; correct %s after it cleared", fault, rate, time.Since(cleared).Round(time.Millisecond))
+		consulagent.Deregister(t, client, "n2", id)
+		waitFor(t, &latest, "deregistration", func(s *snapshot.Snapshot) bool { return !slices.Contains(instanceIDs(s, "web"), id) })
+	}
 }
 
 func equalInstance(a, b snapshot.Instance) bool {
