@@ -7,13 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
-	"time"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Mode is the fault the proxy injects.
@@ -28,12 +28,12 @@ const (
 	// ZeroIndex forwards but answers X-Consul-Index 0, the Consul bug that
 	// turns a blocking loop without the index rules into a busy loop.
 	ZeroIndex
-	NoIndex        // forwards without the X-Consul-Index header
-	LowIndex       // forwards with X-Consul-Index 3: the index went backwards
-	TruncatedJSON  // forwards half of the body
-	InvalidJSON    // answers 200 with a body that is not JSON
-	Reset          // closes the connection without an answer
-	SlowBody       // answers 200 and sends the body a byte every 100ms
+	NoIndex       // forwards without the X-Consul-Index header
+	LowIndex      // forwards with X-Consul-Index 3: the index went backwards
+	TruncatedJSON // forwards half of the body
+	InvalidJSON   // answers 200 with a body that is not JSON
+	Reset         // closes the connection without an answer
+	SlowBody      // answers 200 and sends the body a byte every 100ms
 )
 
 func (m Mode) String() string {
