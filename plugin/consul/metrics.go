@@ -53,6 +53,10 @@ var (
 		Help:    "Time from Consul's answer carrying a change to the snapshot with it being served.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"datacenter"})
+	aclFiltered = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "acl_filtered_total",
+		Help: "Answers from Consul cut short because the ACL token may not read all of them.",
+	}, []string{"datacenter"})
 	guardHolding = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "guard_holding",
 		Help: "1 while the removal guard holds back a snapshot that would remove most instances.",
@@ -88,6 +92,8 @@ func (o observer) Request(err error) {
 	syncTimestamp.WithLabelValues(o.dc).SetToCurrentTime()
 	staleGauge.WithLabelValues(o.dc).Set(0)
 }
+
+func (o observer) Filtered() { aclFiltered.WithLabelValues(o.dc).Inc() }
 
 func (o observer) Published(delay time.Duration) {
 	publishDelay.WithLabelValues(o.dc).Observe(delay.Seconds())

@@ -118,6 +118,7 @@ func (r *Replicator) fetchNodes(_ context.Context, client *api.Client, opts *api
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
 	}
+	r.noteFiltered(meta, "nodes")
 	if meta.LastIndex == opts.WaitIndex {
 		return meta, nil
 	}

@@ -84,6 +84,9 @@ type Observer interface {
 	// Published reports a new snapshot, delay after the first change in it
 	// arrived from Consul.
 	Published(delay time.Duration)
+	// Filtered reports an answer Consul cut short because the ACL token may
+	// not read all of it.
+	Filtered()
 }
 
 // DefaultConfig returns the settings used when the Corefile says nothing.
@@ -144,6 +147,8 @@ type stats struct {
 	contactAt, failingSince atomic.Int64
 	// dirtySince is when the first change not yet published arrived.
 	dirtySince atomic.Int64
+	// filteredLogged is set once the ACL filtering has been logged.
+	filteredLogged atomic.Bool
 }
 
 // Replicator replicates one Consul datacenter.
@@ -370,6 +375,21 @@ func (r *Replicator) livenessLoop() {
 			}
 			return &api.QueryMeta{LastIndex: meta.LastIndex, KnownLeader: leader != "", LastContact: meta.LastContact}, nil
 		})
+	}
+}
+
+// noteFiltered reports, once in the log and every time to the observer, that
+// the token cannot read everything: DNS then silently lacks what it cannot
+// read, which is worth a clear line.
+func (r *Replicator) noteFiltered(meta *api.QueryMeta, what string) {
+	if !meta.ResultsFilteredByACLs {
+		return
+	}
+	if r.stats.filteredLogged.CompareAndSwap(false, true) {
+		log.Warningf("the ACL token may not read all %s: DNS will not answer for what it cannot read; give it service:read and node:read on them", what)
+	}
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Filtered()
 	}
 }
 

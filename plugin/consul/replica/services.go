@@ -19,6 +19,7 @@ func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opt
 	if err != nil {
 		return nil, fmt.Errorf("listing services: %w", err)
 	}
+	r.noteFiltered(meta, "services")
 	if meta.LastIndex == opts.WaitIndex {
 		return meta, nil // the wait ran out without a change
 	}
@@ -98,6 +99,7 @@ func (r *Replicator) fetchService(ctx context.Context, client *api.Client, key, 
 	if err != nil {
 		return nil, fmt.Errorf("reading service %q: %w", name, err)
 	}
+	r.noteFiltered(meta, "instances and nodes")
 	if meta.LastIndex == opts.WaitIndex {
 		return meta, nil
 	}
