@@ -24,6 +24,7 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 // controls: it can be killed, frozen, thawed and restarted on the same ports,
 // with its data (Restart) or without (RestartEmpty).
 type Process struct {
+	Name     string // the node name
 	HTTPAddr string
 	DNSAddr  string // Consul's own DNS interface
 	// HTTPSAddr and CAFile are set when the agent also serves HTTPS.
@@ -31,7 +32,9 @@ type Process struct {
 	tlsArgs           []string
 	t                 testing.TB
 	dataDir           string
-	ports             []int // http, server, serf lan, serf wan, dns
+	ports             []int    // http, server, serf lan, serf wan, dns
+	expect            int      // servers to bootstrap with
+	join              []string // serf LAN addresses to join
 	cmd               *exec.Cmd
 	done              chan struct{}
 }
@@ -52,35 +55,74 @@ func StartProcessTLS(t testing.TB) *Process {
 
 func startProcess(t testing.TB, withTLS bool) *Process {
 	t.Helper()
-	p := &Process{t: t}
+	p := newProcess(t, "consul-test", 1)
 	if withTLS {
-		ca, cert, key := certificates(t)
-		p.CAFile = ca
-		https := freeport.Port(t)
-		p.HTTPSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(https))
-		p.tlsArgs = []string{"-https-port", strconv.Itoa(https), "-hcl", fmt.Sprintf(
-			`tls { defaults { ca_file = %q cert_file = %q key_file = %q } }`, ca, cert, key)}
+		p.enableTLS()
 	}
+	p.start()
+	p.waitLeader()
+	t.Cleanup(func() { p.Kill() })
+	return p
+}
+
+// StartCluster starts n servers that form one cluster, and waits until it
+// has a leader.
+func StartCluster(t testing.TB, n int) []*Process {
+	t.Helper()
+	var cluster []*Process
+	for i := range n {
+		p := newProcess(t, fmt.Sprintf("consul-%d", i), n)
+		if i > 0 {
+			p.join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(cluster[0].ports[2]))}
+		}
+		p.start()
+		t.Cleanup(func() { p.Kill() })
+		cluster = append(cluster, p)
+	}
+	for _, p := range cluster {
+		p.waitLeader()
+	}
+	return cluster
+}
+
+// ServerAddr is the server's RPC address, as /v1/status/leader names it.
+func (p *Process) ServerAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[1]))
+}
+
+func newProcess(t testing.TB, name string, expect int) *Process {
+	p := &Process{t: t, Name: name, expect: expect}
 	for range 5 {
 		p.ports = append(p.ports, freeport.Port(t))
 	}
 	p.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[0]))
 	p.DNSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[4]))
 	p.dataDir = t.TempDir()
-	p.start()
-	t.Cleanup(func() { p.Kill() })
 	return p
+}
+
+// enableTLS makes the agent serve its HTTP API over HTTPS too.
+func (p *Process) enableTLS() {
+	ca, cert, key := certificates(p.t)
+	p.CAFile = ca
+	https := freeport.Port(p.t)
+	p.HTTPSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(https))
+	p.tlsArgs = []string{"-https-port", strconv.Itoa(https), "-hcl", fmt.Sprintf(
+		`tls { defaults { ca_file = %q cert_file = %q key_file = %q } }`, ca, cert, key)}
 }
 
 func (p *Process) start() {
 	p.t.Helper()
-	p.cmd = exec.Command(Binary(), "agent", "-server", "-bootstrap-expect", "1", "-node", "consul-test",
+	p.cmd = exec.Command(Binary(), "agent", "-server", "-bootstrap-expect", strconv.Itoa(p.expect), "-node", p.Name,
 		"-data-dir", p.dataDir, "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn",
 		"-http-port", strconv.Itoa(p.ports[0]), "-server-port", strconv.Itoa(p.ports[1]),
 		"-serf-lan-port", strconv.Itoa(p.ports[2]), "-serf-wan-port", strconv.Itoa(p.ports[3]),
 		"-dns-port", strconv.Itoa(p.ports[4]), "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-hcl", "performance { raft_multiplier = 1 }", "-hcl", "disable_update_check = true")
 	p.cmd.Args = append(p.cmd.Args, p.tlsArgs...)
+	for _, addr := range p.join {
+		p.cmd.Args = append(p.cmd.Args, "-retry-join", addr)
+	}
 	logFile, err := os.Create(filepath.Join(p.t.TempDir(), "consul.log"))
 	if err != nil {
 		p.t.Fatal(err)
@@ -91,7 +133,6 @@ func (p *Process) start() {
 	}
 	p.done = make(chan struct{})
 	go func() { p.cmd.Wait(); logFile.Close(); close(p.done) }()
-	p.waitLeader()
 }
 
 // waitLeader waits until the agent answers catalog reads.
@@ -142,6 +183,7 @@ func (p *Process) Restart() {
 	p.t.Helper()
 	p.Kill()
 	p.start()
+	p.waitLeader()
 }
 
 // RestartEmpty starts a new, empty agent on the killed agent's ports: a
@@ -151,6 +193,7 @@ func (p *Process) RestartEmpty() {
 	p.Kill()
 	p.dataDir = p.t.TempDir()
 	p.start()
+	p.waitLeader()
 }
 
 func (p *Process) String() string { return fmt.Sprintf("consul at %s", p.HTTPAddr) }
