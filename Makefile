@@ -12,7 +12,7 @@ COREDNS := $(CURDIR)/bin/coredns
 export CONSUL_BIN  := $(CONSUL)
 export COREDNS_BIN := $(COREDNS)
 
-.PHONY: all build consul deps test lint demo bench bench-replica fuzz clean
+.PHONY: all build consul deps test lint demo bench bench-replica fuzz soak clean
 
 all: build
 
@@ -34,6 +34,11 @@ test: deps lint consul build
 	$(GO) test -count=1 -timeout 15m ./cmd/... ./test/...
 	$(MAKE) fuzz FUZZTIME=5s
 	DEMO_HOLD=0 scripts/demo.sh
+
+## soak: the churn soak for SOAK_DURATION (make test runs it for 20s)
+SOAK_DURATION ?= 5m
+soak: consul build
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -run TestSoak -timeout 2h -v ./test/e2e/ | grep -E 'soak_test|^(---|ok|FAIL)'
 
 ## fuzz: every fuzz target for FUZZTIME (make test runs them for 5s each)
 FUZZTIME ?= 2m
