@@ -48,7 +48,7 @@ func (m Mode) String() string {
 // forwarding reports whether m forwards to the agent and then edits the answer.
 func (m Mode) forwarding() bool {
 	switch m {
-	case Pass, ZeroIndex, NoIndex, LowIndex, TruncatedJSON:
+	case Pass, ZeroIndex, NoIndex, LowIndex, TruncatedJSON, SlowBody:
 		return true
 	}
 	return false
@@ -82,6 +82,8 @@ func New(t testing.TB, target string) *Proxy {
 			}
 		case NoIndex:
 			resp.Header.Del("X-Consul-Index")
+		case SlowBody:
+			resp.Body = &slowReader{r: resp.Body}
 		case TruncatedJSON:
 			body, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -115,18 +117,6 @@ func New(t testing.TB, target string) *Proxy {
 				}
 				conn.Close()
 			}
-		case SlowBody:
-			w.Header().Set("X-Consul-Index", "999999")
-			w.WriteHeader(http.StatusOK)
-			for _, b := range []byte(`[{"slow": "body"}]`) {
-				select {
-				case <-r.Context().Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-				w.Write([]byte{b})
-				http.NewResponseController(w).Flush()
-			}
 		default:
 			rp.ServeHTTP(w, r)
 		}
@@ -151,3 +141,16 @@ func (p *Proxy) Set(m Mode) {
 
 // Requests is how many requests reached the proxy.
 func (p *Proxy) Requests() int64 { return p.requests.Load() }
+
+// slowReader hands out one byte per 100ms.
+type slowReader struct{ r io.ReadCloser }
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	time.Sleep(100 * time.Millisecond)
+	if len(p) > 1 {
+		p = p[:1]
+	}
+	return s.r.Read(p)
+}
+
+func (s *slowReader) Close() error { return s.r.Close() }

@@ -100,6 +100,13 @@ func (r *Replicator) fetchService(ctx context.Context, client *api.Client, key, 
 		return nil, fmt.Errorf("reading service %q: %w", name, err)
 	}
 	r.noteFiltered(meta, "instances and nodes")
+	for _, e := range entries {
+		if e == nil || e.Service == nil || e.Node == nil {
+			// Well-formed JSON, but not an answer Consul gives: keep the
+			// last good data rather than an empty service.
+			return nil, fmt.Errorf("reading service %q: an entry without its node or service", name)
+		}
+	}
 	if meta.LastIndex == opts.WaitIndex {
 		return meta, nil
 	}
