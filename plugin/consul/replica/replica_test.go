@@ -50,17 +50,11 @@ func TestReplicatorFollowsCatalog(t *testing.T) {
 	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 8080, Address: "10.1.0.2"}, "warning")
 	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "db-1", Service: "db", Port: 5432}, "critical")
 
-	var latest atomic.Pointer[snapshot.Snapshot]
 	cfg := DefaultConfig()
 	cfg.Wait = 2 * time.Second // exercise wait expiry without a change
-	r, err := New(consulagent.Config(srv), cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start()
-	defer r.Stop()
+	r, latest := startReplica(t, consulagent.Config(srv), cfg)
 
-	s := waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool {
+	s := waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool {
 		return len(instanceIDs(s, "web")) == 2 && len(instanceIDs(s, "db")) == 1
 	})
 	if s.Datacenter != "dc1" {
@@ -87,7 +81,7 @@ func TestReplicatorFollowsCatalog(t *testing.T) {
 	consulagent.Register(t, client, "n3", "10.0.0.3", &api.AgentService{ID: "web-3", Service: "web", Port: 8080}, "passing")
 	consulagent.Register(t, client, "n3", "10.0.0.3", &api.AgentService{ID: "cache-1", Service: "cache", Port: 6379}, "passing")
 	consulagent.Deregister(t, client, "n2", "db-1")
-	waitFor(t, &latest, "changes", func(s *snapshot.Snapshot) bool {
+	waitFor(t, latest, "changes", func(s *snapshot.Snapshot) bool {
 		_, hasDB := s.Service("db")
 		return len(instanceIDs(s, "web")) == 3 && len(instanceIDs(s, "cache")) == 1 && !hasDB
 	})
@@ -120,16 +114,11 @@ func TestReplicatorWatcherBudget(t *testing.T) {
 			}
 			baseline := goleak.IgnoreCurrent()
 
-			var latest atomic.Pointer[snapshot.Snapshot]
 			cfg := DefaultConfig()
 			cfg.MaxWatchers = budget
 			cfg.SweepInterval = 50 * time.Millisecond
-			r, err := New(consulagent.Config(srv), cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Start()
-			waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool {
+			r, latest := startReplica(t, consulagent.Config(srv), cfg)
+			waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool {
 				n, _ := s.Counts()
 				return n == 6 // five services and consul itself
 			})
@@ -149,29 +138,29 @@ func TestReplicatorWatcherBudget(t *testing.T) {
 			}
 			// A check turns critical, then passing again: the health detector.
 			consulagent.Register(t, client, "n0", "10.0.0.1", &api.AgentService{ID: "s3-0", Service: "s3", Port: 80}, "critical")
-			waitFor(t, &latest, "s3-0 critical", func(s *snapshot.Snapshot) bool { return health(s, "s3", "s3-0") == snapshot.Critical })
+			waitFor(t, latest, "s3-0 critical", func(s *snapshot.Snapshot) bool { return health(s, "s3", "s3-0") == snapshot.Critical })
 			consulagent.Register(t, client, "n0", "10.0.0.1", &api.AgentService{ID: "s3-0", Service: "s3", Port: 80}, "passing")
-			waitFor(t, &latest, "s3-0 passing", func(s *snapshot.Snapshot) bool { return health(s, "s3", "s3-0") == snapshot.Passing })
+			waitFor(t, latest, "s3-0 passing", func(s *snapshot.Snapshot) bool { return health(s, "s3", "s3-0") == snapshot.Passing })
 			// A new passing instance and a port change: only the service list's
 			// index moves, so without a watcher a sweep must find them.
 			consulagent.Register(t, client, "n2", "10.0.0.3", &api.AgentService{ID: "s4-2", Service: "s4", Port: 80}, "passing")
-			waitFor(t, &latest, "s4-2 registered", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "s4")) == 3 })
+			waitFor(t, latest, "s4-2 registered", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "s4")) == 3 })
 			consulagent.Register(t, client, "n1", "10.0.0.2", &api.AgentService{ID: "s2-1", Service: "s2", Port: 81}, "passing")
-			waitFor(t, &latest, "s2-1 on port 81", func(s *snapshot.Snapshot) bool {
+			waitFor(t, latest, "s2-1 on port 81", func(s *snapshot.Snapshot) bool {
 				svc, _ := s.Service("s2")
 				return svc != nil && len(svc.Instances) == 2 && svc.Instances[1].Port == 81
 			})
 			// A deregistration, and a whole service going away.
 			consulagent.Deregister(t, client, "n0", "s1-0")
-			waitFor(t, &latest, "s1-0 deregistered", func(s *snapshot.Snapshot) bool {
+			waitFor(t, latest, "s1-0 deregistered", func(s *snapshot.Snapshot) bool {
 				return slices.Equal(instanceIDs(s, "s1"), []string{"s1-1"})
 			})
 			consulagent.Deregister(t, client, "n0", "s0-0")
 			consulagent.Deregister(t, client, "n1", "s0-1")
-			waitFor(t, &latest, "s0 removed", func(s *snapshot.Snapshot) bool { _, ok := s.Service("s0"); return !ok })
+			waitFor(t, latest, "s0 removed", func(s *snapshot.Snapshot) bool { _, ok := s.Service("s0"); return !ok })
 			// A node moves: every instance on it follows.
 			consulagent.Register(t, client, "n1", "10.0.9.9", &api.AgentService{ID: "s1-1", Service: "s1", Port: 80}, "passing")
-			waitFor(t, &latest, "n1 moved", func(s *snapshot.Snapshot) bool {
+			waitFor(t, latest, "n1 moved", func(s *snapshot.Snapshot) bool {
 				for _, name := range []string{"s1", "s2", "s3", "s4"} {
 					svc, _ := s.Service(name)
 					for _, in := range svc.Instances {
@@ -201,19 +190,13 @@ func TestReplicatorKeepsLastGoodData(t *testing.T) {
 	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
 	proxy := faultproxy.New(t, srv.HTTPAddr)
 
-	var latest atomic.Pointer[snapshot.Snapshot]
 	cfg := DefaultConfig()
 	cfg.MaxWatchers = 1 // some services through detectors, one watched
 	cfg.BackoffMin, cfg.BackoffMax = 20*time.Millisecond, 100*time.Millisecond
 	cfg.RequestSlack = 200 * time.Millisecond
 	cfg.Wait = time.Second
-	r, err := New(&api.Config{Address: proxy.Addr}, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start()
-	defer r.Stop()
-	waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+	r, latest := startReplica(t, &api.Config{Address: proxy.Addr}, cfg)
+	waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
 
 	for _, mode := range []faultproxy.Mode{faultproxy.ServerError, faultproxy.TooMany, faultproxy.Hang} {
 		proxy.Set(mode)
@@ -224,9 +207,9 @@ func TestReplicatorKeepsLastGoodData(t *testing.T) {
 			t.Fatalf("%s: the snapshot changed while Consul failed", mode)
 		}
 		proxy.Set(faultproxy.Pass)
-		waitFor(t, &latest, "recovery", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 2 })
+		waitFor(t, latest, "recovery", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 2 })
 		consulagent.Deregister(t, client, "n2", "web-2")
-		waitFor(t, &latest, "deregistration", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+		waitFor(t, latest, "deregistration", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
 	}
 	if r.Stats().Errors == 0 {
 		t.Error("no failed request was counted")
@@ -242,17 +225,11 @@ func TestReplicatorFailover(t *testing.T) {
 	broken := faultproxy.New(t, srv.HTTPAddr)
 	broken.Set(faultproxy.ServerError)
 
-	var latest atomic.Pointer[snapshot.Snapshot]
 	cfg := DefaultConfig()
 	cfg.Addresses = []string{broken.Addr, "127.0.0.1:1", srv.HTTPAddr}
 	cfg.BackoffMin = 10 * time.Millisecond
-	r, err := New(&api.Config{}, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start()
-	defer r.Stop()
-	waitFor(t, &latest, "sync through the third endpoint", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+	_, latest := startReplica(t, &api.Config{}, cfg)
+	waitFor(t, latest, "sync through the third endpoint", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
 	if broken.Requests() == 0 {
 		t.Error("the first endpoint was never tried")
 	}
@@ -266,15 +243,9 @@ func TestReplicatorZeroIndex(t *testing.T) {
 	client := consulagent.Client(t, srv)
 	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
 	proxy := faultproxy.New(t, srv.HTTPAddr)
-	var latest atomic.Pointer[snapshot.Snapshot]
 	cfg := DefaultConfig()
-	r, err := New(&api.Config{Address: proxy.Addr}, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start()
-	defer r.Stop()
-	waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+	_, latest := startReplica(t, &api.Config{Address: proxy.Addr}, cfg)
+	waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
 
 	proxy.Set(faultproxy.ZeroIndex)
 	time.Sleep(time.Second) // let every loop use up its burst
@@ -287,7 +258,7 @@ func TestReplicatorZeroIndex(t *testing.T) {
 	}
 	t.Logf("%.0f requests/s while Consul answered index 0", perSecond)
 	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 80}, "passing")
-	waitFor(t, &latest, "a change while the index is 0", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 2 })
+	waitFor(t, latest, "a change while the index is 0", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 2 })
 }
 
 // TestReplicatorTLS replicates over HTTPS, verifying the agent's certificate
@@ -307,18 +278,12 @@ func TestReplicatorTLS(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var latest atomic.Pointer[snapshot.Snapshot]
 			cfg := DefaultConfig()
 			cfg.BackoffMin = 10 * time.Millisecond
 			consul := &api.Config{Address: "https://" + srv.HTTPSAddr, TLSConfig: api.TLSConfig{CAFile: tc.ca}}
-			r, err := New(consul, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Start()
-			defer r.Stop()
+			r, latest := startReplica(t, consul, cfg)
 			if tc.synced {
-				waitFor(t, &latest, "sync over HTTPS", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+				waitFor(t, latest, "sync over HTTPS", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
 				if w := r.Stats().Watchers; w != 2 {
 					t.Errorf("%d watchers, want every service watched over HTTPS", w)
 				}
@@ -340,16 +305,10 @@ func TestReplicatorChangesWithoutChecks(t *testing.T) {
 	client := consulagent.Client(t, srv)
 	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "a-1", Service: "a", Port: 80}, "passing")
 	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "b-1", Service: "b", Port: 80}, "")
-	var latest atomic.Pointer[snapshot.Snapshot]
 	cfg := DefaultConfig()
 	cfg.MaxWatchers = 0 // detectors and sweeps only
-	r, err := New(consulagent.Config(srv), cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start()
-	defer r.Stop()
-	waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "b")) == 1 })
+	_, latest := startReplica(t, consulagent.Config(srv), cfg)
+	waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "b")) == 1 })
 	time.Sleep(200 * time.Millisecond) // the check diff's baseline is read
 
 	// One transaction: a single move of the service list's index, which the
@@ -362,11 +321,11 @@ func TestReplicatorChangesWithoutChecks(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("txn: %v %+v", err, resp)
 	}
-	waitFor(t, &latest, "a-2, named by the check diff", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "a")) == 2 })
+	waitFor(t, latest, "a-2, named by the check diff", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "a")) == 2 })
 	if got := instanceIDs(latest.Load(), "b"); len(got) != 1 {
 		t.Logf("b-2 arrived with a-2: the diff alone was enough this time (%v)", got)
 	}
-	waitFor(t, &latest, "b-2, found by the safety sweep", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "b")) == 2 })
+	waitFor(t, latest, "b-2, found by the safety sweep", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "b")) == 2 })
 }
 
 // TestReplicatorFaults runs the replica through a proxy that injects each
@@ -379,18 +338,12 @@ func TestReplicatorFaults(t *testing.T) {
 	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "db-1", Service: "db", Port: 80}, "passing")
 	proxy := faultproxy.New(t, srv.HTTPAddr)
 
-	var latest atomic.Pointer[snapshot.Snapshot]
 	cfg := DefaultConfig()
 	cfg.MaxWatchers = 1 // one service through a watcher, the others through detectors
 	cfg.Wait = time.Second
 	cfg.RequestSlack = 300 * time.Millisecond
-	r, err := New(&api.Config{Address: proxy.Addr}, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start()
-	defer r.Stop()
-	waitFor(t, &latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
+	_, latest := startReplica(t, &api.Config{Address: proxy.Addr}, cfg)
+	waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
 
 	faults := []faultproxy.Mode{faultproxy.ServerError, faultproxy.TooMany, faultproxy.Hang, faultproxy.Reset,
 		faultproxy.SlowBody, faultproxy.TruncatedJSON, faultproxy.InvalidJSON, faultproxy.NoIndex, faultproxy.LowIndex}
@@ -415,12 +368,12 @@ func TestReplicatorFaults(t *testing.T) {
 		}
 		proxy.Set(faultproxy.Pass)
 		cleared := time.Now()
-		waitFor(t, &latest, fmt.Sprintf("the change made during %s", fault), func(s *snapshot.Snapshot) bool {
+		waitFor(t, latest, fmt.Sprintf("the change made during %s", fault), func(s *snapshot.Snapshot) bool {
 			return slices.Contains(instanceIDs(s, "web"), id)
 		})
 		t.Logf("%s: %.0f requests/s during it; correct %s after it cleared", fault, rate, time.Since(cleared).Round(time.Millisecond))
 		consulagent.Deregister(t, client, "n2", id)
-		waitFor(t, &latest, "deregistration", func(s *snapshot.Snapshot) bool { return !slices.Contains(instanceIDs(s, "web"), id) })
+		waitFor(t, latest, "deregistration", func(s *snapshot.Snapshot) bool { return !slices.Contains(instanceIDs(s, "web"), id) })
 	}
 }
 
@@ -486,4 +439,18 @@ func TestBackoff(t *testing.T) {
 	if d := b.next(); d > 100*time.Millisecond {
 		t.Errorf("after reset: delay %s, want at most 100ms", d)
 	}
+}
+
+// startReplica starts a replica publishing into the pointer it returns, and
+// stops it when the test ends.
+func startReplica(t *testing.T, consul *api.Config, cfg Config) (*Replicator, *atomic.Pointer[snapshot.Snapshot]) {
+	t.Helper()
+	var latest atomic.Pointer[snapshot.Snapshot]
+	r, err := New(consul, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r, &latest
 }
