@@ -95,13 +95,12 @@ func pickAddress(addr string, tagged map[string]string, qtype uint16) string {
 // and then as the CNAME of the first of them.
 func (b *builder) addressRecords(instances []*snapshot.Instance, ttl uint32) []dns.RR {
 	var out []dns.RR
-	seen := make(map[string]bool, len(instances))
+	var seen smallSet[[16]byte]
 	for _, in := range instances {
 		t, ok := b.target(in)
-		if !ok || t.ip == nil || !matches(t.ip, b.q.Type) || seen[string(t.ip.To16())] {
+		if !ok || t.ip == nil || !matches(t.ip, b.q.Type) || !seen.add([16]byte(t.ip.To16())) {
 			continue
 		}
-		seen[string(t.ip.To16())] = true
 		out = append(out, addressRR(b.q.Name, t.ip, ttl))
 		if b.opt.ARecordLimit > 0 && len(out) == b.opt.ARecordLimit {
 			break
@@ -132,19 +131,18 @@ func (b *builder) srvRecords(instances []*snapshot.Instance, ttl uint32) (answer
 		target string
 		port   uint16
 	}
-	seen := make(map[key]bool, len(instances))
-	extraFor := make(map[string]bool, len(instances)) // targets with their address in extra
-	metaFor := make(map[string]bool, len(instances))  // nodes with their meta in extra
+	var seen smallSet[key]
+	var extraFor smallSet[string] // targets with their address in extra
+	var metaFor smallSet[string]  // nodes with their meta in extra
 	for _, in := range instances {
 		t, ok := b.target(in)
 		if !ok {
 			continue
 		}
 		name := b.srvTarget(in, t)
-		if seen[key{name, in.Port}] {
+		if !seen.add(key{name, in.Port}) {
 			continue
 		}
-		seen[key{name, in.Port}] = true
 		answer = append(answer, &dns.SRV{
 			Hdr:      header(b.q.Name, dns.TypeSRV, ttl),
 			Priority: 1,
@@ -152,14 +150,12 @@ func (b *builder) srvRecords(instances []*snapshot.Instance, ttl uint32) (answer
 			Port:     in.Port,
 			Target:   name,
 		})
-		if t.ip != nil && !extraFor[name] { // a hostname resolves elsewhere
-			extraFor[name] = true
+		if t.ip != nil && extraFor.add(name) { // a hostname resolves elsewhere
 			extra = append(extra, addressRR(name, t.ip, ttl))
 		}
 		// As Consul, the node's meta under the node's name, whatever the
 		// target is named.
-		if b.opt.NodeMetaTXT && !metaFor[in.Node] {
-			metaFor[in.Node] = true
+		if b.opt.NodeMetaTXT && metaFor.add(in.Node) {
 			if node, ok := b.snap.Node(strings.ToLower(in.Node)); ok && len(node.Meta) > 0 {
 				extra = append(extra, metaTXT(b.nodeName(in.Node), node.Meta, ttl)...)
 			}
