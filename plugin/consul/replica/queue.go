@@ -60,9 +60,3 @@ func (q *queue) pop(ctx context.Context) (string, bool) {
 		}
 	}
 }
-
-func (q *queue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.order)
-}

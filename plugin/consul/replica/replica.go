@@ -11,10 +11,12 @@
 //     the agent's streaming backend;
 //   - the other services are kept current by detectors: a blocking query on
 //     the non-passing checks names the services whose health changed, and a
-//     move of the service list's index starts a sweep of cheap per-service
-//     index probes; either queues the changed services for a bounded pool of
-//     fetchers. A service found changed this way takes the watcher slot of the
-//     service that changed least recently.
+//     move of the service list's index starts a sweep: one read of every
+//     check, diffed against the last (it names most registrations), else
+//     cheap per-service index probes, with a probe sweep 5s after a diff as
+//     the safety net. Either queues the changed services for a bounded pool
+//     of fetchers. A service found changed this way takes the watcher slot of
+//     the service that changed least recently.
 package replica
 
 import (
