@@ -2,7 +2,9 @@ package consul
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -111,4 +113,28 @@ func loadSnapshot(path, datacenter string) *snapshot.Snapshot {
 		time.Since(snap.Built).Round(time.Second))
 	snapshotLoads.WithLabelValues("ok").Inc()
 	return snap
+}
+
+// prepareSnapshotDir creates the snapshot file's directory (0700: the file
+// holds the catalog) when it is missing, and checks that a file can be
+// created in it, the way snapshot.WriteFile will: a snapshot that can never
+// be written must stop start-up, not log an error on every write.
+func prepareSnapshotDir(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("%q is a directory, not a file", path)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		// The whole error: it names the part of the path that is in the way.
+		return fmt.Errorf("creating the directory %q: %w", dir, err)
+	}
+	probe, err := os.CreateTemp(dir, filepath.Base(path)+".probe-*")
+	if err != nil {
+		return fmt.Errorf("the directory %q is not writable: %w", dir, bareErr(err))
+	}
+	probe.Close()
+	if err := os.Remove(probe.Name()); err != nil {
+		return fmt.Errorf("removing the probe file: %w", err)
+	}
+	return nil
 }

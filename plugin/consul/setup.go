@@ -1,6 +1,10 @@
 package consul
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,9 +45,17 @@ func setup(c *caddy.Controller) error {
 	cfg.replica.Observer = observer{dc: h.dc}
 	h.replica, err = replica.New(cfg.client, cfg.replica, h.publish)
 	if err != nil {
-		return plugin.Error(pluginName, c.Err(err.Error()))
+		// What the Corefile says was checked at its lines: this comes from
+		// the CONSUL_* environment, which has no line to point to.
+		return plugin.Error(pluginName, fmt.Errorf("consul client: %w", err))
 	}
 	if cfg.snapshotPath != "" {
+		// Here and not in parse: parse must not touch the file system
+		// (the fuzzer runs it), and a directory that cannot be written
+		// would otherwise fail every write after start-up.
+		if err := prepareSnapshotDir(cfg.snapshotPath); err != nil {
+			return plugin.Error(pluginName, fmt.Errorf("%s - snapshot: %w", cfg.snapshotAt, err))
+		}
 		h.persist = newPersister(cfg.snapshotPath, cfg.snapshotInterval)
 	}
 	// On reload the new instance starts serving before the old one stops:
@@ -114,6 +126,7 @@ type config struct {
 	fall    fall.F
 
 	snapshotPath     string
+	snapshotAt       string // "FILE:LINE" of the snapshot option, for errors found at start-up
 	snapshotInterval time.Duration
 	startupTimeout   time.Duration
 	maxStale         time.Duration
@@ -198,7 +211,6 @@ func (cfg *config) replicaKey() string {
 // stringProperties are the properties that take one word.
 var stringProperties = map[string]func(*config, string){
 	"token":           func(cfg *config, v string) { cfg.client.Token = v },
-	"token_file":      func(cfg *config, v string) { cfg.client.TokenFile = v },
 	"tls_server_name": func(cfg *config, v string) { cfg.client.TLSConfig.Address = v },
 	"namespace":       func(cfg *config, v string) { cfg.replica.Namespace = v },
 	"partition":       func(cfg *config, v string) { cfg.replica.Partition = v },
@@ -218,10 +230,27 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		return nil
 	}
 	switch c.Val() {
+	case "token_file":
+		path, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		// The Consul client reads the file when setup builds it, after the
+		// whole block is parsed: check it here so the error points to this
+		// line. Never the token itself in a message.
+		if err := readable(path); err != nil {
+			return c.Errf("token_file %q: %v", path, err)
+		}
+		cfg.client.TokenFile = path
 	case "address":
 		addrs := c.RemainingArgs()
 		if len(addrs) == 0 {
 			return c.Errf("address takes one or more addresses")
+		}
+		for _, a := range addrs {
+			if scheme, _, ok := strings.Cut(a, "://"); ok && scheme != "http" && scheme != "https" && scheme != "unix" {
+				return c.Errf("address %q: the scheme is not http, https or unix", a)
+			}
 		}
 		cfg.replica.Addresses = addrs
 	case "consistency":
@@ -241,12 +270,33 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		if len(args) != 1 && len(args) != 3 {
 			return c.Errf("tls takes CA, or CA CERT KEY")
 		}
-		cfg.client.TLSConfig.CAFile = args[0]
+		files := api.TLSConfig{CAFile: args[0]}
 		if len(args) == 3 {
-			cfg.client.TLSConfig.CertFile, cfg.client.TLSConfig.KeyFile = args[1], args[2]
+			files.CertFile, files.KeyFile = args[1], args[2]
 		}
+		// The Consul client reads these files only when setup builds it,
+		// after the whole block is parsed: check them here so the error
+		// points to this line.
+		for _, f := range []struct{ what, path string }{{"CA", files.CAFile}, {"certificate", files.CertFile}, {"key", files.KeyFile}} {
+			if f.path == "" {
+				continue
+			}
+			if err := readable(f.path); err != nil {
+				return c.Errf("tls: %s file %q: %v", f.what, f.path, err)
+			}
+		}
+		// Readable is not enough: a file that is not PEM, or a key that
+		// does not match its certificate, must fail here too.
+		if _, err := api.SetupTLSConfig(&files); err != nil {
+			// crypto/tls's own errors start with "tls: " already.
+			return c.Errf("tls: %s", strings.TrimPrefix(err.Error(), "tls: "))
+		}
+		cfg.client.TLSConfig.CAFile = files.CAFile
+		cfg.client.TLSConfig.CertFile, cfg.client.TLSConfig.KeyFile = files.CertFile, files.KeyFile
 	case "max_watchers":
-		n, err := numberArg(c, "a number of watchers", 1<<20)
+		// 0 is valid: no service gets a blocking query of its own, the
+		// detectors and sweeps keep every service current.
+		n, err := numberArg(c, maxWatchersLimit)
 		if err != nil {
 			return err
 		}
@@ -309,7 +359,7 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		}
 		cfg.answer.HAProxyWeights = arg == "haproxy"
 	case "a_record_limit":
-		n, err := numberArg(c, "a number of records", 1<<16)
+		n, err := numberArg(c, 1<<16)
 		if err != nil {
 			return err
 		}
@@ -323,6 +373,7 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 			return c.Errf("snapshot takes a file path and optionally the least interval between writes")
 		}
 		cfg.snapshotPath = args[0]
+		cfg.snapshotAt = fmt.Sprintf("%s:%d", c.File(), c.Line())
 		if len(args) == 2 {
 			d, err := time.ParseDuration(args[1])
 			if err != nil || d <= 0 {
@@ -382,8 +433,12 @@ func ttlArg(c *caddy.Controller, name, arg string) (uint32, error) {
 	return uint32(d / time.Second), nil
 }
 
+// maxWatchersLimit bounds max_watchers: each watcher costs a goroutine and a
+// view in the Consul agent, and HTTPSWatchers is already 4096.
+const maxWatchersLimit = 100000
+
 // numberArg reads one whole number from 0 to limit.
-func numberArg(c *caddy.Controller, what string, limit uint64) (uint64, error) {
+func numberArg(c *caddy.Controller, limit uint64) (uint64, error) {
 	name := c.Val()
 	arg, err := oneArg(c)
 	if err != nil {
@@ -391,7 +446,7 @@ func numberArg(c *caddy.Controller, what string, limit uint64) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(arg, 10, 64)
 	if err != nil || n > limit {
-		return 0, c.Errf("%s: %q is not %s", name, arg, what)
+		return 0, c.Errf("%s: %q is not a number from 0 to %d", name, arg, limit)
 	}
 	return n, nil
 }
@@ -429,4 +484,32 @@ func durationArg(c *caddy.Controller) (time.Duration, error) {
 		return 0, c.Errf("%s: %q is not a positive duration", name, arg)
 	}
 	return d, nil
+}
+
+// readable checks that path is a regular file this process may open, and
+// returns the bare reason (the caller names the file) when it is not.
+// It stats before opening, so that a FIFO or a device is never opened.
+func readable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return bareErr(err)
+	}
+	if !fi.Mode().IsRegular() {
+		return errors.New("not a regular file")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return bareErr(err)
+	}
+	return f.Close()
+}
+
+// bareErr strips the operation and path from a *fs.PathError, so a message
+// that already names the file does not name it twice.
+func bareErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

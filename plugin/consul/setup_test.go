@@ -1,6 +1,16 @@
 package consul
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +25,7 @@ import (
 func TestParse(t *testing.T) {
 	t.Setenv("CONSUL_HTTP_ADDR", "")
 	t.Setenv("CONSUL_HTTP_TOKEN", "")
+	tokenFile := writeFile(t, "token", "s3cret-from-file\n")
 	tests := []struct {
 		name      string
 		keys      []string // server block keys
@@ -36,12 +47,12 @@ func TestParse(t *testing.T) {
 		{name: "every property", keys: []string{"consul.:53"}, input: `consul {
 			address 10.0.0.1:8500 https://10.0.0.2:8501
 			token s3cret
-			token_file /etc/consul/token
+			token_file ` + tokenFile + `
 			datacenter east
 			wait 30s
 			service_ttl * 5s
 		}`,
-			zones: []string{"consul."}, address: "10.0.0.1:8500 https://10.0.0.2:8501", token: "s3cret", tokenFile: "/etc/consul/token",
+			zones: []string{"consul."}, address: "10.0.0.1:8500 https://10.0.0.2:8501", token: "s3cret", tokenFile: tokenFile,
 			dc: "east", wait: 30 * time.Second, ttl: 5},
 	}
 	for _, tc := range tests {
@@ -75,11 +86,12 @@ func TestParse(t *testing.T) {
 }
 
 func TestParseReplicaOptions(t *testing.T) {
+	ca, cert, key := testCertificate(t)
 	c := caddy.NewTestController("dns", `consul {
 		namespace team-a
 		partition part-1
 		consistency consistent
-		tls /etc/consul/ca.pem /etc/consul/cert.pem /etc/consul/key.pem
+		tls `+ca+` `+cert+` `+key+`
 		tls_server_name consul.internal
 		max_watchers 50
 	}`)
@@ -92,7 +104,7 @@ func TestParseReplicaOptions(t *testing.T) {
 	if r.Namespace != "team-a" || r.Partition != "part-1" || r.Consistency != replica.Consistent || r.MaxWatchers != 50 {
 		t.Errorf("replica config = %+v", r)
 	}
-	if tls.CAFile != "/etc/consul/ca.pem" || tls.CertFile != "/etc/consul/cert.pem" || tls.KeyFile != "/etc/consul/key.pem" || tls.Address != "consul.internal" {
+	if tls.CAFile != ca || tls.CertFile != cert || tls.KeyFile != key || tls.Address != "consul.internal" {
 		t.Errorf("tls config = %+v", tls)
 	}
 	if tls.InsecureSkipVerify {
@@ -123,7 +135,11 @@ func TestParseErrors(t *testing.T) {
 		{"missing token", "consul {\n  token\n}", "Testfile:2 - Error during parsing: token takes exactly one argument"},
 		{"bad consistency", "consul {\n  consistency eventual\n}", `Testfile:2 - Error during parsing: consistency "eventual" is not stale, default or consistent`},
 		{"bad tls", "consul {\n  tls ca.pem cert.pem\n}", "Testfile:2 - Error during parsing: tls takes CA, or CA CERT KEY"},
-		{"bad max_watchers", "consul {\n  max_watchers lots\n}", `Testfile:2 - Error during parsing: max_watchers: "lots" is not a number of watchers`},
+		{"bad max_watchers", "consul {\n  max_watchers lots\n}", `Testfile:2 - Error during parsing: max_watchers: "lots" is not a number from 0 to 100000`},
+		{"negative max_watchers", "consul {\n  max_watchers -1\n}", `Testfile:2 - Error during parsing: max_watchers: "-1" is not a number from 0 to 100000`},
+		{"max_watchers past the limit", "consul {\n  max_watchers 100001\n}", `Testfile:2 - Error during parsing: max_watchers: "100001" is not a number from 0 to 100000`},
+		{"bad a_record_limit", "consul {\n  a_record_limit 70000\n}", `Testfile:2 - Error during parsing: a_record_limit: "70000" is not a number from 0 to 65536`},
+		{"unknown address scheme", "consul {\n  address ftp://10.0.0.1:8500\n}", `Testfile:2 - Error during parsing: address "ftp://10.0.0.1:8500": the scheme is not http, https or unix`},
 		{"two arguments", "consul {\n  datacenter a b\n}", "Testfile:2 - Error during parsing: datacenter takes exactly one argument"},
 		{"bad wait", "consul {\n  wait soon\n}", `Testfile:2 - Error during parsing: wait: "soon" is not a positive duration`},
 		{"negative wait", "consul {\n  wait -1s\n}", `wait: "-1s" is not a positive duration`},
@@ -214,4 +230,153 @@ func TestParseAnswerOptions(t *testing.T) {
 	if !cfg.fall.Through("x.example.org.") || cfg.fall.Through("x.consul.") {
 		t.Errorf("fallthrough zones = %v", cfg.fall)
 	}
+}
+
+// TestParseMaxWatchers checks the values max_watchers accepts, 0 included:
+// 0 is "no per-service watchers", not "the default".
+func TestParseMaxWatchers(t *testing.T) {
+	tests := []struct {
+		name, input string
+		want        int
+	}{
+		{"not set: chosen by the addresses' scheme", "consul", replica.AutoWatchers},
+		{"zero: detectors and sweeps only", "consul {\n max_watchers 0\n}", 0},
+		{"the largest", "consul {\n max_watchers 100000\n}", 100000},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddy.NewTestController("dns", tc.input)
+			c.ServerBlockKeys = []string{"consul.:53"}
+			cfg, err := parse(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.replica.MaxWatchers != tc.want {
+				t.Errorf("max watchers = %d, want %d", cfg.replica.MaxWatchers, tc.want)
+			}
+		})
+	}
+}
+
+// TestParseFileErrors checks that a file the Consul client would fail to
+// read is reported at the line that names it, not at the block's end.
+func TestParseFileErrors(t *testing.T) {
+	ca, cert, key := testCertificate(t)
+	notPEM := writeFile(t, "not-pem", "hello\n")
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing")
+	tests := []struct {
+		name, option, want string
+	}{
+		{"missing CA", "tls " + missing, fmt.Sprintf(`Testfile:3 - Error during parsing: tls: CA file %q: no such file or directory`, missing)},
+		{"CA is a directory", "tls " + dir, fmt.Sprintf(`Testfile:3 - Error during parsing: tls: CA file %q: not a regular file`, dir)},
+		{"missing certificate", "tls " + ca + " " + missing + " " + key, fmt.Sprintf(`Testfile:3 - Error during parsing: tls: certificate file %q: no such file or directory`, missing)},
+		{"missing key", "tls " + ca + " " + cert + " " + missing, fmt.Sprintf(`Testfile:3 - Error during parsing: tls: key file %q: no such file or directory`, missing)},
+		{"CA not PEM", "tls " + notPEM, "Testfile:3 - Error during parsing: tls: "},
+		{"key not matching", "tls " + ca + " " + cert + " " + notPEM, "Testfile:3 - Error during parsing: tls: "},
+		{"missing token file", "token_file " + missing, fmt.Sprintf(`Testfile:3 - Error during parsing: token_file %q: no such file or directory`, missing)},
+		{"token file is a directory", "token_file " + dir, fmt.Sprintf(`Testfile:3 - Error during parsing: token_file %q: not a regular file`, dir)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddy.NewTestController("dns", "consul {\n address https://127.0.0.1:8501\n "+tc.option+"\n datacenter east\n}")
+			c.ServerBlockKeys = []string{"consul.:53"}
+			_, err := parse(c)
+			if err == nil {
+				t.Fatalf("parse succeeded, want an error")
+			}
+			if !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("error = %q, want it to start with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSetupSnapshotDir(t *testing.T) {
+	tmp := t.TempDir()
+	aFile := writeFile(t, "a-file", "")
+	existing := filepath.Join(tmp, "existing")
+	if err := os.Mkdir(existing, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path string
+		wantErr    string      // "" for success
+		wantMode   os.FileMode // the directory's
+	}{
+		{"missing parents are created", filepath.Join(tmp, "a", "b", "consul.snapshot"), "", 0o700},
+		{"an existing directory keeps its mode", filepath.Join(existing, "consul.snapshot"), "", 0o750},
+		{"under a regular file", filepath.Join(aFile, "sub", "consul.snapshot"),
+			fmt.Sprintf(`plugin/consul: Testfile:4 - snapshot: creating the directory %q: mkdir %s: not a directory`, filepath.Join(aFile, "sub"), aFile), 0},
+		{"the path is a directory", tmp, fmt.Sprintf(`plugin/consul: Testfile:4 - snapshot: %q is a directory, not a file`, tmp), 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddy.NewTestController("dns", "consul {\n address 127.0.0.1:1\n datacenter snapdir\n snapshot "+tc.path+" 1s\n}")
+			c.ServerBlockKeys = []string{"consul.:53"}
+			err := setup(c)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("setup error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("setup: %v", err)
+			}
+			fi, err := os.Stat(filepath.Dir(tc.path))
+			if err != nil || !fi.IsDir() {
+				t.Fatalf("the snapshot's directory was not created: %v", err)
+			}
+			if fi.Mode().Perm() != tc.wantMode {
+				t.Errorf("directory mode = %v, want %v", fi.Mode().Perm(), tc.wantMode)
+			}
+			if entries, _ := os.ReadDir(filepath.Dir(tc.path)); len(entries) != 0 {
+				t.Errorf("files left in the snapshot's directory: %v", entries)
+			}
+		})
+	}
+}
+
+// writeFile writes content to a new file named name in a temporary
+// directory and returns its path.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// testCertificate writes a self-signed certificate, usable both as a CA and
+// as a client certificate, and its key; it returns the CA, certificate and
+// key paths.
+func testCertificate(t *testing.T) (ca, cert, key string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+	return writeFile(t, "ca.pem", certPEM), writeFile(t, "cert.pem", certPEM), writeFile(t, "key.pem", keyPEM)
 }
