@@ -87,6 +87,19 @@ func (e *endpoints) client() (int32, *api.Client) {
 	return i, e.clients[i]
 }
 
+// named returns err, from a request to endpoint i, with the endpoint's
+// address in front, nil for nil: Consul's own errors ("Unexpected response
+// code: 404 ()") do not say which of several addresses answered. The
+// address is the configured one, which never holds the ACL token (Consul's
+// api package sends the token in a header). errors.As still finds the
+// api.StatusError that retryElsewhere and the metrics sort errors by.
+func (e *endpoints) named(i int32, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("consul at %s: %w", e.addrs[i], err)
+}
+
 // failed records that a request to endpoint i failed with err, and moves to
 // the next endpoint when another one could do better. It reports whether it
 // moved. Several loops may see the same failure: only the first moves on.
