@@ -33,7 +33,7 @@ test: deps lint consul build
 	$(GO) test -count=1 -race -timeout 10m ./plugin/...
 	$(GO) test -count=1 -timeout 15m ./cmd/... ./test/...
 	$(MAKE) fuzz FUZZTIME=5s
-	DEMO_HOLD=0 scripts/demo.sh
+	DEMO_HOLD=0 scripts/demo.sh # on free ports, like every other test
 
 ## soak: the churn soak for SOAK_DURATION (make test runs it for 20s)
 SOAK_DURATION ?= 5m
@@ -52,7 +52,12 @@ lint:
 	$(GO) vet ./...
 
 ## demo: Consul dev agent + sample services + CoreDNS with the plugin; Ctrl-C stops it all
-demo: deps consul build
+# The ports are checked first, in the recipe rather than as a prerequisite so
+# that make -j cannot reorder it: a busy port must stop the demo before the
+# minutes of building, not after.
+demo:
+	@scripts/demo.sh --check-ports
+	$(MAKE) deps consul build
 	scripts/demo.sh
 
 ## bench: the plugin side by side with Consul DNS, forward+cache, file and whoami; writes docs/benchmarks.md

@@ -3,23 +3,108 @@
 # with the consul plugin, and real dig answers. Ctrl-C stops everything it
 # started. Run it through `make demo`, which builds the binaries first.
 #
-# Ports (all on 127.0.0.1) can be moved with DEMO_DNS_PORT and DEMO_PORT_BASE.
+# Ports (all on 127.0.0.1): by default Consul's HTTP API on 18500 (its server
+# and serf ports on 18501-18503, CoreDNS's ready and metrics on 18504-18505)
+# and DNS on 1053; DEMO_PORT_BASE and DEMO_DNS_PORT move them.
 # DEMO_HOLD=0 prints the answers and exits instead of waiting for Ctrl-C
-# (`make test` runs it that way to keep this script honest).
+# (`make test` runs it that way to keep this script honest); the ports it is
+# not given are then picked free, as every other test does, so that a demo
+# left running (or anything else on 18500 or 1053) cannot fail the tests.
+#
+# `scripts/demo.sh --check-ports` only checks that the ports are free, and
+# exits: `make demo` runs it before building rather than after.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 consul="$root/.cache/bin/consul"
 coredns="$root/bin/coredns"
-dns_port=${DEMO_DNS_PORT:-1053}
-base=${DEMO_PORT_BASE:-18500}
-http_port=$base
-server_port=$((base + 1))
-serf_lan_port=$((base + 2))
-serf_wan_port=$((base + 3))
-ready_port=$((base + 4))
-metrics_port=$((base + 5))
 hold=${DEMO_HOLD:-1}
+check_only=0
+case "${1:-}" in
+  --check-ports) check_only=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--check-ports]" >&2; exit 2 ;;
+esac
+
+# in_use PORT: whether anything holds PORT on this machine, over TCP or UDP
+# (Consul's serf and DNS use both), on any address. A TCP socket in
+# TIME_WAIT (state 06) does not count: the servers bind with SO_REUSEADDR,
+# and the last demo's connections leave some behind for a minute.
+in_use() {
+  local want file _sl local _remote state _rest
+  want=$(printf '%04X' "$1")
+  for file in /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6; do
+    [ -r "$file" ] || continue
+    while read -r _sl local _remote state _rest; do
+      [ "${local##*:}" = "$want" ] || continue
+      case "$file" in */tcp*) [ "$state" = "06" ] && continue ;; esac
+      return 0
+    done <"$file"
+  done
+  # Without /proc (not Linux): at least a TCP listener on loopback.
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# pick_port VAR: sets VAR to a random free port not picked before, below
+# 32768, where Linux does not take ports for outgoing connections.
+picked=" "
+pick_port() {
+  local port
+  for _ in $(seq 1 200); do
+    port=$((10000 + RANDOM % 22768))
+    case "$picked" in *" $port "*) continue ;; esac
+    in_use "$port" && continue
+    picked+="$port "
+    printf -v "$1" '%s' "$port"
+    return 0
+  done
+  echo "no free port found on 127.0.0.1" >&2
+  exit 1
+}
+
+# The default or given ports must be free; in DEMO_HOLD=0 the others are
+# picked free. fixed holds PORT:PURPOSE pairs to check.
+fixed=()
+if [ -n "${DEMO_PORT_BASE:-}" ] || [ "$hold" != "0" ]; then
+  base=${DEMO_PORT_BASE:-18500}
+  http_port=$base
+  server_port=$((base + 1))
+  serf_lan_port=$((base + 2))
+  serf_wan_port=$((base + 3))
+  ready_port=$((base + 4))
+  metrics_port=$((base + 5))
+  fixed+=("$http_port:Consul HTTP" "$server_port:Consul server RPC" "$serf_lan_port:Consul serf LAN"
+    "$serf_wan_port:Consul serf WAN" "$ready_port:CoreDNS ready" "$metrics_port:CoreDNS metrics")
+else
+  for var in http_port server_port serf_lan_port serf_wan_port ready_port metrics_port; do
+    pick_port "$var"
+  done
+fi
+if [ -n "${DEMO_DNS_PORT:-}" ] || [ "$hold" != "0" ]; then
+  dns_port=${DEMO_DNS_PORT:-1053}
+  fixed+=("$dns_port:CoreDNS DNS")
+else
+  pick_port dns_port
+fi
+
+# Another demo (or anything else) on these ports would answer in our place,
+# or stop Consul or CoreDNS from starting.
+busy=0
+for entry in ${fixed[@]+"${fixed[@]}"}; do
+  if in_use "${entry%%:*}"; then
+    echo "port ${entry%%:*} on 127.0.0.1 (${entry#*:}) is in use" >&2
+    busy=1
+  fi
+done
+if [ "$busy" = 1 ]; then
+  cat >&2 <<EOF
+The demo needs it. Stop what holds it ('ss -tulpn | grep :PORT' names the process; an earlier
+'make demo' still running?), or move the demo, e.g. DEMO_PORT_BASE=28500 DEMO_DNS_PORT=2053 make demo
+(DEMO_PORT_BASE moves the ports BASE to BASE+5). With DEMO_HOLD=0 the demo picks free ports itself.
+EOF
+  exit 1
+fi
+[ "$check_only" = 1 ] && exit 0
 
 for bin in "$consul" "$coredns"; do
   [ -x "$bin" ] || { echo "missing $bin: run 'make demo'" >&2; exit 1; }
@@ -47,14 +132,6 @@ wait_for() { # wait_for DESCRIPTION COMMAND...
   echo "timed out waiting for $what" >&2
   return 1
 }
-
-# Another demo (or anything else) on these ports would answer in our place.
-for port in "$http_port" "$dns_port" "$ready_port"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port on 127.0.0.1 is in use: stop what runs there, or move the demo with DEMO_PORT_BASE / DEMO_DNS_PORT" >&2
-    exit 1
-  fi
-done
 
 echo "==> starting a Consul dev agent on 127.0.0.1:$http_port"
 "$consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -node demo \
