@@ -3,6 +3,7 @@ package consul
 import (
 	"context"
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -14,17 +15,21 @@ import (
 )
 
 // benchSnapshot is 1,000 services x 5 instances on 200 nodes with meta.
-func benchSnapshot() *snapshot.Snapshot {
-	services := make(map[string]*snapshot.Service, 1000)
-	nodes := make(map[string]*snapshot.Node, 200)
-	for n := range 200 {
+func benchSnapshot() *snapshot.Snapshot { return benchCatalog(1000, 5, 200) }
+
+// benchCatalog is a snapshot of services x per instances on nodes nodes,
+// every node with meta, every other instance with an address of its own.
+func benchCatalog(count, per, nodeCount int) *snapshot.Snapshot {
+	services := make(map[string]*snapshot.Service, count)
+	nodes := make(map[string]*snapshot.Node, nodeCount)
+	for n := range nodeCount {
 		name := fmt.Sprintf("node-%d", n)
 		nodes[name] = &snapshot.Node{Name: name, Address: fmt.Sprintf("10.0.%d.%d", n/250, n%250+1), Meta: map[string]string{"rack": "r1"}}
 	}
-	for s := range 1000 {
+	for s := range count {
 		svc := &snapshot.Service{Name: fmt.Sprintf("service-%d", s), Index: uint64(s + 1)}
-		for i := range 5 {
-			n := (s*5 + i) % 200
+		for i := range per {
+			n := (s*per + i) % nodeCount
 			in := snapshot.Instance{
 				ID: fmt.Sprintf("%s-%d", svc.Name, i), Node: fmt.Sprintf("node-%d", n), NodeAddress: nodes[fmt.Sprintf("node-%d", n)].Address,
 				Port: uint16(8000 + i), Tags: []string{"v1"}, WeightPassing: 1, WeightWarning: 1,
@@ -70,5 +75,26 @@ func BenchmarkServeDNS(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkPublish is what one changed service costs at 5,000 x 10: the
+// replica's copy of its maps and the snapshot, and the handler's view, which
+// prepares only the changed service.
+func BenchmarkPublish(b *testing.B) {
+	c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
+	first := benchCatalog(5000, 10, 1000)
+	c.publish(first)
+	services, nodes := first.Services, first.Nodes
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		key := fmt.Sprintf("service-%d", i%5000)
+		old := services[key]
+		changed := &snapshot.Service{Name: old.Name, Index: uint64(10000 + i), Instances: old.Instances}
+		services = maps.Clone(services)
+		services[key] = changed
+		c.publish(snapshot.New("dc1", 0, services, maps.Clone(nodes), time.Now()))
 	}
 }

@@ -5,6 +5,8 @@ package consul
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,21 +46,22 @@ type Consul struct {
 
 	publishMu sync.Mutex // publish runs from the replica and the guard's timer
 
-	// snap is the current snapshot; nil until the first complete sync. The
-	// request path only ever loads it, so it takes no lock.
-	snap atomic.Pointer[snapshot.Snapshot]
+	// view is the current snapshot, prepared for answering; nil until the
+	// first complete sync. The request path only ever loads it, so it takes
+	// no lock.
+	view atomic.Pointer[answer.View]
 }
 
 // ServeDNS implements the plugin.Handler interface.
 func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	state := request.Request{W: w, Req: r}
 	qname := state.Name()
-	zone := plugin.Zones(c.Zones).Matches(qname)
+	zone := matchZone(c.Zones, qname)
 	if zone == "" {
 		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
 	}
-	snap := c.snap.Load()
-	if snap == nil {
+	view := c.view.Load()
+	if view == nil {
 		// Not synced yet. NXDOMAIN would be cached by resolvers as a lie;
 		// SERVFAIL makes them retry.
 		return dns.RcodeServerFailure, nil
@@ -69,8 +72,8 @@ func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 		if last, failing := c.replica.Contact(); !failing.IsZero() {
 			// Consul cannot be reached: the data is as old as the last
 			// contact, or as the snapshot when it came from the file.
-			if last.Before(snap.Built) {
-				last = snap.Built
+			if last.Before(view.Snap.Built) {
+				last = view.Snap.Built
 			}
 			if c.maxStale > 0 && time.Since(last) > c.maxStale {
 				expiredAnswers.WithLabelValues(metrics.WithServer(ctx)).Inc()
@@ -80,19 +83,20 @@ func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 		}
 	}
 
-	res := answer.Lookup(snap, answer.Question{Name: state.QName(), Lower: qname, Zone: zone, Type: state.QType()}, &c.opts)
+	res := answer.Lookup(view, answer.Question{Name: state.QName(), Lower: qname, Zone: zone, Type: state.QType()})
 	if res.PassOn || (res.Rcode == dns.RcodeNameError && c.Fall.Through(qname)) {
 		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
 	}
 	if stale {
 		staleAnswers.WithLabelValues(metrics.WithServer(ctx)).Inc()
 		if c.staleTTL > 0 {
-			capTTL(uint32(c.staleTTL/time.Second), res.Answer, res.Ns, res.Extra)
+			ttl := uint32(c.staleTTL / time.Second)
+			res.Answer, res.Ns, res.Extra = capTTL(ttl, res.Answer), capTTL(ttl, res.Ns), capTTL(ttl, res.Extra)
 		}
 	}
 
 	m := new(dns.Msg)
-	m.SetRcode(r, res.Rcode)
+	reply(m, r, res.Rcode)
 	m.Authoritative = true
 	m.Answer = res.Answer
 	m.Extra = res.Extra
@@ -109,7 +113,21 @@ func (c *Consul) Name() string { return pluginName }
 
 // Ready implements the ready.Readiness interface: ready once a complete
 // snapshot can answer.
-func (c *Consul) Ready() bool { return c.snap.Load() != nil }
+func (c *Consul) Ready() bool { return c.view.Load() != nil }
+
+// current is the snapshot answers are read from; nil before the first.
+func (c *Consul) current() *snapshot.Snapshot {
+	if v := c.view.Load(); v != nil {
+		return v.Snap
+	}
+	return nil
+}
+
+// serve prepares snap for answering and makes it the one answers are read
+// from. Only publish and start-up call it, one at a time.
+func (c *Consul) serve(snap *snapshot.Snapshot) {
+	c.view.Store(answer.NewView(snap, c.view.Load(), c.Zones, c.opts))
+}
 
 // publish makes snap the snapshot answers are read from, unless the removal
 // guard holds it back.
@@ -118,11 +136,11 @@ func (c *Consul) publish(snap *snapshot.Snapshot) {
 	defer c.publishMu.Unlock()
 	if c.guard != nil {
 		snap = c.guard.decide(snap, c.publish)
-		if snap == c.snap.Load() {
+		if snap == c.current() {
 			return
 		}
 	}
-	c.snap.Store(snap)
+	c.serve(snap)
 	lastSnapshots.Store(c.key, snap)
 	if c.persist != nil {
 		c.persist.offer(snap)
@@ -134,13 +152,58 @@ func (c *Consul) publish(snap *snapshot.Snapshot) {
 	snapshotTimestamp.WithLabelValues(c.dc).Set(float64(snap.Built.UnixNano()) / 1e9)
 }
 
-// capTTL lowers every TTL above ttl to ttl.
-func capTTL(ttl uint32, sections ...[]dns.RR) {
-	for _, rrs := range sections {
-		for _, rr := range rrs {
-			if h := rr.Header(); h.Ttl > ttl {
-				h.Ttl = ttl
-			}
+// capTTL returns rrs with every TTL above ttl lowered to ttl. Records are
+// shared by every answer from the same view: those it changes, it copies.
+func capTTL(ttl uint32, rrs []dns.RR) []dns.RR {
+	out, copied := rrs, false
+	for i, rr := range rrs {
+		if rr.Header().Ttl <= ttl {
+			continue
 		}
+		if !copied {
+			out, copied = slices.Clone(rrs), true
+		}
+		out[i] = dns.Copy(rr)
+		out[i].Header().Ttl = ttl
+	}
+	return out
+}
+
+// matchZone returns the longest of zones that name is in, as
+// plugin.Zones.Matches does, without its two allocations per zone. Both
+// are lower case and fully qualified.
+func matchZone(zones []string, name string) string {
+	best := ""
+	for _, z := range zones {
+		if len(z) > len(best) && inZone(name, z) {
+			best = z
+		}
+	}
+	return best
+}
+
+func inZone(name, zone string) bool {
+	if zone == "." {
+		return true
+	}
+	if !strings.HasSuffix(name, zone) {
+		return false
+	}
+	return len(name) == len(zone) || name[len(name)-len(zone)-1] == '.'
+}
+
+// reply makes m the reply to r with rcode, as dns.Msg.SetRcode does, but
+// shares r's question instead of copying it.
+func reply(m, r *dns.Msg, rcode int) {
+	m.Id = r.Id
+	m.Response = true
+	m.Opcode = r.Opcode
+	if m.Opcode == dns.OpcodeQuery {
+		m.RecursionDesired = r.RecursionDesired
+		m.CheckingDisabled = r.CheckingDisabled
+	}
+	m.Rcode = rcode
+	if len(r.Question) > 0 {
+		m.Question = r.Question[:1:1]
 	}
 }

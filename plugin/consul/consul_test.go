@@ -8,6 +8,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
+	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/miekg/dns"
@@ -339,8 +340,10 @@ func TestServeDNSOptions(t *testing.T) {
 	}
 
 	// a_record_limit caps, and every query draws its own order.
-	c.opts.ARecordLimit = 1
-	c.opts.OnlyPassing = false
+	opts.ARecordLimit = 1
+	opts.OnlyPassing = false
+	c = &Consul{Zones: []string{"consul."}, opts: opts}
+	c.publish(testSnapshot())
 	seen := map[string]bool{}
 	for range 200 {
 		rec := dnstest.NewRecorder(&test.ResponseWriter{})
@@ -380,5 +383,20 @@ func TestServeDNSHAProxyWeights(t *testing.T) {
 	c.ServeDNS(context.Background(), rec, tc.Msg())
 	if err := test.SortAndCheck(rec.Msg, tc); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestMatchZone(t *testing.T) {
+	zones := []string{"consul.", "dc1.consul.", "example.org."}
+	for _, name := range []string{
+		"consul.", "web.service.consul.", "web.service.dc1.consul.", "dc1.consul.", "xdc1.consul.",
+		"notconsul.", "a.example.org.", "example.org.", "org.", ".", "consul.org.", "web.service.consul.example.",
+	} {
+		if got, want := matchZone(zones, name), plugin.Zones(zones).Matches(name); got != want {
+			t.Errorf("matchZone(%q) = %q, want %q as plugin.Zones.Matches", name, got, want)
+		}
+	}
+	if got := matchZone([]string{"."}, "web.service.consul."); got != "." {
+		t.Errorf("the root zone matches %q, want .", got)
 	}
 }

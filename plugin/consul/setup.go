@@ -62,10 +62,10 @@ func setup(c *caddy.Controller) error {
 	// it answers from the old instance's snapshot until its own replica has
 	// synced, instead of SERVFAIL. On a start, the snapshot file does that.
 	if snap, ok := lastSnapshots.Load(h.key); ok {
-		h.snap.Store(snap.(*snapshot.Snapshot))
+		h.serve(snap.(*snapshot.Snapshot))
 	} else if h.persist != nil {
 		if snap := loadSnapshot(cfg.snapshotPath, cfg.replica.Datacenter); snap != nil {
-			h.snap.Store(snap)
+			h.serve(snap)
 			h.persist.loaded(snap)
 		}
 	}

@@ -195,7 +195,7 @@ func TestSetupReloadKeepsSnapshot(t *testing.T) {
 	}
 	first.publish(testSnapshot())
 	second := handler()
-	if !second.Ready() || second.snap.Load() != first.snap.Load() {
+	if !second.Ready() || second.current() != first.current() {
 		t.Fatal("the reloaded block does not start from its predecessor's snapshot")
 	}
 }

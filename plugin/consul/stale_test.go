@@ -60,7 +60,7 @@ func TestServeStale(t *testing.T) {
 			c := &Consul{Zones: []string{"consul."}, opts: opts, replica: r, maxStale: tc.maxStale, staleTTL: tc.staleTTL}
 			snap := testSnapshot()
 			snap.Built = time.Now().Add(-tc.built)
-			c.snap.Store(snap)
+			c.serve(snap)
 			m := new(dns.Msg)
 			m.SetQuestion("web.service.consul.", dns.TypeSRV)
 			rec := dnstest.NewRecorder(&test.ResponseWriter{})

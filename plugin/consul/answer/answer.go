@@ -58,16 +58,14 @@ type Options struct {
 // DefaultOptions are Consul's defaults.
 func DefaultOptions() Options { return Options{NodeMetaTXT: true} }
 
-// Lookup answers q from snap.
-func Lookup(snap *snapshot.Snapshot, q Question, opt *Options) Result {
+// Lookup answers q from v.
+func Lookup(v *View, q Question) Result {
 	rel := strings.TrimSuffix(strings.TrimSuffix(q.Lower, q.Zone), ".")
-	var labels []string
-	if rel != "" {
-		labels = strings.Split(rel, ".")
-	}
-	name := parseName(labels, q.Type)
-	b := builder{snap: snap, q: q, opt: opt}
-	if name.Datacenter != "" && name.Datacenter != snap.Datacenter && name.Kind != KindAddr {
+	var buf [16]string
+	name := parseName(splitLabels(rel, buf[:0]), q.Type)
+	z, zi := v.zone(q.Zone)
+	b := builder{v: v, snap: v.Snap, q: q, opt: &v.prep.opt, zone: z, zi: zi}
+	if name.Datacenter != "" && name.Datacenter != v.Snap.Datacenter && name.Kind != KindAddr {
 		// Only one datacenter is replicated; Consul answers NXDOMAIN for a
 		// datacenter it has no path to.
 		return b.nxdomain()
@@ -89,34 +87,42 @@ func Lookup(snap *snapshot.Snapshot, q Question, opt *Options) Result {
 	return b.nxdomain()
 }
 
+// splitLabels appends the labels of rel, left to right, to buf: a question
+// splits into a few labels, which fit the caller's array without allocating.
+func splitLabels(rel string, buf []string) []string {
+	if rel == "" {
+		return buf
+	}
+	for {
+		i := strings.IndexByte(rel, '.')
+		if i < 0 {
+			return append(buf, rel)
+		}
+		buf = append(buf, rel[:i])
+		rel = rel[i+1:]
+	}
+}
+
 type builder struct {
+	v    *View
 	snap *snapshot.Snapshot
 	q    Question
 	opt  *Options
+	zone *zoneRecords
+	zi   int // the zone's index in the view, or noZoneIdx
 }
 
 func (b *builder) nxdomain() Result {
-	return Result{Rcode: dns.RcodeNameError, Ns: []dns.RR{b.soa()}}
+	return Result{Rcode: dns.RcodeNameError, Ns: b.zone.negative}
 }
 
 func (b *builder) nodata() Result {
-	return Result{Rcode: dns.RcodeSuccess, Ns: []dns.RR{b.soa()}}
+	return Result{Rcode: dns.RcodeSuccess, Ns: b.zone.negative}
 }
 
 // soa is the zone's SOA, shaped like Consul's. Its serial is the replicated
 // Consul index, so it moves when the data does (Consul's moves every second).
-func (b *builder) soa() dns.RR {
-	return &dns.SOA{
-		Hdr:     header(b.q.Zone, dns.TypeSOA, b.opt.SOAMinTTL),
-		Ns:      "ns." + b.q.Zone,
-		Mbox:    "hostmaster." + b.q.Zone,
-		Serial:  uint32(b.snap.Index),
-		Refresh: 3600,
-		Retry:   600,
-		Expire:  86400,
-		Minttl:  b.opt.SOAMinTTL,
-	}
-}
+func (b *builder) soa() dns.RR { return b.zone.negative[0] }
 
 // apex answers the zone's own name: SOA and NS, with the NS records' glue.
 func (b *builder) apex() Result {
@@ -134,11 +140,12 @@ func (b *builder) apex() Result {
 // nameservers are, as in Consul, up to three healthy Consul servers, named
 // <node>.node.<dc>.<zone>, with their addresses as glue.
 func (b *builder) nameservers() (ns, glue []dns.RR) {
+	zone := b.zone.name
 	ttl := b.opt.TTL.Node
 	if svc, ok := b.snap.Service("consul"); ok {
 		for _, in := range b.instances(svc, "") {
-			target := strings.ToLower(in.Node) + ".node." + b.snap.Datacenter + "." + b.q.Zone
-			ns = append(ns, &dns.NS{Hdr: header(b.q.Zone, dns.TypeNS, ttl), Ns: target})
+			target := strings.ToLower(in.Node) + ".node." + b.snap.Datacenter + "." + zone
+			ns = append(ns, &dns.NS{Hdr: header(zone, dns.TypeNS, ttl), Ns: target})
 			if ip := net.ParseIP(in.NodeAddress); ip != nil {
 				glue = append(glue, addressRR(target, ip, ttl))
 			}
@@ -148,7 +155,7 @@ func (b *builder) nameservers() (ns, glue []dns.RR) {
 		}
 	}
 	if len(ns) == 0 {
-		ns = append(ns, &dns.NS{Hdr: header(b.q.Zone, dns.TypeNS, ttl), Ns: "ns." + b.q.Zone})
+		ns = append(ns, &dns.NS{Hdr: header(zone, dns.TypeNS, ttl), Ns: "ns." + zone})
 	}
 	return ns, glue
 }

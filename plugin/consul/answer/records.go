@@ -2,36 +2,34 @@ package answer
 
 import (
 	"encoding/hex"
+	"math/rand/v2"
 	"net"
-	"sort"
-	"strings"
-
-	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"slices"
 
 	"github.com/miekg/dns"
 )
 
 // service answers [tag.]service.service and _service._tag.service.
 func (b *builder) service(name Name) Result {
-	svc, ok := b.snap.Service(name.Service)
+	svc, ok := b.v.service(name.Service)
 	if !ok {
 		return b.nxdomain()
 	}
-	instances := b.instances(svc, name.Tag)
-	if len(instances) == 0 {
+	var buf [64]*instance
+	picked := svc.pick(name.Tag, buf[:0])
+	if len(picked) == 0 {
 		return b.nxdomain()
 	}
-	ttl := b.opt.TTL.Service(name.Service)
 	var res Result
 	switch b.q.Type {
 	case dns.TypeSRV:
-		res.Answer, res.Extra = b.srvRecords(instances, ttl)
+		res.Answer, res.Extra = b.srvRecords(svc, picked)
 	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
-		res.Answer = b.addressRecords(instances, ttl)
+		res.Answer = b.addressRecords(svc, picked)
 	default:
 		// Consul answers TXT with the A records and other types with
 		// NODATA; both get NODATA here, or the CNAME of a hostname.
-		res.Answer = b.hostnameCNAME(instances, ttl)
+		res.Answer = b.hostnameCNAME(svc.ttl, picked)
 	}
 	if len(res.Answer) == 0 {
 		return b.nodata()
@@ -39,39 +37,180 @@ func (b *builder) service(name Name) Result {
 	return res
 }
 
-// target is where an instance is reached for a question of type qtype, the
-// way Consul's DNS picks it (agent/dns.go makeNodeServiceRecords): the
-// service's address, else its node's, each preferring its tagged lan_ipv6
-// (for AAAA, SRV and ANY) or lan_ipv4 address.
-type target struct {
-	ip   net.IP // nil for a hostname
-	host string // the hostname, or the address as text
-	// byNode is true when the target is named after the node: the service
-	// has no address of its own and the node's address was not replaced by
-	// a tagged one.
-	byNode bool
-}
-
-func (b *builder) target(in *snapshot.Instance) (target, bool) {
-	svcAddr := pickAddress(in.Address, in.TaggedAddresses, b.q.Type)
-	nodeAddr := pickAddress(in.NodeAddress, in.NodeTaggedAddresses, b.q.Type)
-	switch {
-	case svcAddr == "" && nodeAddr == "":
-		return target{}, false
-	case svcAddr == "":
-		ip := net.ParseIP(nodeAddr)
-		return target{ip: ip, host: nodeAddr, byNode: ip != nil && nodeAddr == in.NodeAddress}, true
-	}
-	if ip := net.ParseIP(svcAddr); ip != nil {
-		return target{ip: ip, host: svcAddr}, true
-	}
-	if dns.Fqdn(strings.ToLower(svcAddr)) == b.q.Lower {
-		// A service whose address is the very name asked for: its node's.
-		if ip := net.ParseIP(nodeAddr); ip != nil {
-			return target{ip: ip, host: nodeAddr, byNode: nodeAddr == in.NodeAddress}, true
+// pick appends the instances DNS returns with the tag (all for none), in
+// catalog order: answers shuffle what they build from them.
+func (s *service) pick(tag string, buf []*instance) []*instance {
+	for i := range s.inst {
+		if tag == "" || hasTag(s.inst[i].src.Tags, tag) {
+			buf = append(buf, &s.inst[i])
 		}
 	}
-	return target{host: svcAddr}, true
+	return buf
+}
+
+// target is where in is reached for this question.
+func (b *builder) target(in *instance, class int) *target {
+	t := &in.to[class]
+	if t.alt != nil && t.lower == b.q.Lower {
+		// A service whose address is the very name asked for: its node's.
+		return t.alt
+	}
+	return t
+}
+
+// addressRecords answers A, AAAA and ANY: one record per distinct address of
+// the asked family, in random order. As in Consul, hostnames count only when
+// no address does, and then as the CNAME of one of them.
+func (b *builder) addressRecords(svc *service, picked []*instance) []dns.RR {
+	class := classOf(b.q.Type)
+	seen := newBitset(svc.ids[idAddr+class])
+	var buf [64]net.IP
+	ips := buf[:0]
+	v4 := 0
+	for _, in := range picked {
+		t := b.target(in, class)
+		if !t.ok || t.ip == nil || !matches(t.ip, b.q.Type) || !seen.add(t.addrID) {
+			continue
+		}
+		ips = append(ips, t.ip)
+		if len(t.ip) == net.IPv4len {
+			v4++
+		}
+	}
+	if len(ips) == 0 {
+		return b.hostnameCNAME(svc.ttl, picked)
+	}
+	rand.Shuffle(len(ips), func(i, j int) { ips[i], ips[j] = ips[j], ips[i] })
+	if limit := b.opt.ARecordLimit; limit > 0 && len(ips) > limit {
+		ips = ips[:limit]
+		v4 = 0
+		for _, ip := range ips {
+			if len(ip) == net.IPv4len {
+				v4++
+			}
+		}
+	}
+	out := make([]dns.RR, len(ips))
+	var as []dns.A
+	var aaaas []dns.AAAA
+	if v4 > 0 {
+		as = make([]dns.A, 0, v4)
+	}
+	if v4 < len(ips) {
+		aaaas = make([]dns.AAAA, 0, len(ips)-v4)
+	}
+	for i, ip := range ips {
+		if len(ip) == net.IPv4len {
+			as = append(as, dns.A{Hdr: header(b.q.Name, dns.TypeA, svc.ttl), A: ip})
+			out[i] = &as[len(as)-1]
+		} else {
+			aaaas = append(aaaas, dns.AAAA{Hdr: header(b.q.Name, dns.TypeAAAA, svc.ttl), AAAA: ip})
+			out[i] = &aaaas[len(aaaas)-1]
+		}
+	}
+	return out
+}
+
+// hostnameCNAME is the CNAME to one of the instances reached by hostname.
+func (b *builder) hostnameCNAME(ttl uint32, picked []*instance) []dns.RR {
+	class := classOf(b.q.Type)
+	hosts := 0
+	for _, in := range picked {
+		if t := b.target(in, class); t.ok && t.ip == nil {
+			hosts++
+		}
+	}
+	if hosts == 0 {
+		return nil
+	}
+	n := rand.IntN(hosts)
+	for _, in := range picked {
+		if t := b.target(in, class); t.ok && t.ip == nil {
+			if n == 0 {
+				return []dns.RR{&dns.CNAME{Hdr: header(b.q.Name, dns.TypeCNAME, ttl), Target: t.host}}
+			}
+			n--
+		}
+	}
+	return nil
+}
+
+// srvRecords returns one SRV record per distinct target and port, in random
+// order, with the target's address (and node meta) in the extra section
+// under exactly the target's name: HAProxy pairs them by name, and sends one
+// more query per server when they differ. Extra records follow the order of
+// the answers, so that an answer cut to fit keeps the glue of what it keeps.
+func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []dns.RR) {
+	type pair struct {
+		in *instance
+		t  *target
+	}
+	seen := newBitset(svc.ids[idSRV])
+	var buf [64]pair
+	pairs := buf[:0]
+	for _, in := range picked {
+		t := b.target(in, classOther)
+		if t.ok && seen.add(t.srvID) {
+			pairs = append(pairs, pair{in, t})
+		}
+	}
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	rand.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
+
+	ttl := svc.ttl
+	ttlIdx := slices.Index(b.v.prep.ttls, ttl)
+	glued := newBitset(svc.ids[idGlue])
+	metaFor := newBitset(svc.ids[idNode])
+	recs := make([]dns.SRV, len(pairs))
+	answer = make([]dns.RR, len(pairs))
+	var extraBuf [64]dns.RR
+	extra = extraBuf[:0]
+	for i, p := range pairs {
+		st := b.srvTarget(p.in, p.t, ttl)
+		recs[i] = dns.SRV{Hdr: header(b.q.Name, dns.TypeSRV, ttl), Priority: 1, Weight: p.in.weight, Port: p.in.src.Port, Target: st.name}
+		answer[i] = &recs[i]
+		if st.glue != nil && glued.add(p.t.glueID) {
+			extra = append(extra, st.glue)
+		}
+		// As Consul, the node's meta under the node's name, whatever the
+		// target is named.
+		if b.opt.NodeMetaTXT && metaFor.add(p.in.nodeID) {
+			extra = append(extra, b.nodeMeta(p.in, ttl, ttlIdx)...)
+		}
+	}
+	if len(extra) == 0 {
+		return answer, nil
+	}
+	return answer, slices.Clip(append([]dns.RR(nil), extra...))
+}
+
+// srvTarget is a target's SRV name and glue in the question's zone.
+func (b *builder) srvTarget(in *instance, t *target, ttl uint32) srvTarget {
+	if b.zi != noZoneIdx {
+		return t.srv[b.zi]
+	}
+	return b.v.prep.srvTarget(in.src, *t, b.zone.name, ttl)
+}
+
+// nodeMeta is the meta of in's node as TXT records, shared.
+func (b *builder) nodeMeta(in *instance, ttl uint32, ttlIdx int) []dns.RR {
+	n, ok := b.v.node(in.nodeKey)
+	if !ok || len(n.txt) == 0 {
+		return nil
+	}
+	if b.zi != noZoneIdx && ttlIdx >= 0 {
+		return n.meta[b.zi*len(b.v.prep.ttls)+ttlIdx]
+	}
+	return txtRecords(in.src.Node+".node."+b.snap.Datacenter+"."+b.zone.name, n.txt, ttl)
+}
+
+func hexIP(ip net.IP) string {
+	if v4 := ip.To4(); v4 != nil {
+		return hex.EncodeToString(v4)
+	}
+	return hex.EncodeToString(ip.To16())
 }
 
 // pickAddress chooses among an address and its tagged lan_ipv4/lan_ipv6
@@ -90,124 +229,10 @@ func pickAddress(addr string, tagged map[string]string, qtype uint16) string {
 	return addr
 }
 
-// addressRecords answers A, AAAA and ANY: one record per distinct address of
-// the asked family. As in Consul, hostnames count only when no address does,
-// and then as the CNAME of the first of them.
-func (b *builder) addressRecords(instances []*snapshot.Instance, ttl uint32) []dns.RR {
-	var out []dns.RR
-	var seen smallSet[[16]byte]
-	for _, in := range instances {
-		t, ok := b.target(in)
-		if !ok || t.ip == nil || !matches(t.ip, b.q.Type) || !seen.add([16]byte(t.ip.To16())) {
-			continue
-		}
-		out = append(out, addressRR(b.q.Name, t.ip, ttl))
-		if b.opt.ARecordLimit > 0 && len(out) == b.opt.ARecordLimit {
-			break
-		}
-	}
-	if len(out) == 0 {
-		return b.hostnameCNAME(instances, ttl)
-	}
-	return out
-}
-
-// hostnameCNAME is the CNAME to the first instance reached by hostname.
-func (b *builder) hostnameCNAME(instances []*snapshot.Instance, ttl uint32) []dns.RR {
-	for _, in := range instances {
-		if t, ok := b.target(in); ok && t.ip == nil {
-			return []dns.RR{&dns.CNAME{Hdr: header(b.q.Name, dns.TypeCNAME, ttl), Target: dns.Fqdn(t.host)}}
-		}
-	}
-	return nil
-}
-
-// srvRecords returns one SRV record per distinct target and port, with the
-// target's address (and node meta) in the extra section under exactly the
-// target's name: HAProxy pairs them by name, and sends one more query per
-// server when they differ.
-func (b *builder) srvRecords(instances []*snapshot.Instance, ttl uint32) (answer, extra []dns.RR) {
-	type key struct {
-		target string
-		port   uint16
-	}
-	var seen smallSet[key]
-	var extraFor smallSet[string] // targets with their address in extra
-	var metaFor smallSet[string]  // nodes with their meta in extra
-	for _, in := range instances {
-		t, ok := b.target(in)
-		if !ok {
-			continue
-		}
-		name := b.srvTarget(in, t)
-		if !seen.add(key{name, in.Port}) {
-			continue
-		}
-		answer = append(answer, &dns.SRV{
-			Hdr:      header(b.q.Name, dns.TypeSRV, ttl),
-			Priority: 1,
-			Weight:   b.weight(in),
-			Port:     in.Port,
-			Target:   name,
-		})
-		if t.ip != nil && extraFor.add(name) { // a hostname resolves elsewhere
-			extra = append(extra, addressRR(name, t.ip, ttl))
-		}
-		// As Consul, the node's meta under the node's name, whatever the
-		// target is named.
-		if b.opt.NodeMetaTXT && metaFor.add(in.Node) {
-			if node, ok := b.snap.Node(strings.ToLower(in.Node)); ok && len(node.Meta) > 0 {
-				extra = append(extra, metaTXT(b.nodeName(in.Node), node.Meta, ttl)...)
-			}
-		}
-	}
-	return answer, extra
-}
-
-// srvTarget names a target the way Consul does: <node>.node.<dc>.<zone>
-// when it is the node's own address, <hexip>.addr.<dc>.<zone> for any other
-// address, and a hostname as itself.
-func (b *builder) srvTarget(in *snapshot.Instance, t target) string {
-	switch {
-	case t.ip == nil:
-		return dns.Fqdn(t.host)
-	case t.byNode:
-		return b.nodeName(in.Node)
-	}
-	return hexIP(t.ip) + ".addr." + b.snap.Datacenter + "." + b.q.Zone
-}
-
-// nodeName is a node's name in the zone: <node>.node.<dc>.<zone>.
-func (b *builder) nodeName(node string) string {
-	return node + ".node." + b.snap.Datacenter + "." + b.q.Zone
-}
-
-func hexIP(ip net.IP) string {
-	if v4 := ip.To4(); v4 != nil {
-		return hex.EncodeToString(v4)
-	}
-	return hex.EncodeToString(ip.To16())
-}
-
-// weight is the SRV weight Consul gives an instance: its Weights.Warning when
-// the instance is warning, else Weights.Passing; 1 when unset. Scaled for
-// HAProxy when asked.
-func (b *builder) weight(in *snapshot.Instance) uint16 {
-	w := in.WeightPassing
-	if in.Health == snapshot.Warning {
-		w = in.WeightWarning
-	}
-	w = max(w, 1)
-	if b.opt.HAProxyWeights {
-		w = w*256 - 1
-	}
-	return uint16(min(w, 65535))
-}
-
 // node answers <node>.node: its address for A, AAAA and ANY, its meta as TXT
 // for TXT and ANY, and as extra records for A and AAAA.
 func (b *builder) node(name Name) Result {
-	node, ok := b.snap.Node(name.Node)
+	n, ok := b.v.node(name.Node)
 	if !ok {
 		return b.nxdomain()
 	}
@@ -215,21 +240,21 @@ func (b *builder) node(name Name) Result {
 	var res Result
 	switch b.q.Type {
 	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
-		addr := pickAddress(node.Address, node.TaggedAddresses, b.q.Type)
-		if ip := net.ParseIP(addr); ip != nil {
-			if matches(ip, b.q.Type) {
-				res.Answer = append(res.Answer, addressRR(b.q.Name, ip, ttl))
+		addr := n.to[classOf(b.q.Type)]
+		if addr.ip != nil {
+			if matches(addr.ip, b.q.Type) {
+				res.Answer = append(res.Answer, addressRR(b.q.Name, addr.ip, ttl))
 			}
-		} else if addr != "" {
-			res.Answer = append(res.Answer, &dns.CNAME{Hdr: header(b.q.Name, dns.TypeCNAME, ttl), Target: dns.Fqdn(addr)})
+		} else if addr.host != "" {
+			res.Answer = append(res.Answer, &dns.CNAME{Hdr: header(b.q.Name, dns.TypeCNAME, ttl), Target: addr.host})
 		}
 		if b.q.Type == dns.TypeANY {
-			res.Answer = append(res.Answer, metaTXT(b.q.Name, node.Meta, ttl)...)
+			res.Answer = append(res.Answer, txtRecords(b.q.Name, n.txt, ttl)...)
 		} else if b.opt.NodeMetaTXT {
-			res.Extra = metaTXT(b.q.Name, node.Meta, ttl)
+			res.Extra = txtRecords(b.q.Name, n.txt, ttl)
 		}
 	case dns.TypeTXT:
-		res.Answer = metaTXT(b.q.Name, node.Meta, ttl)
+		res.Answer = txtRecords(b.q.Name, n.txt, ttl)
 	}
 	// Consul answers a node's NODATA without the SOA.
 	return res
@@ -246,35 +271,3 @@ func (b *builder) addr(name Name) Result {
 	return Result{Extra: []dns.RR{rr}}
 }
 
-// metaTXT encodes node meta as TXT records, one per key, as Consul does:
-// key=value per RFC 1464, or the bare value for keys starting "rfc1035-".
-// Keys are sorted so that answers are stable.
-func metaTXT(owner string, meta map[string]string, ttl uint32) []dns.RR {
-	if len(meta) == 0 {
-		return nil
-	}
-	keys := make([]string, 0, len(meta))
-	for k := range meta {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]dns.RR, 0, len(keys))
-	for _, k := range keys {
-		txt := encodeRFC1464(k, meta[k])
-		if strings.HasPrefix(strings.ToLower(k), "rfc1035-") {
-			txt = meta[k]
-		}
-		out = append(out, &dns.TXT{Hdr: header(owner, dns.TypeTXT, ttl), Txt: []string{txt}})
-	}
-	return out
-}
-
-func encodeRFC1464(key, value string) string {
-	key = strings.ReplaceAll(key, "`", "``")
-	key = strings.ReplaceAll(key, "=", "`=")
-	trimmed := strings.TrimLeft(key, " ")
-	key = strings.Repeat("` ", len(key)-len(trimmed)) + trimmed
-	trimmed = strings.TrimRight(key, " ")
-	key = trimmed + strings.Repeat("` ", len(key)-len(trimmed))
-	return key + "=" + strings.ReplaceAll(value, "`", "``")
-}

@@ -1,36 +1,31 @@
 package answer
 
-// smallSet is a set for the few members one answer has: an array scan up to
-// 16 members, a map past that, so that small answers allocate no map.
-type smallSet[K comparable] struct {
-	n     int
-	small [16]K
-	large map[K]struct{}
+// bitset marks the ids an answer has used, to de-duplicate records: on the
+// stack for the first 256 ids, which covers nearly every service.
+type bitset struct {
+	small [4]uint64
+	large []uint64
 }
 
-// add adds k and reports whether it was new.
-func (s *smallSet[K]) add(k K) bool {
-	if s.large != nil {
-		if _, ok := s.large[k]; ok {
-			return false
-		}
-		s.large[k] = struct{}{}
-		return true
+// newBitset is a bitset for ids 0 to n-1.
+func newBitset(n int) bitset {
+	var b bitset
+	if n > 64*len(b.small) {
+		b.large = make([]uint64, (n+63)/64)
 	}
-	for _, x := range s.small[:s.n] {
-		if x == k {
-			return false
-		}
+	return b
+}
+
+// add marks id and reports whether it was new.
+func (b *bitset) add(id int) bool {
+	words := b.small[:]
+	if b.large != nil {
+		words = b.large
 	}
-	if s.n < len(s.small) {
-		s.small[s.n] = k
-		s.n++
-		return true
+	w, bit := id/64, uint64(1)<<(id%64)
+	if words[w]&bit != 0 {
+		return false
 	}
-	s.large = make(map[K]struct{}, 2*len(s.small))
-	for _, x := range s.small {
-		s.large[x] = struct{}{}
-	}
-	s.large[k] = struct{}{}
+	words[w] |= bit
 	return true
 }

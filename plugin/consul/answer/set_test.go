@@ -1,20 +1,17 @@
 package answer
 
-import (
-	"fmt"
-	"testing"
-)
+import "testing"
 
-func TestSmallSet(t *testing.T) {
-	for _, n := range []int{1, 16, 17, 100} {
-		var s smallSet[string]
+func TestBitset(t *testing.T) {
+	for _, n := range []int{1, 64, 256, 257, 1000} {
+		b := newBitset(n)
 		for i := range n {
-			if !s.add(fmt.Sprint(i)) {
+			if !b.add(i) {
 				t.Fatalf("n=%d: %d reported present before it was added", n, i)
 			}
 		}
 		for i := range n {
-			if s.add(fmt.Sprint(i)) {
+			if b.add(i) {
 				t.Fatalf("n=%d: %d reported new twice", n, i)
 			}
 		}

@@ -58,3 +58,20 @@ func (t *TTLs) Service(service string) uint32 {
 	}
 	return t.fallback
 }
+
+// values lists every TTL that Service can return, each once.
+func (t *TTLs) values() []uint32 {
+	out := []uint32{t.fallback}
+	add := func(ttl uint32) {
+		if !slices.Contains(out, ttl) {
+			out = append(out, ttl)
+		}
+	}
+	for _, ttl := range t.exact {
+		add(ttl)
+	}
+	for _, p := range t.prefixes {
+		add(p.ttl)
+	}
+	return out
+}

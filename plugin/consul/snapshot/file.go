@@ -88,7 +88,7 @@ func Decode(data []byte) (*Snapshot, error) {
 	if snap.Nodes == nil {
 		snap.Nodes = map[string]*Node{}
 	}
-	return &snap, nil
+	return New(snap.Datacenter, snap.Index, snap.Services, snap.Nodes, snap.Built), nil
 }
 
 // WriteFile writes snap to path atomically: to a temporary file in the same

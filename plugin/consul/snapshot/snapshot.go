@@ -6,6 +6,7 @@ package snapshot
 
 import (
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,12 +69,37 @@ type Instance struct {
 	Health          Health
 }
 
+// Memo keeps what a reader derived from the value that holds it (the
+// records answers are built from), so that consecutive snapshots, which share
+// unchanged values, share what was derived from them too, and a change costs
+// only the values it replaced. A memo answers only the owner that stored it,
+// and only for the value it was stored for: a copied value does not carry
+// its original's memo over.
+type Memo struct {
+	p atomic.Pointer[memo]
+}
+
+type memo struct{ owner, of, v any }
+
+// Load returns what owner stored for of, the value holding this memo; nil
+// when it stored nothing.
+func (m *Memo) Load(owner, of any) any {
+	if e := m.p.Load(); e != nil && e.owner == owner && e.of == of {
+		return e.v
+	}
+	return nil
+}
+
+// Store keeps v for owner and of, replacing what was kept before.
+func (m *Memo) Store(owner, of, v any) { m.p.Store(&memo{owner, of, v}) }
+
 // Service is every instance of one service name, with the Consul index at
 // which this view of the service was read.
 type Service struct {
 	Name      string
 	Index     uint64
 	Instances []Instance
+	Answers   Memo `json:"-"`
 }
 
 // Node is one node of the catalog, for node lookups.
@@ -82,6 +108,7 @@ type Node struct {
 	Address         string
 	TaggedAddresses map[string]string
 	Meta            map[string]string
+	Answers         Memo `json:"-"`
 }
 
 // Snapshot is a complete view of the replicated datacenter.
@@ -96,6 +123,8 @@ type Snapshot struct {
 	Nodes map[string]*Node
 	// Built is when this snapshot was assembled from replicated data.
 	Built time.Time
+
+	instances int // counted by New, which already visits every service
 }
 
 // New assembles a snapshot from services and nodes, both keyed by lower-cased
@@ -112,6 +141,7 @@ func New(datacenter string, index uint64, services map[string]*Service, nodes ma
 	}
 	for _, svc := range services {
 		s.Index = max(s.Index, svc.Index)
+		s.instances += len(svc.Instances)
 	}
 	return s
 }
@@ -134,8 +164,5 @@ func (s *Snapshot) Node(name string) (*Node, bool) {
 
 // Counts returns the number of services and instances in the snapshot.
 func (s *Snapshot) Counts() (services, instances int) {
-	for _, svc := range s.Services {
-		instances += len(svc.Instances)
-	}
-	return len(s.Services), instances
+	return len(s.Services), s.instances
 }
