@@ -270,4 +270,3 @@ func (b *builder) addr(name Name) Result {
 	}
 	return Result{Extra: []dns.RR{rr}}
 }
-
