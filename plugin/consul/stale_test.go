@@ -79,6 +79,15 @@ func TestServeStale(t *testing.T) {
 					t.Errorf("TTL %d in %s, want %d", rr.Header().Ttl, rr, tc.ttl)
 				}
 			}
+			// The cap copies what it changes: the records the view shares
+			// with every other answer keep their TTL.
+			q := "web.service.consul."
+			res := answer.Lookup(c.view.Load(), answer.Question{Name: q, Lower: q, Zone: "consul.", Type: dns.TypeSRV})
+			for _, rr := range append(res.Answer, res.Extra...) {
+				if rr.Header().Ttl != tc.serviceTT {
+					t.Errorf("TTL %d in the view's %s after a capped answer, want %d", rr.Header().Ttl, rr, tc.serviceTT)
+				}
+			}
 		})
 	}
 }
