@@ -2,11 +2,13 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 
-	_ "github.com/coredns-consul/coredns-consul/plugin/consul"
+	"github.com/coredns-consul/coredns-consul/plugin/consul"
 
 	"github.com/coredns/coredns/core/dnsserver"
 	_ "github.com/coredns/coredns/core/plugin" // CoreDNS's standard plugins
@@ -37,4 +39,20 @@ func insertDirective(directives []string, name, before string) ([]string, error)
 	return slices.Insert(slices.Clone(directives), i, name), nil
 }
 
-func main() { coremain.Run() }
+func main() {
+	// CoreDNS's -version names only CoreDNS; an operator asking which plugin
+	// build runs needs the plugin's own version too. coremain registered its
+	// flags in init, so parsing here reads -version exactly as Run will (Run
+	// parses again, to the same values, and rejects what it rejects).
+	flag.Parse()
+	if f := flag.Lookup("version"); f != nil && f.Value.String() == "true" {
+		writeVersion(os.Stdout)
+	}
+	coremain.Run()
+}
+
+// writeVersion writes the plugin's version line, which -version prints
+// before CoreDNS's own lines.
+func writeVersion(w io.Writer) {
+	fmt.Fprintf(w, "consul plugin (coredns-consul) %s\n", consul.Version)
+}
