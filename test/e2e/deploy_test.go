@@ -512,6 +512,9 @@ func TestDeployNodeLocal(t *testing.T) {
 	corefile = rewrite(corefile, `snapshot \S+`, func([]string) string { return "snapshot " + filepath.Join(t.TempDir(), "snap") })
 	haproxyCfg = rewrite(haproxyCfg, `(?m)^([ \t]*)bind \S*:(\d+)`, func(m []string) string { return m[1] + "bind 127.0.0.1:" + moved(m[2]) })
 	haproxyCfg = rewrite(haproxyCfg, `(?m)^([ \t]*nameserver \S+) \S+:(\d+)`, func(m []string) string { return m[1] + " 127.0.0.1:" + moved(m[2]) })
+	// HAProxy refuses to start when it cannot raise its file limit to about
+	// twice maxconn, which root can on a host and a test process may not.
+	haproxyCfg = rewrite(haproxyCfg, `(?m)^([ \t]*maxconn) \d+`, func(m []string) string { return m[1] + " 1000" })
 	test := func(port int) string { return "127.0.0.1:" + strconv.Itoa(testPorts[port]) }
 
 	ports := corednsproc.Ports{DNS: testPorts[coredns.port(t, "dns")], Ready: testPorts[coredns.port(t, "ready")], Metrics: testPorts[coredns.port(t, "prometheus")]}
