@@ -273,17 +273,22 @@ func TestServeDNSPassOn(t *testing.T) {
 		name   string
 		fall   []string
 		qname  string
+		qtype  uint16
 		passed bool
 	}{
-		{"prepared query", nil, "geo.query.consul.", true},
-		{"connect", nil, "web.connect.consul.", true},
-		{"ingress", nil, "web.ingress.consul.", true},
-		{"virtual", nil, "web.virtual.consul.", true},
-		{"peer", nil, "web.service.other.peer.consul.", true},
-		{"NXDOMAIN without fallthrough", nil, "nope.service.consul.", false},
-		{"NXDOMAIN with fallthrough", []string{}, "nope.service.consul.", true},
-		{"NXDOMAIN outside the fallthrough zones", []string{"example.org."}, "nope.service.consul.", false},
-		{"an answer is never passed on", []string{}, "web.service.consul.", false},
+		{"prepared query", nil, "geo.query.consul.", dns.TypeA, true},
+		{"connect", nil, "web.connect.consul.", dns.TypeA, true},
+		{"ingress", nil, "web.ingress.consul.", dns.TypeA, true},
+		{"virtual", nil, "web.virtual.consul.", dns.TypeA, true},
+		{"peer", nil, "web.service.other.peer.consul.", dns.TypeA, true},
+		{"NXDOMAIN without fallthrough", nil, "nope.service.consul.", dns.TypeA, false},
+		{"NXDOMAIN with fallthrough", []string{}, "nope.service.consul.", dns.TypeA, true},
+		{"NXDOMAIN outside the fallthrough zones", []string{"example.org."}, "nope.service.consul.", dns.TypeA, false},
+		{"an answer is never passed on", []string{}, "web.service.consul.", dns.TypeA, false},
+		// fallthrough is about names that do not exist, as in CoreDNS: a
+		// name that exists without the type asked is answered NODATA.
+		{"NODATA with fallthrough", []string{}, "web.service.consul.", dns.TypeTXT, false},
+		{"NODATA of a name above data, with fallthrough", []string{}, "service.consul.", dns.TypeA, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,10 +298,14 @@ func TestServeDNSPassOn(t *testing.T) {
 			}
 			c.publish(testSnapshot())
 			m := new(dns.Msg)
-			m.SetQuestion(tc.qname, dns.TypeA)
-			rcode, _ := c.ServeDNS(context.Background(), dnstest.NewRecorder(&test.ResponseWriter{}), m)
+			m.SetQuestion(tc.qname, tc.qtype)
+			rec := dnstest.NewRecorder(&test.ResponseWriter{})
+			rcode, _ := c.ServeDNS(context.Background(), rec, m)
 			if passed := rcode == dns.RcodeRefused; passed != tc.passed {
 				t.Errorf("passed on = %v, want %v", passed, tc.passed)
+			}
+			if !tc.passed && rec.Msg == nil {
+				t.Error("neither passed on nor answered")
 			}
 		})
 	}

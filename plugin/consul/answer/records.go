@@ -15,7 +15,9 @@ func (b *builder) service(name Name) Result {
 	if !ok {
 		return b.nxdomain()
 	}
-	var buf [64]*instance
+	// Small arrays on the stack: a request runs on a new goroutine, whose
+	// stack would have to grow (and be copied) for large frames.
+	var buf [16]*instance
 	picked := svc.pick(name.Tag, buf[:0])
 	if len(picked) == 0 {
 		return b.nxdomain()
@@ -64,7 +66,7 @@ func (b *builder) target(in *instance, class int) *target {
 func (b *builder) addressRecords(svc *service, picked []*instance) []dns.RR {
 	class := classOf(b.q.Type)
 	seen := newBitset(svc.ids[idAddr+class])
-	var buf [64]net.IP
+	var buf [16]net.IP
 	ips := buf[:0]
 	v4 := 0
 	for _, in := range picked {
@@ -141,12 +143,8 @@ func (b *builder) hostnameCNAME(ttl uint32, picked []*instance) []dns.RR {
 // more query per server when they differ. Extra records follow the order of
 // the answers, so that an answer cut to fit keeps the glue of what it keeps.
 func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []dns.RR) {
-	type pair struct {
-		in *instance
-		t  *target
-	}
 	seen := newBitset(svc.ids[idSRV])
-	var buf [64]pair
+	var buf [16]pair
 	pairs := buf[:0]
 	for _, in := range picked {
 		t := b.target(in, classOther)
@@ -161,29 +159,48 @@ func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []
 
 	ttl := svc.ttl
 	ttlIdx := slices.Index(b.v.prep.ttls, ttl)
-	glued := newBitset(svc.ids[idGlue])
-	metaFor := newBitset(svc.ids[idNode])
+	// Two passes, the first to size the extra section.
+	if _, n := b.srvExtra(svc, pairs, ttl, ttlIdx, nil); n > 0 {
+		extra, _ = b.srvExtra(svc, pairs, ttl, ttlIdx, make([]dns.RR, 0, n))
+	}
 	recs := make([]dns.SRV, len(pairs))
 	answer = make([]dns.RR, len(pairs))
-	var extraBuf [64]dns.RR
-	extra = extraBuf[:0]
 	for i, p := range pairs {
-		st := b.srvTarget(p.in, p.t, ttl)
-		recs[i] = dns.SRV{Hdr: header(b.q.Name, dns.TypeSRV, ttl), Priority: 1, Weight: p.in.weight, Port: p.in.src.Port, Target: st.name}
+		recs[i] = dns.SRV{Hdr: header(b.q.Name, dns.TypeSRV, ttl), Priority: 1, Weight: p.in.weight, Port: p.in.src.Port, Target: b.srvTarget(p.in, p.t, ttl).name}
 		answer[i] = &recs[i]
-		if st.glue != nil && glued.add(p.t.glueID) {
-			extra = append(extra, st.glue)
+	}
+	return answer, extra
+}
+
+// pair is an instance and its target for one question.
+type pair struct {
+	in *instance
+	t  *target
+}
+
+// srvExtra appends the extra records of SRV answers to out, if out is not
+// nil, and counts them: each target's glue once, and each node's meta once.
+func (b *builder) srvExtra(svc *service, pairs []pair, ttl uint32, ttlIdx int, out []dns.RR) ([]dns.RR, int) {
+	n := 0
+	glued, metaFor := newBitset(svc.ids[idGlue]), newBitset(svc.ids[idNode])
+	for _, p := range pairs {
+		if st := b.srvTarget(p.in, p.t, ttl); st.glue != nil && glued.add(p.t.glueID) {
+			n++
+			if out != nil {
+				out = append(out, st.glue)
+			}
 		}
 		// As Consul, the node's meta under the node's name, whatever the
 		// target is named.
 		if b.opt.NodeMetaTXT && metaFor.add(p.in.nodeID) {
-			extra = append(extra, b.nodeMeta(p.in, ttl, ttlIdx)...)
+			meta := b.nodeMeta(p.in, ttl, ttlIdx)
+			n += len(meta)
+			if out != nil {
+				out = append(out, meta...)
+			}
 		}
 	}
-	if len(extra) == 0 {
-		return answer, nil
-	}
-	return answer, slices.Clip(append([]dns.RR(nil), extra...))
+	return out, n
 }
 
 // srvTarget is a target's SRV name and glue in the question's zone.

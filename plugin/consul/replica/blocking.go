@@ -79,6 +79,8 @@ func (r *Replicator) query(ctx context.Context, index uint64, wait, deadline tim
 	opts := r.queryOptions(index, wait).WithContext(reqCtx)
 	meta, err := fetch(reqCtx, client, opts)
 	if err != nil {
+		// With several addresses, a log line must say which one failed.
+		err = r.endpoints.named(i, err)
 		if ctx.Err() == nil {
 			r.endpoints.failed(i, err)
 			r.stats.errors.Add(1)
