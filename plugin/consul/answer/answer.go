@@ -61,7 +61,7 @@ func DefaultOptions() Options { return Options{NodeMetaTXT: true} }
 // Lookup answers q from v.
 func Lookup(v *View, q Question) Result {
 	rel := strings.TrimSuffix(strings.TrimSuffix(q.Lower, q.Zone), ".")
-	var buf [16]string
+	var buf [8]string
 	name := parseName(splitLabels(rel, buf[:0]), q.Type)
 	z, zi := v.zone(q.Zone)
 	b := builder{v: v, snap: v.Snap, q: q, opt: &v.prep.opt, zone: z, zi: zi}

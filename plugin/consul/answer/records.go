@@ -66,47 +66,43 @@ func (b *builder) target(in *instance, class int) *target {
 func (b *builder) addressRecords(svc *service, picked []*instance) []dns.RR {
 	class := classOf(b.q.Type)
 	seen := newBitset(svc.ids[idAddr+class])
-	var buf [16]net.IP
-	ips := buf[:0]
+	var buf [16]*target
+	ts := buf[:0]
 	v4 := 0
 	for _, in := range picked {
 		t := b.target(in, class)
 		if !t.ok || t.ip == nil || !matches(t.ip, b.q.Type) || !seen.add(t.addrID) {
 			continue
 		}
-		ips = append(ips, t.ip)
+		ts = append(ts, t)
+	}
+	if len(ts) == 0 {
+		return b.hostnameCNAME(svc.ttl, picked)
+	}
+	rand.Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
+	if limit := b.opt.ARecordLimit; limit > 0 && len(ts) > limit {
+		ts = ts[:limit]
+	}
+	for _, t := range ts {
 		if len(t.ip) == net.IPv4len {
 			v4++
 		}
 	}
-	if len(ips) == 0 {
-		return b.hostnameCNAME(svc.ttl, picked)
-	}
-	rand.Shuffle(len(ips), func(i, j int) { ips[i], ips[j] = ips[j], ips[i] })
-	if limit := b.opt.ARecordLimit; limit > 0 && len(ips) > limit {
-		ips = ips[:limit]
-		v4 = 0
-		for _, ip := range ips {
-			if len(ip) == net.IPv4len {
-				v4++
-			}
-		}
-	}
-	out := make([]dns.RR, len(ips))
+	out := make([]dns.RR, len(ts))
 	var as []dns.A
 	var aaaas []dns.AAAA
 	if v4 > 0 {
 		as = make([]dns.A, 0, v4)
 	}
-	if v4 < len(ips) {
-		aaaas = make([]dns.AAAA, 0, len(ips)-v4)
+	if v4 < len(ts) {
+		aaaas = make([]dns.AAAA, 0, len(ts)-v4)
 	}
-	for i, ip := range ips {
-		if len(ip) == net.IPv4len {
-			as = append(as, dns.A{Hdr: header(b.q.Name, dns.TypeA, svc.ttl), A: ip})
+	for i, t := range ts {
+		if len(t.ip) == net.IPv4len {
+			as = append(as, dns.A{Hdr: header(b.q.Name, dns.TypeA, svc.ttl), A: t.ip})
 			out[i] = &as[len(as)-1]
 		} else {
-			aaaas = append(aaaas, dns.AAAA{Hdr: header(b.q.Name, dns.TypeAAAA, svc.ttl), AAAA: ip})
+			aaaas = append(aaaas, dns.AAAA{Hdr: header(b.q.Name, dns.TypeAAAA, svc.ttl), AAAA: t.ip})
 			out[i] = &aaaas[len(aaaas)-1]
 		}
 	}
