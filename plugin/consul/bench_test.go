@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"runtime"
 	"testing"
 	"time"
 
@@ -97,4 +98,32 @@ func BenchmarkPublish(b *testing.B) {
 		services[key] = changed
 		c.publish(snapshot.New("dc1", 0, services, maps.Clone(nodes), time.Now()))
 	}
+}
+
+// BenchmarkPrepare is the first view of 5,000 x 10: what building every
+// service's records costs, and what they keep alive per instance.
+func BenchmarkPrepare(b *testing.B) {
+	snap := benchCatalog(5000, 10, 1000)
+	var live float64
+	for b.Loop() {
+		// A new snapshot of the same values: nothing is prepared for it yet.
+		services := make(map[string]*snapshot.Service, len(snap.Services))
+		for k, svc := range snap.Services {
+			services[k] = &snapshot.Service{Name: svc.Name, Index: svc.Index, Instances: svc.Instances}
+		}
+		fresh := snapshot.New("dc1", 0, services, snap.Nodes, time.Now())
+		var before, after runtime.MemStats
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		b.StartTimer()
+		v := answer.NewView(fresh, nil, []string{"consul."}, answer.DefaultOptions())
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		live = float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		runtime.KeepAlive(v)
+		b.StartTimer()
+	}
+	b.ReportMetric(live/50000, "live-B/instance")
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 
 	"github.com/miekg/dns"
 )
@@ -50,10 +51,10 @@ func (s *service) pick(tag string, buf []*instance) []*instance {
 	return buf
 }
 
-// target is where in is reached for this question.
+// target is where in is reached for this question; nil for nowhere.
 func (b *builder) target(in *instance, class int) *target {
-	t := &in.to[class]
-	if t.alt != nil && t.lower == b.q.Lower {
+	t := in.to[class]
+	if t != nil && t.alt != nil && strings.EqualFold(t.host, b.q.Lower) {
 		// A service whose address is the very name asked for: its node's.
 		return t.alt
 	}
@@ -71,7 +72,7 @@ func (b *builder) addressRecords(svc *service, picked []*instance) []dns.RR {
 	v4 := 0
 	for _, in := range picked {
 		t := b.target(in, class)
-		if !t.ok || t.ip == nil || !matches(t.ip, b.q.Type) || !seen.add(t.addrID) {
+		if t == nil || t.ip == nil || !matches(t.ip, b.q.Type) || !seen.add(int(t.addrID)) {
 			continue
 		}
 		ts = append(ts, t)
@@ -114,7 +115,7 @@ func (b *builder) hostnameCNAME(ttl uint32, picked []*instance) []dns.RR {
 	class := classOf(b.q.Type)
 	hosts := 0
 	for _, in := range picked {
-		if t := b.target(in, class); t.ok && t.ip == nil {
+		if t := b.target(in, class); t != nil && t.ip == nil {
 			hosts++
 		}
 	}
@@ -123,7 +124,7 @@ func (b *builder) hostnameCNAME(ttl uint32, picked []*instance) []dns.RR {
 	}
 	n := rand.IntN(hosts)
 	for _, in := range picked {
-		if t := b.target(in, class); t.ok && t.ip == nil {
+		if t := b.target(in, class); t != nil && t.ip == nil {
 			if n == 0 {
 				return []dns.RR{&dns.CNAME{Hdr: header(b.q.Name, dns.TypeCNAME, ttl), Target: t.host}}
 			}
@@ -144,7 +145,7 @@ func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []
 	pairs := buf[:0]
 	for _, in := range picked {
 		t := b.target(in, classOther)
-		if t.ok && seen.add(t.srvID) {
+		if t != nil && seen.add(int(t.srvID)) {
 			pairs = append(pairs, pair{in, t})
 		}
 	}
@@ -180,7 +181,7 @@ func (b *builder) srvExtra(svc *service, pairs []pair, ttl uint32, ttlIdx int, o
 	n := 0
 	glued, metaFor := newBitset(svc.ids[idGlue]), newBitset(svc.ids[idNode])
 	for _, p := range pairs {
-		if st := b.srvTarget(p.in, p.t, ttl); st.glue != nil && glued.add(p.t.glueID) {
+		if st := b.srvTarget(p.in, p.t, ttl); st.glue != nil && glued.add(int(p.t.glueID)) {
 			n++
 			if out != nil {
 				out = append(out, st.glue)
@@ -188,7 +189,7 @@ func (b *builder) srvExtra(svc *service, pairs []pair, ttl uint32, ttlIdx int, o
 		}
 		// As Consul, the node's meta under the node's name, whatever the
 		// target is named.
-		if b.opt.NodeMetaTXT && metaFor.add(p.in.nodeID) {
+		if b.opt.NodeMetaTXT && metaFor.add(int(p.in.nodeID)) {
 			meta := b.nodeMeta(p.in, ttl, ttlIdx)
 			n += len(meta)
 			if out != nil {
@@ -204,7 +205,7 @@ func (b *builder) srvTarget(in *instance, t *target, ttl uint32) srvTarget {
 	if b.zi != noZoneIdx {
 		return t.srv[b.zi]
 	}
-	return b.v.prep.srvTarget(in.src, *t, b.zone.name, ttl)
+	return b.v.prep.srvTarget(in.src, t, b.zone.name, ttl)
 }
 
 // nodeMeta is the meta of in's node as TXT records, shared.

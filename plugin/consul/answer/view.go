@@ -2,9 +2,9 @@ package answer
 
 import (
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
@@ -82,45 +82,44 @@ type service struct {
 	ids [idKinds]int
 }
 
-// Kinds of distinct keys within one service: addresses (one kind per class),
-// SRV records (target and port), SRV targets (for glue) and nodes (for meta).
+// Kinds of distinct keys within one service: addresses, SRV records (target
+// and port), SRV targets (for glue) and nodes (for meta).
 const (
-	idAddr    = 0 // + class
-	idSRV     = classes
-	idGlue    = classes + 1
-	idNode    = classes + 2
-	idKinds   = classes + 3
+	idAddr = iota
+	idSRV
+	idGlue
+	idNode
+	idKinds
 	noZoneIdx = -1
 )
 
 type instance struct {
 	src     *snapshot.Instance
 	nodeKey string // the node's lower-case name, for its meta
-	nodeID  int
+	nodeID  int32
 	weight  uint16
-	to      [classes]target
+	// to is the target for each address class, nil for none. Classes that
+	// pick the same address (no tagged lan_ipv4/lan_ipv6) share one.
+	to [classes]*target
 }
 
 // target is where an instance is reached for one address class, the way
 // Consul's DNS picks it (agent/dns.go makeNodeServiceRecords): the service's
 // address, else its node's.
 type target struct {
-	ok   bool   // false when the instance has no address at all
 	ip   net.IP // nil for a hostname
 	host string // the hostname, fully qualified, when ip is nil
-	// lower is host in lower case: a service whose address is the very name
-	// asked for is reached at its node's address instead (alt).
-	lower string
-	alt   *target
+	// alt is where a service whose hostname is the very name asked for is
+	// reached instead: its node's address.
+	alt *target
 	// byNode: the target is named after the node (the service has no
 	// address of its own and the node's was not replaced by a tagged one).
 	byNode bool
-	addrID int // distinct address within the service and class; -1 for a hostname
-	// SRV (class other only): the target's name and glue for each zone, and
-	// the keys that de-duplicate them.
-	srv    []srvTarget
-	srvID  int
-	glueID int
+	addrID int32 // distinct address within the service; -1 for a hostname
+	// SRV (targets of class other): the keys that de-duplicate SRV records
+	// and glue, and the target's name and glue in each zone.
+	srvID, glueID int32
+	srv           []srvTarget
 }
 
 type srvTarget struct {
@@ -252,84 +251,125 @@ func (v *preparer) node(n *snapshot.Node) *node {
 	return p
 }
 
-// service resolves every instance's targets and names them in every
-// zone. Instances whose key repeats get the same id, so that a question
-// de-duplicates by comparing small integers.
+// service resolves every instance's targets and names them in every zone.
+// Instances whose key repeats get the same id, so that a question
+// de-duplicates by comparing small integers. What it builds is kept for as
+// long as the service is unchanged: it is laid out in a few slabs rather
+// than many small values.
 func (v *preparer) service(svc *snapshot.Service) *service {
-	p := &service{src: svc, ttl: v.opt.TTL.Service(snapshot.Key(svc.Name))}
-	ids := idAssigner{}
+	p := &service{src: svc, ttl: v.opt.TTL.Service(snapshot.Key(svc.Name)), inst: make([]instance, 0, len(svc.Instances))}
+	b := serviceBuilder{preparer: v, ttl: p.ttl}
+	b.targets = make([]target, 0, len(svc.Instances))
+	b.srv = make([]srvTarget, 0, len(svc.Instances)*len(v.zones))
 	for i := range svc.Instances {
 		in := &svc.Instances[i]
 		if in.Health == snapshot.Critical || (v.opt.OnlyPassing && in.Health != snapshot.Passing) {
 			continue
 		}
 		pi := instance{src: in, nodeKey: snapshot.Key(in.Node), weight: v.weight(in)}
-		pi.nodeID = ids.id(idNode, pi.nodeKey)
-		for c := range classes {
-			pi.to[c] = v.resolve(in, c, p.ttl, &ids)
+		pi.nodeID = b.nodeIDs.id(pi.nodeKey)
+		var addrs [classes][2]string
+		for c, qtype := range classTypes {
+			addrs[c] = [2]string{pickAddress(in.Address, in.TaggedAddresses, qtype), pickAddress(in.NodeAddress, in.NodeTaggedAddresses, qtype)}
+		}
+		// The SRV target first: A and AAAA share it when they pick the same.
+		pi.to[classOther] = b.resolve(in, classOther)
+		for _, c := range [...]int{classA, classAAAA} {
+			if addrs[c] == addrs[classOther] {
+				pi.to[c] = pi.to[classOther]
+			} else {
+				pi.to[c] = b.resolve(in, c)
+			}
 		}
 		p.inst = append(p.inst, pi)
 	}
-	p.ids = ids.counts()
+	p.ids = [idKinds]int{idAddr: b.addrIDs.count(), idSRV: b.srvIDs.count(), idGlue: b.glueIDs.count(), idNode: b.nodeIDs.count()}
 	return p
 }
 
-// resolve picks an instance's target for an address class.
-func (v *preparer) resolve(in *snapshot.Instance, class int, ttl uint32, ids *idAssigner) target {
+// serviceBuilder prepares the targets of one service.
+type serviceBuilder struct {
+	*preparer
+	ttl     uint32
+	addrIDs idAssigner[[16]byte]
+	srvIDs  idAssigner[uint64] // glue id and port
+	glueIDs idAssigner[string]
+	nodeIDs idAssigner[string]
+	targets []target    // a slab for the service's targets
+	srv     []srvTarget // a slab for their names in every zone
+}
+
+func (b *serviceBuilder) newTarget(t target) *target {
+	if len(b.targets) == cap(b.targets) {
+		// A full slab is left to the targets it holds; pointers into it stay
+		// valid.
+		b.targets = make([]target, 0, max(4, cap(b.targets)))
+	}
+	b.targets = append(b.targets, t)
+	return &b.targets[len(b.targets)-1]
+}
+
+// resolve picks an instance's target for an address class; nil for none.
+func (b *serviceBuilder) resolve(in *snapshot.Instance, class int) *target {
 	qtype := classTypes[class]
 	svcAddr := pickAddress(in.Address, in.TaggedAddresses, qtype)
 	nodeAddr := pickAddress(in.NodeAddress, in.NodeTaggedAddresses, qtype)
-	var t target
 	switch {
 	case svcAddr == "" && nodeAddr == "":
-		return target{addrID: -1}
+		return nil
 	case svcAddr == "":
-		ip := net.ParseIP(nodeAddr)
-		t = target{ip: ip, host: nodeAddr, byNode: ip != nil && nodeAddr == in.NodeAddress}
-	default:
-		t = target{ip: net.ParseIP(svcAddr), host: svcAddr}
-		if t.ip == nil {
-			if ip := net.ParseIP(nodeAddr); ip != nil {
-				alt := v.named(in, class, target{ip: ip, host: nodeAddr, byNode: nodeAddr == in.NodeAddress}, ttl, ids)
-				t.alt = &alt
-			}
+		ip := parseIP(nodeAddr)
+		return b.named(in, class, target{ip: ip, host: nodeAddr, byNode: ip != nil && nodeAddr == in.NodeAddress})
+	}
+	t := target{ip: parseIP(svcAddr), host: svcAddr}
+	if t.ip == nil {
+		if ip := parseIP(nodeAddr); ip != nil {
+			t.alt = b.named(in, class, target{ip: ip, host: nodeAddr, byNode: nodeAddr == in.NodeAddress})
 		}
 	}
-	return v.named(in, class, t, ttl, ids)
+	return b.named(in, class, t)
 }
 
-// named completes a target: its canonical form, its ids, and for class
-// other, its SRV names and glue in every zone.
-func (v *preparer) named(in *snapshot.Instance, class int, t target, ttl uint32, ids *idAssigner) target {
-	t.ok = true
-	if v4 := t.ip.To4(); v4 != nil {
-		t.ip = v4
+// parseIP parses an address to its 4-byte form for IPv4; nil when it is not
+// an IP address.
+func parseIP(s string) net.IP {
+	addr, err := netip.ParseAddr(s)
+	if err != nil || addr.Zone() != "" {
+		return nil
 	}
+	return net.IP(addr.Unmap().AsSlice())
+}
+
+// named completes a target: its ids, and for class other, its SRV names and
+// glue in every zone.
+func (b *serviceBuilder) named(in *snapshot.Instance, class int, t target) *target {
 	if t.ip == nil {
 		t.host = dns.Fqdn(t.host)
-		t.lower = strings.ToLower(t.host)
 		t.addrID = -1
 	} else {
-		t.addrID = ids.id(idAddr+class, string(t.ip))
+		t.addrID = b.addrIDs.id([16]byte(t.ip.To16()))
 	}
-	if class != classOther {
-		return t
+	if class == classOther {
+		start := len(b.srv)
+		for _, z := range b.zones {
+			b.srv = append(b.srv, b.srvTarget(in, &t, z, b.ttl))
+		}
+		t.srv = b.srv[start:len(b.srv):len(b.srv)]
+		// Zones differ only in the suffix: one zone's names tell keys apart.
+		key := t.host
+		if len(t.srv) > 0 {
+			key = t.srv[0].name
+		}
+		t.glueID = b.glueIDs.id(key)
+		t.srvID = b.srvIDs.id(uint64(t.glueID)<<16 | uint64(in.Port))
 	}
-	t.srv = make([]srvTarget, len(v.zones))
-	for zi, z := range v.zones {
-		t.srv[zi] = v.srvTarget(in, t, z, ttl)
-	}
-	// Zones differ only in the suffix: one zone's names tell the keys apart.
-	key := v.srvTarget(in, t, "", ttl).name
-	t.glueID = ids.id(idGlue, key)
-	t.srvID = ids.id(idSRV, key+":"+strconv.Itoa(int(in.Port)))
-	return t
+	return b.newTarget(t)
 }
 
 // srvTarget names a target the way Consul does: <node>.node.<dc>.<zone> when
 // it is the node's own address, <hexip>.addr.<dc>.<zone> for any other
 // address, and a hostname as itself; with its address as glue.
-func (v *preparer) srvTarget(in *snapshot.Instance, t target, zone string, ttl uint32) srvTarget {
+func (v *preparer) srvTarget(in *snapshot.Instance, t *target, zone string, ttl uint32) srvTarget {
 	switch {
 	case t.ip == nil:
 		return srvTarget{name: t.host}
@@ -356,29 +396,48 @@ func (v *preparer) weight(in *snapshot.Instance) uint16 {
 	return uint16(min(w, 65535))
 }
 
-// idAssigner numbers distinct keys of each kind from 0, in order of first
-// appearance. It is used only while preparing.
-type idAssigner struct {
-	seen [idKinds]map[string]int
+// idAssigner numbers distinct keys from 0, in order of first appearance,
+// while a service is prepared: by a scan while there are few (most
+// services), by a map past that.
+type idAssigner[K comparable] struct {
+	keys []K
+	m    map[K]int32
 }
 
-func (a *idAssigner) id(kind int, key string) int {
-	if a.seen[kind] == nil {
-		a.seen[kind] = make(map[string]int)
+const idScanMax = 16
+
+func (a *idAssigner[K]) id(key K) int32 {
+	if a.m != nil {
+		id, ok := a.m[key]
+		if !ok {
+			id = int32(len(a.m))
+			a.m[key] = id
+		}
+		return id
 	}
-	id, ok := a.seen[kind][key]
-	if !ok {
-		id = len(a.seen[kind])
-		a.seen[kind][key] = id
+	for i, k := range a.keys {
+		if k == key {
+			return int32(i)
+		}
 	}
-	return id
+	if len(a.keys) < idScanMax {
+		a.keys = append(a.keys, key)
+		return int32(len(a.keys) - 1)
+	}
+	a.m = make(map[K]int32, 2*idScanMax)
+	for i, k := range a.keys {
+		a.m[k] = int32(i)
+	}
+	a.m[key] = int32(len(a.keys))
+	a.keys = nil
+	return a.m[key]
 }
 
-func (a *idAssigner) counts() (n [idKinds]int) {
-	for k, m := range a.seen {
-		n[k] = len(m)
+func (a *idAssigner[K]) count() int {
+	if a.m != nil {
+		return len(a.m)
 	}
-	return n
+	return len(a.keys)
 }
 
 // metaStrings encodes node meta as TXT strings, one per key, as Consul does:
