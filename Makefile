@@ -64,7 +64,7 @@ demo:
 bench: consul build
 	scripts/deps.sh dnsperf
 	$(GO) test -run TestSideBySide -count=1 -timeout 60m -v ./test/bench/ -report=$(CURDIR)/docs/benchmarks.md | grep -v '^\[\|^20[0-9][0-9]-\|CONFIG JSON'
-	( echo; echo '## Request path and publishing (Go benchmarks)'; echo; echo 'Per question at 1,000 x 5 (packing included), one changed service published at 5,000 x 10, and the first view of 5,000 x 10 (live bytes per instance):'; echo; echo '```'; $(GO) test -run '^$$' -bench 'ServeDNS|Publish|Prepare' -benchmem ./plugin/consul/ | grep Benchmark; echo '```' ) | tee -a docs/benchmarks.md
+	( echo; echo '## Request path and publishing (Go benchmarks)'; echo; echo '`go test -bench '"'"'ServeDNS|Publish|Prepare'"'"' -benchmem ./plugin/consul/`: ServeDNS per question on a 1,000 x 5 snapshot, the answer packed as the server sends it; Publish, one changed service at 5,000 x 10 (the replica'"'"'s map copies, the snapshot and the view); Prepare, the first view of 5,000 x 10 and the bytes it keeps alive per instance.'; echo; echo '```'; $(GO) test -run '^$$' -bench 'ServeDNS|Publish|Prepare' -benchmem ./plugin/consul/ | grep Benchmark; echo '```' ) | tee -a docs/benchmarks.md
 
 ## bench-replica: initial sync at 5,000 x 10 and propagation at 1,000 services, against a real agent
 bench-replica: consul build

@@ -500,7 +500,6 @@ func scale(t *testing.T, out *strings.Builder) {
 	rss := rssBytes(server.Pid(), "VmHWM:")
 	fmt.Fprintf(out, "## Scale\n\n%d services x %d instances: the plugin's CoreDNS ready (first complete sync) %.1f s after start,\npeak RSS %.0f MB, %.0f qps with the A/SRV mix over all %d services (dnsperf, as above).\n\n",
 		services, instances, ready.Seconds(), rss/1e6, r.qps, services)
-	fmt.Fprintf(out, "## Request path (Go benchmarks)\n\n`go test -bench ServeDNS -benchmem ./plugin/consul/`: ServeDNS on a 1,000-service snapshot, the answer packed as the server sends it.\n")
 }
 
 func rssBytes(pid int, field string) float64 {
