@@ -2,6 +2,8 @@ package consul
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -407,5 +409,50 @@ func TestMatchZone(t *testing.T) {
 	}
 	if got := matchZone([]string{"."}, "web.service.consul."); got != "." {
 		t.Errorf("the root zone matches %q, want .", got)
+	}
+}
+
+// TestServeWhilePublishing asks questions while new snapshots are published
+// and prepared: run with -race, it shows the request path and publishing
+// share the prepared records safely, and every answer is whole.
+func TestServeWhilePublishing(t *testing.T) {
+	c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
+	first := benchCatalog(50, 3, 10)
+	c.publish(first)
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			qtype := []uint16{dns.TypeA, dns.TypeSRV}[w%2]
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				m := new(dns.Msg)
+				m.SetQuestion(fmt.Sprintf("service-%d.service.consul.", i%50), qtype)
+				rec := dnstest.NewRecorder(&test.ResponseWriter{})
+				if _, err := c.ServeDNS(context.Background(), rec, m); err != nil || rec.Msg.Rcode != dns.RcodeSuccess || len(rec.Msg.Answer) != 3 {
+					errs <- fmt.Errorf("%s: %v, answer %v", m.Question[0].Name, err, rec.Msg)
+					return
+				}
+			}
+		}()
+	}
+	services := first.Services
+	for i := range 200 {
+		key := fmt.Sprintf("service-%d", i%50)
+		old := services[key]
+		services = maps.Clone(services)
+		services[key] = &snapshot.Service{Name: old.Name, Index: uint64(1000 + i), Instances: old.Instances}
+		c.publish(snapshot.New("dc1", 0, services, first.Nodes, time.Now()))
+	}
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
