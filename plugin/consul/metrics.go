@@ -40,6 +40,14 @@ var (
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "instances",
 		Help: "Service instances in the snapshot being served.",
 	}, []string{"datacenter"})
+	watchedServices = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "watched_services",
+		Help: "Services with a blocking query of their own: their changes arrive in milliseconds.",
+	}, []string{"datacenter"})
+	unwatchedServices = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "unwatched_services",
+		Help: "Services past the watcher budget (max_watchers), kept current by change detectors and sweeps.",
+	}, []string{"datacenter"})
 	requests = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "requests_total",
 		Help: "Requests to Consul's HTTP API.",

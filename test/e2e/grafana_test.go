@@ -112,6 +112,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		"coredns_consul_stale", "coredns_consul_request_errors_total", "coredns_consul_services",
 		"coredns_consul_publish_delay_seconds_bucket", "coredns_consul_stale_answers_total",
 		"coredns_consul_expired_answers_total", "coredns_consul_guard_holding",
+		"coredns_consul_watched_services", "coredns_consul_unwatched_services",
 	} {
 		if !used[m] {
 			t.Errorf("no panel shows %s", m)
