@@ -65,6 +65,11 @@ pick_port() {
 # The default or given ports must be free; in DEMO_HOLD=0 the others are
 # picked free. fixed holds PORT:PURPOSE pairs to check.
 fixed=()
+# Given ports are never picked for something else.
+[ -n "${DEMO_DNS_PORT:-}" ] && picked+="$DEMO_DNS_PORT "
+if [ -n "${DEMO_PORT_BASE:-}" ]; then
+  for i in 0 1 2 3 4 5; do picked+="$((DEMO_PORT_BASE + i)) "; done
+fi
 if [ -n "${DEMO_PORT_BASE:-}" ] || [ "$hold" != "0" ]; then
   base=${DEMO_PORT_BASE:-18500}
   http_port=$base

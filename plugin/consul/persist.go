@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -122,6 +123,10 @@ func loadSnapshot(path, datacenter string) *snapshot.Snapshot {
 func prepareSnapshotDir(path string) error {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return fmt.Errorf("%q is a directory, not a file", path)
+	}
+	if strings.HasSuffix(path, string(filepath.Separator)) {
+		// MkdirAll would make it a directory, which no write can replace.
+		return fmt.Errorf("%q names a directory, not a file", path)
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -270,7 +270,11 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		if len(args) != 1 && len(args) != 3 {
 			return c.Errf("tls takes CA, or CA CERT KEY")
 		}
-		files := api.TLSConfig{CAFile: args[0]}
+		// From the client's settings, so that a client certificate given in
+		// CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY is kept (and checked) when
+		// the Corefile names only the CA.
+		files := cfg.client.TLSConfig
+		files.CAFile = args[0]
 		if len(args) == 3 {
 			files.CertFile, files.KeyFile = args[1], args[2]
 		}
@@ -291,8 +295,7 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 			// crypto/tls's own errors start with "tls: " already.
 			return c.Errf("tls: %s", strings.TrimPrefix(err.Error(), "tls: "))
 		}
-		cfg.client.TLSConfig.CAFile = files.CAFile
-		cfg.client.TLSConfig.CertFile, cfg.client.TLSConfig.KeyFile = files.CertFile, files.KeyFile
+		cfg.client.TLSConfig = files
 	case "max_watchers":
 		// 0 is valid: no service gets a blocking query of its own, the
 		// detectors and sweeps keep every service current.

@@ -260,6 +260,23 @@ func TestParseMaxWatchers(t *testing.T) {
 
 // TestParseFileErrors checks that a file the Consul client would fail to
 // read is reported at the line that names it, not at the block's end.
+// TestParseTLSKeepsEnvironmentCertificate: a Corefile that names only the CA
+// keeps the client certificate given in Consul's environment variables.
+func TestParseTLSKeepsEnvironmentCertificate(t *testing.T) {
+	ca, cert, key := testCertificate(t)
+	t.Setenv("CONSUL_CLIENT_CERT", cert)
+	t.Setenv("CONSUL_CLIENT_KEY", key)
+	c := caddy.NewTestController("dns", "consul {\n address https://127.0.0.1:8501\n tls "+ca+"\n datacenter east\n}")
+	c.ServerBlockKeys = []string{"consul.:53"}
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.client.TLSConfig; got.CAFile != ca || got.CertFile != cert || got.KeyFile != key {
+		t.Errorf("TLS files %q %q %q, want the Corefile's CA and the environment's %q %q", got.CAFile, got.CertFile, got.KeyFile, cert, key)
+	}
+}
+
 func TestParseFileErrors(t *testing.T) {
 	ca, cert, key := testCertificate(t)
 	notPEM := writeFile(t, "not-pem", "hello\n")
@@ -309,6 +326,7 @@ func TestSetupSnapshotDir(t *testing.T) {
 		{"under a regular file", filepath.Join(aFile, "sub", "consul.snapshot"),
 			fmt.Sprintf(`plugin/consul: Testfile:4 - snapshot: creating the directory %q: mkdir %s: not a directory`, filepath.Join(aFile, "sub"), aFile), 0},
 		{"the path is a directory", tmp, fmt.Sprintf(`plugin/consul: Testfile:4 - snapshot: %q is a directory, not a file`, tmp), 0},
+		{"the path ends in a separator", filepath.Join(tmp, "new") + "/", fmt.Sprintf(`plugin/consul: Testfile:4 - snapshot: %q names a directory, not a file`, filepath.Join(tmp, "new")+"/"), 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
