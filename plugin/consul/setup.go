@@ -47,7 +47,7 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		// What the Corefile says was checked at its lines: this comes from
 		// the CONSUL_* environment, which has no line to point to.
-		return plugin.Error(pluginName, fmt.Errorf("consul client: %w", err))
+		return plugin.Error(pluginName, err)
 	}
 	if cfg.snapshotPath != "" {
 		// Here and not in parse: parse must not touch the file system
@@ -489,6 +489,9 @@ func durationArg(c *caddy.Controller) (time.Duration, error) {
 	return d, nil
 }
 
+// maxCredentialFile bounds the size of a CA, certificate, key or token file.
+const maxCredentialFile = 1 << 20
+
 // readable checks that path is a regular file this process may open, and
 // returns the bare reason (the caller names the file) when it is not.
 // It stats before opening, so that a FIFO or a device is never opened.
@@ -499,6 +502,11 @@ func readable(path string) error {
 	}
 	if !fi.Mode().IsRegular() {
 		return errors.New("not a regular file")
+	}
+	if fi.Size() > maxCredentialFile {
+		// Certificates, keys and tokens are small; a huge file is a typo
+		// (/proc/kcore reports terabytes) that must not be read whole.
+		return fmt.Errorf("%d bytes, more than a certificate, key or token file holds", fi.Size())
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -282,9 +282,15 @@ func TestParseFileErrors(t *testing.T) {
 	notPEM := writeFile(t, "not-pem", "hello\n")
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing")
+	huge := writeFile(t, "huge", "")
+	if err := os.Truncate(huge, 2<<20); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, option, want string
 	}{
+		{"huge CA", "tls " + huge, fmt.Sprintf(`Testfile:3 - Error during parsing: tls: CA file %q: 2097152 bytes, more than`, huge)},
+		{"huge token file", "token_file " + huge, fmt.Sprintf(`Testfile:3 - Error during parsing: token_file %q: 2097152 bytes, more than`, huge)},
 		{"missing CA", "tls " + missing, fmt.Sprintf(`Testfile:3 - Error during parsing: tls: CA file %q: no such file or directory`, missing)},
 		{"CA is a directory", "tls " + dir, fmt.Sprintf(`Testfile:3 - Error during parsing: tls: CA file %q: not a regular file`, dir)},
 		{"missing certificate", "tls " + ca + " " + missing + " " + key, fmt.Sprintf(`Testfile:3 - Error during parsing: tls: certificate file %q: no such file or directory`, missing)},
