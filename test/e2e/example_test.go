@@ -29,7 +29,7 @@ func TestCorefileExample(t *testing.T) {
 	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
 		replacements := map[string]string{
 			"ready :8181":                               fmt.Sprintf("ready 127.0.0.1:%d", p.Ready),
-			"health :8080":                              fmt.Sprintf("health 127.0.0.1:%d", corednsproc.FreePort(t)),
+			"health :8182":                              fmt.Sprintf("health 127.0.0.1:%d", corednsproc.FreePort(t)),
 			"prometheus :9153":                          fmt.Sprintf("prometheus 127.0.0.1:%d", corednsproc.FreePort(t)),
 			"address 127.0.0.1:8500":                    "address " + agent.HTTPAddr,
 			"forward . /etc/resolv.conf":                "forward . 127.0.0.1:1", // no network here
