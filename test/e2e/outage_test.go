@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -161,15 +163,29 @@ func TestOutage(t *testing.T) {
 	// data is held for the guard's time; without it, the empty truth is
 	// served: NXDOMAIN.
 	guarded := corednsproc.Start(t, outageCorefile(agent.HTTPAddr, filepath.Join(t.TempDir(), "guarded"), "        guard 0.5 4s\n"))
-	agent.RestartEmpty()
-	deadline := time.Now().Add(40 * time.Second) // the replicas come back after their backoff
-	for !strings.Contains(guarded.Metrics(t), `coredns_consul_guard_holding{datacenter="local"} 1`) {
-		if time.Now().After(deadline) {
-			t.Fatal("guard on: the guard never held the empty snapshot back")
+	// The guard may start holding before RestartEmpty returns (it waits for
+	// the new agent's leader): watch for it from before the restart.
+	heldAt := make(chan time.Time, 1)
+	go func() {
+		defer close(heldAt)
+		deadline := time.Now().Add(60 * time.Second) // the replicas come back after their backoff
+		for time.Now().Before(deadline) {
+			if resp, err := http.Get("http://" + guarded.MetricsAddr + "/metrics"); err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.Contains(string(body), `coredns_consul_guard_holding{datacenter="local"} 1`) {
+					heldAt <- time.Now()
+					return
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
+	}()
+	agent.RestartEmpty()
+	held, ok := <-heldAt
+	if !ok {
+		t.Fatal("guard on: the guard never held the empty snapshot back")
 	}
-	held := time.Now()
 	if got := answers(t, guarded.Addr, "service-2.service.consul."); got != instances {
 		t.Errorf("guard on: service-2 has %d answers while the guard holds, want the held %d", got, instances)
 	}
