@@ -563,7 +563,7 @@ func writeZone(t *testing.T, client *api.Client, path string) {
 // regenerate rewrites the zone every interval, as consul-template would.
 // regenerationPaused holds the zone file's regeneration while throughput
 // measures other contenders: reading the whole catalog every 5 s loads Consul
-// and the machine in bursts, which made their figures vary by a factor of two.
+// and the machine in bursts, which disturbed the other contenders' figures.
 var regenerationPaused atomic.Bool
 
 func regenerate(t *testing.T, client *api.Client, path string, interval time.Duration) func() {
