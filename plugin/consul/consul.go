@@ -42,9 +42,15 @@ type Consul struct {
 	maxStale, staleTTL time.Duration
 
 	persist *persister // nil without a snapshot file
-	guard   *guard     // nil without the removal guard
 
-	publishMu sync.Mutex // publish runs from the replica and the guard's timer
+	// publishMu is held by whatever decides what is served: publish, called
+	// by the replica, and recheck, called by the guard's timer. The fields
+	// below it are theirs.
+	publishMu  sync.Mutex
+	guard      *guard             // nil without the removal guard
+	guardTimer *time.Timer        // asks the guard again while it holds
+	received   *snapshot.Snapshot // the newest snapshot the replica published
+	stopped    bool               // after stop: the timer must not serve again
 
 	// view is the current snapshot, prepared for answering; nil until the
 	// first complete sync. The request path only ever loads it, so it takes
@@ -134,8 +140,47 @@ func (c *Consul) serve(snap *snapshot.Snapshot) {
 func (c *Consul) publish(snap *snapshot.Snapshot) {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
+	c.received = snap
+	c.decideLocked()
+}
+
+// recheck asks the guard again about the newest snapshot received, once the
+// time it holds a drop for may have passed.
+func (c *Consul) recheck() {
+	c.publishMu.Lock()
+	defer c.publishMu.Unlock()
+	if c.received != nil && !c.stopped {
+		c.decideLocked()
+	}
+}
+
+// stopGuard stops the guard's timer for good.
+func (c *Consul) stopGuard() {
+	c.publishMu.Lock()
+	defer c.publishMu.Unlock()
+	c.stopped = true
+	if c.guardTimer != nil {
+		c.guardTimer.Stop()
+	}
+}
+
+func (c *Consul) decideLocked() {
+	snap := c.received
 	if c.guard != nil {
-		snap = c.guard.decide(snap, c.publish)
+		var recheck time.Duration
+		snap, recheck = c.guard.decide(time.Now(), snap)
+		holding := 0.0
+		if c.guard.holding() {
+			holding = 1
+		}
+		guardHolding.WithLabelValues(c.dc).Set(holding)
+		if recheck > 0 {
+			if c.guardTimer == nil {
+				c.guardTimer = time.AfterFunc(recheck, c.recheck)
+			} else {
+				c.guardTimer.Reset(recheck)
+			}
+		}
 		if snap == c.current() {
 			return
 		}

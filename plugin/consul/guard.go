@@ -1,7 +1,6 @@
 package consul
 
 import (
-	"sync"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
@@ -16,15 +15,16 @@ import (
 // its service empty), so a drop is measured against the fullest snapshot
 // served within the hold time, and while the guard holds, that snapshot is
 // what is served.
+//
+// A guard is a plain value with no lock and no timer: its owner (publish,
+// under publishMu) passes it the time and the newest snapshot, and asks
+// again when told to. The timer therefore never carries a snapshot of its
+// own, which could be older than one published meanwhile.
 type guard struct {
 	fraction float64       // a drop to below (1-fraction) of the instances trips the guard
 	hold     time.Duration // how long the drop must persist to be believed
-	dc       string        // metrics label
 
-	mu      sync.Mutex
-	since   time.Time // when the current drop was first seen; zero when none
-	timer   *time.Timer
-	pending *snapshot.Snapshot
+	since time.Time // when the current drop was first seen; zero when none
 	// recent are the snapshots served within the last hold time.
 	recent []sample
 }
@@ -35,51 +35,48 @@ type sample struct {
 	snap      *snapshot.Snapshot
 }
 
-// decide returns the snapshot to serve now that next has arrived: next
-// itself, or while the guard holds, the fullest recent snapshot. When it
-// holds, it calls republish with the latest held snapshot once the hold time
-// has passed.
-func (g *guard) decide(next *snapshot.Snapshot, republish func(*snapshot.Snapshot)) *snapshot.Snapshot {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := time.Now()
+// decide returns the snapshot to serve at now, given that next is the newest
+// one Consul's data gave: next itself or, while the guard holds, the fullest
+// recent snapshot. While it holds, recheck is how long until decide must be
+// asked again (with the newest snapshot then); otherwise it is 0.
+func (g *guard) decide(now time.Time, next *snapshot.Snapshot) (serve *snapshot.Snapshot, recheck time.Duration) {
 	_, after := next.Counts()
-	base := g.baselineLocked(now)
+	base := g.baseline(now)
 	if base.snap == nil || float64(after) >= (1-g.fraction)*float64(base.instances) {
 		if !g.since.IsZero() {
 			log.Infof("removal guard: the instance count recovered; serving current data")
 		}
-		g.resetLocked()
-		g.recent = append(g.recent, sample{now, after, next})
-		return next
+		g.since = time.Time{}
+		g.remember(now, after, next)
+		return next, 0
 	}
 	if g.since.IsZero() {
 		log.Warningf("removal guard: Consul's data would drop from %d to %d instances; serving the last full snapshot for %s",
 			base.instances, after, g.hold)
 		g.since = now
-		guardHolding.WithLabelValues(g.dc).Set(1)
-		g.timer = time.AfterFunc(g.hold, func() {
-			g.mu.Lock()
-			pending := g.pending
-			g.mu.Unlock()
-			if pending != nil {
-				republish(pending)
-			}
-		})
 	}
-	if now.Sub(g.since) >= g.hold {
-		log.Warningf("removal guard: the drop persisted for %s; serving it", g.hold)
-		g.resetLocked()
-		g.recent = append(g.recent[:0], sample{now, after, next})
-		return next
+	if held := now.Sub(g.since); held < g.hold {
+		return base.snap, g.hold - held
 	}
-	g.pending = next
-	return base.snap
+	log.Warningf("removal guard: the drop persisted for %s; serving it", g.hold)
+	g.since = time.Time{}
+	g.recent = append(g.recent[:0], sample{now, after, next})
+	return next, 0
 }
 
-// baselineLocked is the fullest snapshot served within the last hold time.
-// While the guard holds, the window does not move.
-func (g *guard) baselineLocked(now time.Time) sample {
+// holding reports whether the guard is holding a drop back.
+func (g *guard) holding() bool { return !g.since.IsZero() }
+
+func (g *guard) remember(now time.Time, instances int, snap *snapshot.Snapshot) {
+	if n := len(g.recent); n > 0 && g.recent[n-1].snap == snap {
+		return // asked again about the snapshot it already serves
+	}
+	g.recent = append(g.recent, sample{now, instances, snap})
+}
+
+// baseline is the fullest snapshot served within the last hold time. While
+// the guard holds, the window does not move.
+func (g *guard) baseline(now time.Time) sample {
 	if g.since.IsZero() {
 		keep := g.recent[:0]
 		for _, s := range g.recent {
@@ -97,23 +94,4 @@ func (g *guard) baselineLocked(now time.Time) sample {
 		}
 	}
 	return base
-}
-
-func (g *guard) resetLocked() {
-	if g.timer != nil {
-		g.timer.Stop()
-		g.timer = nil
-	}
-	g.since, g.pending = time.Time{}, nil
-	guardHolding.WithLabelValues(g.dc).Set(0)
-}
-
-func (g *guard) stop() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.timer != nil {
-		g.timer.Stop()
-		g.timer = nil
-	}
-	g.recent = nil
 }

@@ -40,7 +40,7 @@ func setup(c *caddy.Controller) error {
 		maxStale: cfg.maxStale, staleTTL: cfg.staleTTL,
 	}
 	if cfg.guardFraction > 0 {
-		h.guard = &guard{fraction: cfg.guardFraction, hold: cfg.guardHold, dc: h.dc}
+		h.guard = &guard{fraction: cfg.guardFraction, hold: cfg.guardHold}
 	}
 	cfg.replica.Observer = observer{dc: h.dc}
 	h.replica, err = replica.New(cfg.client, cfg.replica, h.publish)
@@ -61,12 +61,21 @@ func setup(c *caddy.Controller) error {
 	// On reload the new instance starts serving before the old one stops:
 	// it answers from the old instance's snapshot until its own replica has
 	// synced, instead of SERVFAIL. On a start, the snapshot file does that.
+	var first *snapshot.Snapshot
 	if snap, ok := lastSnapshots.Load(h.key); ok {
-		h.serve(snap.(*snapshot.Snapshot))
+		first = snap.(*snapshot.Snapshot)
 	} else if h.persist != nil {
-		if snap := loadSnapshot(cfg.snapshotPath, cfg.replica.Datacenter); snap != nil {
-			h.serve(snap)
-			h.persist.loaded(snap)
+		if first = loadSnapshot(cfg.snapshotPath, cfg.replica.Datacenter); first != nil {
+			h.persist.loaded(first)
+		}
+	}
+	if first != nil {
+		h.serve(first)
+		if h.guard != nil {
+			// A Consul that comes back empty after a restart is measured
+			// against what was served before it.
+			_, instances := first.Counts()
+			h.guard.remember(time.Now(), instances, first)
 		}
 	}
 
@@ -83,9 +92,7 @@ func setup(c *caddy.Controller) error {
 	// old replica's goroutines and connections must go with it.
 	c.OnShutdown(func() error {
 		h.replica.Stop()
-		if h.guard != nil {
-			h.guard.stop()
-		}
+		h.stopGuard()
 		if h.persist != nil {
 			h.persist.close()
 		}

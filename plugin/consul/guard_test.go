@@ -1,0 +1,99 @@
+package consul
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+)
+
+// sized is a snapshot of one service with n instances at index.
+func sized(n int, index uint64) *snapshot.Snapshot {
+	svc := &snapshot.Service{Name: "web", Index: index}
+	for i := range n {
+		svc.Instances = append(svc.Instances, snapshot.Instance{ID: fmt.Sprint(i), Node: "n1", NodeAddress: "10.0.0.1", Port: 80})
+	}
+	return snapshot.New("dc1", 0, map[string]*snapshot.Service{"web": svc}, nil, time.Unix(0, 0))
+}
+
+func TestGuardDecide(t *testing.T) {
+	const hold = time.Minute
+	t0 := time.Unix(1000, 0)
+	type step struct {
+		at        time.Duration // after t0
+		instances int           // of the snapshot offered at that time
+		serve     int           // which step's snapshot is served (index into steps)
+		recheck   time.Duration
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"growth is served", []step{{0, 10, 0, 0}, {time.Second, 20, 1, 0}}},
+		{"a small drop is served", []step{{0, 10, 0, 0}, {time.Second, 6, 1, 0}}},
+		{"a large drop is held", []step{{0, 10, 0, 0}, {time.Second, 4, 0, hold}}},
+		{"held until the hold time passes", []step{
+			{0, 10, 0, 0}, {time.Second, 4, 0, hold}, {30 * time.Second, 4, 0, hold - 29*time.Second},
+			{61 * time.Second, 4, 3, 0}}},
+		{"a recovery ends the hold", []step{{0, 10, 0, 0}, {time.Second, 0, 0, hold}, {2 * time.Second, 9, 2, 0}}},
+		{"a collapse one service at a time is measured against the fullest", []step{
+			{0, 10, 0, 0}, {time.Second, 6, 1, 0}, {2 * time.Second, 4, 0, hold}}},
+		{"the fullest ages out after the hold time", []step{
+			{0, 10, 0, 0}, {time.Second, 6, 1, 0}, {2 * time.Minute, 4, 2, 0}}},
+		{"after a believed drop the smaller catalog is the baseline", []step{
+			{0, 10, 0, 0}, {time.Second, 2, 0, hold}, {62 * time.Second, 2, 2, 0}, {63 * time.Second, 2, 3, 0}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &guard{fraction: 0.5, hold: hold}
+			snaps := make([]*snapshot.Snapshot, len(tc.steps))
+			for i, s := range tc.steps {
+				snaps[i] = sized(s.instances, uint64(i+1))
+				serve, recheck := g.decide(t0.Add(s.at), snaps[i])
+				if serve != snaps[s.serve] || recheck != s.recheck {
+					t.Errorf("step %d: serves step %d's snapshot, recheck in %s; want step %d's, %s",
+						i, indexOf(snaps, serve), recheck, s.serve, s.recheck)
+				}
+			}
+		})
+	}
+}
+
+func indexOf(snaps []*snapshot.Snapshot, s *snapshot.Snapshot) int {
+	for i, x := range snaps {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestGuardTimerNeverRevertsANewerSnapshot is the race the guard had when its
+// timer carried the held snapshot: the timer took snapshot N, the replica
+// then published N+1 after the hold time (served), and the timer's late
+// republish of N, with the same instance count, was accepted: N was served
+// until Consul's next change. The timer now only asks again about the newest
+// snapshot received.
+func TestGuardTimerNeverRevertsANewerSnapshot(t *testing.T) {
+	const hold = 50 * time.Millisecond
+	for range 5 {
+		c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
+		c.guard = &guard{fraction: 0.5, hold: hold}
+		c.publish(sized(10, 1))
+		c.publish(sized(1, 2)) // held; the timer fires after hold
+		time.Sleep(hold - 10*time.Millisecond)
+		// The timer fires while publish is busy and must wait for it.
+		c.publishMu.Lock()
+		time.Sleep(30 * time.Millisecond)
+		c.publishMu.Unlock()
+		newer := sized(1, 3)
+		c.publish(newer) // past the hold time: served
+		time.Sleep(20 * time.Millisecond)
+		if got := c.current(); got != newer {
+			t.Fatalf("serving the snapshot at index %d, want the newer one at %d", got.Index, newer.Index)
+		}
+		c.stopGuard()
+	}
+}
