@@ -193,12 +193,6 @@ func (c *Consul) decideLocked() {
 	services, instances := snap.Counts()
 	serviceCount.WithLabelValues(c.dc).Set(float64(services))
 	instanceCount.WithLabelValues(c.dc).Set(float64(instances))
-	if c.replica != nil {
-		// Watchers follow the service list, whose changes are published.
-		watched := c.replica.Stats().Watchers
-		watchedServices.WithLabelValues(c.dc).Set(float64(watched))
-		unwatchedServices.WithLabelValues(c.dc).Set(float64(max(0, services-watched)))
-	}
 	consulIndex.WithLabelValues(c.dc).Set(float64(snap.Index))
 	snapshotTimestamp.WithLabelValues(c.dc).Set(float64(snap.Built.UnixNano()) / 1e9)
 }

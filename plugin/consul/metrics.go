@@ -48,6 +48,18 @@ var (
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "unwatched_services",
 		Help: "Services past the watcher budget (max_watchers), kept current by change detectors and sweeps.",
 	}, []string{"datacenter"})
+	watcherBudget = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "watcher_budget",
+		Help: "How many services may have a blocking query of their own: max_watchers, or sized from the agent's http_max_conns_per_client.",
+	}, []string{"datacenter"})
+	sweeps = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "sweeps_total",
+		Help: "Probe sweeps of the unwatched services: a change to the service list that no cheap signal named (a port or address changed).",
+	}, []string{"datacenter"})
+	sweepProbes = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "sweep_probes_total",
+		Help: "Requests to Consul spent by probe sweeps, one per unwatched service swept.",
+	}, []string{"datacenter"})
 	requests = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "requests_total",
 		Help: "Requests to Consul's HTTP API.",
@@ -102,6 +114,17 @@ func (o observer) Request(err error) {
 }
 
 func (o observer) Filtered() { aclFiltered.WithLabelValues(o.dc).Inc() }
+
+func (o observer) Watching(watched, services, budget int) {
+	watchedServices.WithLabelValues(o.dc).Set(float64(watched))
+	unwatchedServices.WithLabelValues(o.dc).Set(float64(max(0, services-watched)))
+	watcherBudget.WithLabelValues(o.dc).Set(float64(budget))
+}
+
+func (o observer) Swept(probes int) {
+	sweeps.WithLabelValues(o.dc).Inc()
+	sweepProbes.WithLabelValues(o.dc).Add(float64(probes))
+}
 
 func (o observer) Published(delay time.Duration) {
 	publishDelay.WithLabelValues(o.dc).Observe(delay.Seconds())

@@ -55,8 +55,13 @@ func newEndpoints(base *api.Config, addrs []string, maxConns int) (*endpoints, e
 	if len(addrs) == 0 {
 		addrs = []string{base.Address}
 	}
-	transport := base.Transport
-	if transport == nil {
+	// A transport of its own: the replica may replace its endpoints once it
+	// knows the agent's connection limit, and a transport shared with the
+	// old ones could still be in use by their closing connections.
+	var transport *http.Transport
+	if base.Transport != nil {
+		transport = base.Transport.Clone()
+	} else {
 		transport = cleanhttp.DefaultPooledTransport()
 	}
 	transport.MaxConnsPerHost = maxConns

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -56,6 +57,26 @@ func serviceAddresses(tagged map[string]api.ServiceAddress) map[string]string {
 
 func buildNode(n *api.Node) *snapshot.Node {
 	return &snapshot.Node{Name: n.Node, Address: n.Address, TaggedAddresses: n.TaggedAddresses, Meta: n.Meta}
+}
+
+// sameInstances reports whether two reads of a service hold the same
+// instances; buildService makes equal catalogs give equal slices.
+func sameInstances(a, b []snapshot.Instance) bool { return reflect.DeepEqual(a, b) }
+
+// sameRegistrations reports whether two reads of a service differ at most in
+// health: a change that does not move the service list's index.
+func sameRegistrations(a, b []snapshot.Instance) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		x.Health, y.Health = 0, 0
+		if !reflect.DeepEqual(x, y) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameNode(a, b *snapshot.Node) bool {

@@ -3,6 +3,8 @@ package replica
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -10,6 +12,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 )
+
+// The detectors name the services without a watcher that changed; the
+// fetchers read them. Each owns its state and only reports names.
 
 // checkKey identifies a health check.
 type checkKey struct{ node, id string }
@@ -19,10 +24,52 @@ type nonPassingCheck struct {
 	service string // empty for a node check
 }
 
+// healthDetector follows the non-passing checks. Their index moves on every
+// check change, and a check entering, leaving or moving within the set names
+// the service (or node) whose health changed.
+type healthDetector struct {
+	checks map[checkKey]nonPassingCheck
+}
+
+// observe takes a new read of the non-passing checks and returns the keys of
+// the services whose checks changed, and the nodes whose node checks did.
+func (h *healthDetector) observe(checks api.HealthChecks) (services, nodes map[string]bool) {
+	current := make(map[checkKey]nonPassingCheck, len(checks))
+	for _, c := range checks {
+		current[checkKey{c.Node, c.CheckID}] = nonPassingCheck{status: c.Status, service: c.ServiceName}
+	}
+	services, nodes = diffChecks(h.checks, current)
+	h.checks = current
+	return services, nodes
+}
+
+// diffChecks names the services (by key) and the nodes whose checks differ
+// between two reads: checks that appeared, disappeared or changed. A check
+// without a service is a node check.
+func diffChecks(previous, current map[checkKey]nonPassingCheck) (services, nodes map[string]bool) {
+	services, nodes = make(map[string]bool), make(map[string]bool)
+	note := func(k checkKey, c nonPassingCheck) {
+		if c.service != "" {
+			services[snapshot.Key(c.service)] = true
+		} else {
+			nodes[k.node] = true
+		}
+	}
+	for k, c := range current {
+		if old, ok := previous[k]; !ok || old != c {
+			note(k, c)
+		}
+	}
+	for k, c := range previous {
+		if _, ok := current[k]; !ok {
+			note(k, c)
+		}
+	}
+	return services, nodes
+}
+
 // nonPassingFilter keeps the health detector's answers small: only checks
-// that are warning or critical, usually few. Its index still moves on every
-// check change, and a check entering, leaving or moving within that set
-// names the service (or node) whose health changed.
+// that are warning or critical, usually few.
 const nonPassingFilter = `Status != "passing"`
 
 // fetchNonPassing reads the non-passing checks and queues the services
@@ -36,63 +83,28 @@ func (r *Replicator) fetchNonPassing(_ context.Context, client *api.Client, opts
 	if meta.LastIndex == opts.WaitIndex {
 		return meta, nil
 	}
-	current := make(map[checkKey]nonPassingCheck, len(checks))
-	for _, c := range checks {
-		current[checkKey{c.Node, c.CheckID}] = nonPassingCheck{status: c.Status, service: c.ServiceName}
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	changedServices := changedServicesLocked(r, r.nonPassing, current)
-	r.nonPassing = current
-	r.queueUnwatchedLocked(changedServices)
+	services, nodes := r.health.observe(checks)
+	for key := range r.servicesOnNodesLocked(nodes) {
+		services[key] = true
+	}
+	r.queueUnwatchedLocked(services)
 	return meta, nil
-}
-
-// checkState is what a detector remembers of a check.
-type checkState interface {
-	comparable
-	serviceName() string // empty for a node check
-}
-
-func (c nonPassingCheck) serviceName() string { return c.service }
-func (c checkSeen) serviceName() string       { return c.service }
-
-// changedServicesLocked names the services whose checks differ between two
-// reads: checks that appeared, disappeared or changed. A node check names
-// every service with an instance on its node.
-func changedServicesLocked[V checkState](r *Replicator, previous, current map[checkKey]V) map[string]bool {
-	services, nodes := make(map[string]bool), make(map[string]bool)
-	note := func(k checkKey, v V) {
-		if name := v.serviceName(); name != "" {
-			services[snapshot.Key(name)] = true
-		} else {
-			nodes[k.node] = true
-		}
-	}
-	for k, v := range current {
-		if old, ok := previous[k]; !ok || old != v {
-			note(k, v)
-		}
-	}
-	for k, v := range previous {
-		if _, ok := current[k]; !ok {
-			note(k, v)
-		}
-	}
-	if len(nodes) > 0 {
-		for key := range r.servicesOnNodesLocked(nodes) {
-			services[key] = true
-		}
-	}
-	return services
 }
 
 // servicesOnNodesLocked returns the services with an instance on any of nodes.
 func (r *Replicator) servicesOnNodesLocked(nodes map[string]bool) map[string]bool {
 	out := make(map[string]bool)
-	for key, svc := range r.services {
-		for i := range svc.Instances {
-			if nodes[svc.Instances[i].Node] {
+	if len(nodes) == 0 {
+		return out
+	}
+	for key, e := range r.services {
+		if e.svc == nil {
+			continue
+		}
+		for i := range e.svc.Instances {
+			if nodes[e.svc.Instances[i].Node] {
 				out[key] = true
 				break
 			}
@@ -101,11 +113,11 @@ func (r *Replicator) servicesOnNodesLocked(nodes map[string]bool) map[string]boo
 	return out
 }
 
-// queueUnwatchedLocked queues the listed services among keys that have no
-// watcher; watchers see their own changes.
+// queueUnwatchedLocked queues the services among keys that have no watcher;
+// watchers see their own changes.
 func (r *Replicator) queueUnwatchedLocked(keys map[string]bool) {
 	for key := range keys {
-		if _, listed := r.names[key]; listed && r.watchers[key] == nil {
+		if e := r.services[key]; e != nil && e.watcher == nil {
 			r.fetches.push(key)
 		}
 	}
@@ -143,146 +155,192 @@ func (r *Replicator) fetchNodes(_ context.Context, client *api.Client, opts *api
 	}
 	r.nodes = nodes
 	r.nodesListed = true
-	if len(changed) > 0 {
-		r.queueUnwatchedLocked(r.servicesOnNodesLocked(changed))
-	}
+	r.queueUnwatchedLocked(r.servicesOnNodesLocked(changed))
 	if dirty {
+		// No noteIndexLocked: a node is registered in the same write as the
+		// instance on it, and a move of the service list's index at that
+		// write is explained only by reading the service.
 		r.markDirty()
 	}
 	return meta, nil
 }
 
-// requestSweep asks the sweeper for a sweep; requests made while one is
-// pending are covered by it.
-func (r *Replicator) requestSweep() {
-	select {
-	case r.sweeps <- struct{}{}:
-	default:
-	}
+// summary is what /v1/internal/ui/services says about one service: enough
+// to tell that an instance or a check was added or removed, or moved node.
+type summary struct {
+	instances, passing, warning, critical int
+	tags, nodes                           string
 }
 
-// maxDiffChecks bounds the catalog for which diffChecks reads every check
-// (about 480 bytes each): past it, sweeps probe services one by one.
-const maxDiffChecks = 20000
-
-// checkSeen is what diffChecks remembers of a check.
-type checkSeen struct {
-	modifyIndex uint64
-	service     string // empty for a node check
+// uiSummary is one service of /v1/internal/ui/services (internal: the UI's;
+// absent or different in other Consul versions, which only cost sweeps).
+type uiSummary struct {
+	Name                                         string
+	Tags, Nodes                                  []string
+	InstanceCount                                int
+	ChecksPassing, ChecksWarning, ChecksCritical int
+	Kind                                         string
+	PeerName                                     string
 }
 
-// diffChecks reads every check in one request and queues the services
-// without a watcher whose checks appeared, disappeared or changed since the
-// last read: most registrations and deregistrations carry checks, so one
-// request usually names what a move of the service list's index was. It
-// reports how many services it queued, and false when it cannot tell (the
-// first read, a failed read, a catalog past maxDiffChecks).
-func (r *Replicator) diffChecks() (int, bool) {
-	r.mu.Lock()
-	tooMany := len(r.allChecks) > maxDiffChecks
-	r.mu.Unlock()
-	if tooMany {
-		return 0, false
+// summaryDetector follows the services' summaries.
+type summaryDetector struct {
+	last map[string]summary // by key; nil before the first read
+}
+
+// observe takes a new read of the summaries and returns the keys of the
+// services whose summaries changed; nothing on the first read.
+func (d *summaryDetector) observe(list []uiSummary) []string {
+	current := make(map[string]summary, len(list))
+	for _, s := range list {
+		if s.PeerName != "" {
+			continue // imported from a cluster peer: not this datacenter's
+		}
+		tags, nodes := slices.Clone(s.Tags), slices.Clone(s.Nodes)
+		slices.Sort(tags)
+		slices.Sort(nodes)
+		current[snapshot.Key(s.Name)] = summary{
+			instances: s.InstanceCount, passing: s.ChecksPassing, warning: s.ChecksWarning, critical: s.ChecksCritical,
+			tags: strings.Join(tags, "\x00"), nodes: strings.Join(nodes, "\x00"),
+		}
 	}
-	var checks api.HealthChecks
+	previous := d.last
+	d.last = current
+	if previous == nil {
+		return nil
+	}
+	return diffSummaries(previous, current)
+}
+
+// diffSummaries returns the keys whose summaries differ, sorted.
+func diffSummaries(previous, current map[string]summary) []string {
+	var changed []string
+	for k, s := range current {
+		if old, ok := previous[k]; !ok || old != s {
+			changed = append(changed, k)
+		}
+	}
+	for k := range previous {
+		if _, ok := current[k]; !ok {
+			changed = append(changed, k)
+		}
+	}
+	slices.Sort(changed)
+	return changed
+}
+
+// readSummaries reads every service's summary and queues those without a
+// watcher whose summary changed. It reports false when the read failed.
+func (r *Replicator) readSummaries(d *summaryDetector) bool {
+	var list []uiSummary
 	_, err := r.query(r.ctx, 0, 0, r.cfg.RequestSlack, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
-		c, meta, err := client.Health().State(api.HealthAny, opts)
-		checks = c
-		return meta, err
+		return client.Raw().Query("/v1/internal/ui/services", &list, opts)
 	})
 	if err != nil {
-		return 0, false
+		return false
 	}
-	current := make(map[checkKey]checkSeen, len(checks))
-	for _, c := range checks {
-		current[checkKey{c.Node, c.CheckID}] = checkSeen{c.ModifyIndex, c.ServiceName}
-	}
+	r.stats.summaries.Add(1)
+	changed := d.observe(list)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	previous, known := r.allChecks, r.allChecksRead
-	r.allChecks, r.allChecksRead = current, true
-	if !known {
-		return 0, false
+	for _, key := range changed {
+		if e := r.services[key]; e != nil && e.watcher == nil {
+			r.fetches.push(key)
+		}
 	}
-	services := changedServicesLocked(r, previous, current)
-	// Changes to watched services explain the move too, but need no fetch.
-	r.queueUnwatchedLocked(services)
-	return len(services), true
+	return true
 }
 
-// sweepLoop runs requested sweeps, at most one per SweepInterval, or per
-// twice the last sweep's duration when that is longer: under a storm of
-// registrations Consul spends at most a third of its time on sweeps. A sweep
-// is one read of every check (diffChecks) when that names what changed, else
-// a probe of every service without a watcher.
+// explainWait is how long a move of the service list's index may take to be
+// explained by a change the replica sees before it costs a sweep.
+const explainWait = time.Second
+
+// sweepLoop finds out what each move of the service list's index was, when
+// not every service is watched, in steps that each cost more than the last:
+//  1. it waits briefly: a watcher's read or the service list itself usually
+//     shows a registration change that explains the move;
+//  2. it reads the services' summaries (one request) and fetches those whose
+//     instance or check counts, nodes or tags changed: registrations and
+//     deregistrations, and waits for a change to show;
+//  3. a move still not explained (an address or port changed, or two
+//     changes that cancel out in the counts) costs a probe sweep.
+//
+// A move is explained by a registration change seen at exactly its index.
+// When several writes land between two reads of the service list, only the
+// last is explained that way: an unnamed change in an earlier one hides
+// until the next sweep.
+//
+// Reads of the summaries come at most one per SummaryInterval, and sweeps at
+// most one per SweepInterval or per four times the last sweep's duration.
 func (r *Replicator) sweepLoop() {
-	var last time.Time
+	var summaries summaryDetector
+	r.readSummaries(&summaries) // the baseline later reads are compared with
+	explained := func(index uint64) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.changedAt.has(index)
+	}
+	await := func(index uint64, d time.Duration) bool {
+		deadline := time.Now().Add(d)
+		for !explained(index) {
+			if time.Now().After(deadline) || !sleep(r.ctx, 5*time.Millisecond) {
+				return false
+			}
+		}
+		return true
+	}
+	var lastSummary, lastSweep time.Time
 	var took time.Duration
-	r.diffChecks() // the baseline later reads are compared with
-	// A change without checks (a service registered without any, a port
-	// changed) that coincides with one diffChecks names would go unseen;
-	// a probe sweep safetyDelay after a diff catches it.
-	var safety <-chan time.Time
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
-		case <-r.sweeps:
-		case <-safety:
-			// In the background, so that it does not hold up the diffs of
-			// the registrations that keep coming meanwhile.
-			safety = nil
-			if r.safetyRunning.CompareAndSwap(false, true) {
-				r.spawn(func() {
-					defer r.safetyRunning.Store(false)
-					n := r.sweep()
-					log.Debugf("safety sweep of %d services", n)
-				})
-			}
+		case <-r.moved:
+		}
+		index := r.listIndex.Load()
+		if await(index, 20*time.Millisecond) {
 			continue
 		}
-		if wait := max(r.cfg.SweepInterval, 2*took) - time.Since(last); wait > 0 {
-			if !sleep(r.ctx, wait) {
-				return
-			}
+		if wait := r.cfg.SummaryInterval - time.Since(lastSummary); wait > 0 && !sleep(r.ctx, wait) {
+			return
 		}
-		last = time.Now()
-		if found, ok := r.diffChecks(); ok && found > 0 {
-			took = time.Since(last)
-			log.Debugf("read every check in %s: %d services changed", took, found)
-			if safety == nil {
-				safety = time.After(safetyDelay)
-			}
+		lastSummary = time.Now()
+		index = r.listIndex.Load() // the moves made while waiting too
+		if r.readSummaries(&summaries) && await(index, explainWait) {
 			continue
 		}
+		if wait := max(r.cfg.SweepInterval, 4*took) - time.Since(lastSweep); wait > 0 && !sleep(r.ctx, wait) {
+			return
+		}
+		if explained(index) {
+			continue
+		}
+		lastSweep = time.Now()
 		n := r.sweep()
-		took = time.Since(last)
-		log.Debugf("swept %d services in %s", n, took)
+		took = time.Since(lastSweep)
+		r.stats.sweeps.Add(1)
+		if r.cfg.Observer != nil {
+			r.cfg.Observer.Swept(n)
+		}
+		log.Debugf("swept %d services in %s: the service list's index moved to %d with no change seen", n, took, index)
 	}
 }
-
-// safetyDelay is how long after a check diff a probe sweep follows.
-const safetyDelay = 5 * time.Second
 
 // sweep asks every service without a watcher for its current index, with a
 // filter that matches nothing so the answer carries no body, and queues those
 // whose index moved. It returns the number of services probed.
 func (r *Replicator) sweep() int {
-	r.mu.Lock()
 	type probe struct {
 		key, name string
 		index     uint64
 	}
 	var probes []probe
-	for key, name := range r.names {
-		if r.watchers[key] != nil {
+	r.mu.Lock()
+	for key, e := range r.services {
+		if e.watcher != nil {
 			continue
 		}
-		var index uint64
-		if svc := r.services[key]; svc != nil {
-			index = svc.Index
-		}
-		probes = append(probes, probe{key, name, index})
+		probes = append(probes, probe{key, e.name, e.index})
 	}
 	r.mu.Unlock()
 

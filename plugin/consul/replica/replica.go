@@ -6,22 +6,23 @@
 // How the replica stays current at scale (docs/design.md has the numbers):
 //   - one blocking query on /v1/catalog/services keeps the list of names;
 //   - one blocking query on /v1/catalog/nodes keeps the nodes;
-//   - up to MaxWatchers services have a blocking query of their own on
-//     /v1/health/service/<name>: exact, and cheap for Consul's servers with
+//   - every service is read once, at once; then, at a bounded rate so that
+//     the agent never sees a burst, services get a blocking query of their
+//     own on /v1/health/service/<name>, up to a budget sized from the
+//     agent's connection limit: exact, and cheap for Consul's servers with
 //     the agent's streaming backend;
-//   - the other services are kept current by detectors: a blocking query on
-//     the non-passing checks names the services whose health changed, and a
-//     move of the service list's index starts a sweep: one read of every
-//     check, diffed against the last (it names most registrations), else
-//     cheap per-service index probes, with a probe sweep 5s after a diff as
-//     the safety net. Either queues the changed services for a bounded pool
-//     of fetchers. A service found changed this way takes the watcher slot of
-//     the service that changed least recently.
+//   - services without one are kept current by detectors that only name
+//     services: a blocking query on the non-passing checks names those whose
+//     health changed; a move of the service list's index not explained by a
+//     change the replica saw reads the services' summaries (instance and
+//     check counts) and names those whose counts changed; a move still not
+//     explained (a port changed, with no count to show it) costs a paced
+//     sweep of per-service index probes. A service found changed takes the
+//     watcher slot of the service that changed least recently.
 package replica
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -58,16 +59,21 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the delay after a failed request.
 	BackoffMin, BackoffMax time.Duration
 	// MaxWatchers caps the per-service blocking queries. Over plain HTTP
-	// each holds a connection, and a Consul agent accepts 200 per client IP;
-	// over HTTPS they share HTTP/2 connections. AutoWatchers picks
-	// HTTPWatchers or HTTPSWatchers by the endpoints' scheme.
+	// each holds a connection, and a Consul agent accepts 200 per client IP
+	// by default; over HTTPS they share HTTP/2 connections. AutoWatchers
+	// sizes the budget from the agent's limit (watcherBudget).
 	MaxWatchers int
+	// WatchRate bounds how many watchers start per second: a Consul agent
+	// that sees thousands of blocking queries at once grows its memory by
+	// several times what they cost it once running.
+	WatchRate rate.Limit
 	// Fetchers is the number of concurrent fetches and sweep probes.
 	Fetchers int
 	// FetchRate bounds fetches and probes per second, all fetchers together.
 	FetchRate rate.Limit
-	// SweepInterval is the least time between two sweeps.
-	SweepInterval time.Duration
+	// SummaryInterval is the least time between two reads of the services'
+	// summaries; SweepInterval the least time between two probe sweeps.
+	SummaryInterval, SweepInterval time.Duration
 	// PublishInterval is the least time between two snapshots: changes that
 	// land within it are published together; a lone change is not delayed.
 	PublishInterval time.Duration
@@ -89,6 +95,12 @@ type Observer interface {
 	// Filtered reports an answer Consul cut short because the ACL token may
 	// not read all of it.
 	Filtered()
+	// Swept reports a sweep of per-service probes: a change no cheap signal
+	// named.
+	Swept(probes int)
+	// Watching reports how many of the listed services have a watcher of
+	// their own, and how many may.
+	Watching(watched, services, budget int)
 }
 
 // DefaultConfig returns the settings used when the Corefile says nothing.
@@ -101,9 +113,11 @@ func DefaultConfig() Config {
 		BackoffMin:      250 * time.Millisecond,
 		BackoffMax:      30 * time.Second,
 		MaxWatchers:     AutoWatchers,
+		WatchRate:       100,
 		Fetchers:        16,
 		FetchRate:       5000,
-		SweepInterval:   100 * time.Millisecond,
+		SummaryInterval: 100 * time.Millisecond,
+		SweepInterval:   time.Second,
 		PublishInterval: 5 * time.Millisecond,
 
 		LivenessInterval: 5 * time.Second,
@@ -113,19 +127,25 @@ func DefaultConfig() Config {
 
 // Watcher budgets.
 const (
+	// AutoWatchers sizes the budget from the agent's connection limit.
 	AutoWatchers = -1
-	// HTTPWatchers leaves room under Consul's default of 200 connections per
-	// client IP for the fetchers, the detector loops and other clients.
+	// HTTPWatchers is the budget when the agent's limit cannot be read: it
+	// leaves room under Consul's default of 200 connections per client IP
+	// for the fetchers, the detector loops and other clients.
 	HTTPWatchers = 128
-	// HTTPSWatchers is a bound on memory, not on connections: HTTP/2 carries
-	// up to 250 concurrent requests on each connection.
-	HTTPSWatchers = 4096
+	// HTTPSWatchers, and the budget under an agent without a limit, bound
+	// the agent's memory, not connections: HTTP/2 carries up to 250
+	// concurrent requests on each connection.
+	HTTPSWatchers = 8192
 )
 
 // connections is the most HTTP connections a replica opens to one endpoint:
-// every watcher and fetcher, the three detector loops and the datacenter
-// look-up.
-func (c Config) connections() int { return c.MaxWatchers + c.Fetchers + 4 }
+// every watcher, and its overhead.
+func (c Config) connections() int { return c.MaxWatchers + c.overhead() }
+
+// overhead is the connections a replica needs besides its watchers: the
+// fetchers, the three detector loops and the liveness ping.
+func (c Config) overhead() int { return c.Fetchers + 4 }
 
 // Stats are counters about the replica's conversation with Consul.
 type Stats struct {
@@ -137,11 +157,16 @@ type Stats struct {
 	// the leader; KnownLeader whether it knew one (stale reads).
 	LastContact time.Duration
 	KnownLeader bool
-	Watchers    int
+	// Watchers is how many services have a blocking query of their own,
+	// Budget how many may, Services how many are listed.
+	Watchers, Budget, Services int
+	// Sweeps counts probe sweeps, Summaries reads of the services' summaries.
+	Sweeps, Summaries uint64
 }
 
 type stats struct {
 	requests, errors, tooMany atomic.Uint64
+	sweeps, summaries         atomic.Uint64
 	lastContact               atomic.Int64
 	knownLeader               atomic.Bool
 	// contactAt is when Consul last answered, failingSince when requests
@@ -155,10 +180,13 @@ type stats struct {
 
 // Replicator replicates one Consul datacenter.
 type Replicator struct {
-	endpoints *endpoints
-	cfg       Config
-	publish   func(*snapshot.Snapshot)
-	stats     stats
+	consul *api.Config // to rebuild the endpoints for the agent's limit
+	// autoBudget: the watcher budget is sized from the agent's limit.
+	autoBudget bool
+	endpoints  *endpoints
+	cfg        Config
+	publish    func(*snapshot.Snapshot)
+	stats      stats
 
 	// ctx lives from Start to Stop; every loop runs under it.
 	ctx    context.Context
@@ -166,60 +194,68 @@ type Replicator struct {
 	wg     sync.WaitGroup
 
 	dirty   chan struct{} // capacity 1: coalesces change signals for the publisher
-	sweeps  chan struct{} // capacity 1: coalesces sweep requests
-	fetches *queue
+	moved   chan struct{} // capacity 1: the service list's index moved (listIndex)
+	fetches *queue        // services to read once
+	ramp    *queue        // services read once, waiting for a watcher
 	limiter *rate.Limiter // shared by fetchers and probes
 
-	mu            sync.Mutex
-	datacenter    string
-	listed        bool                         // the service list was read at least once
-	nodesListed   bool                         // the node list was read at least once
-	synced        bool                         // a complete snapshot was published
-	names         map[string]string            // key → name as Consul spells it
-	tags          map[string][]string          // key → tags from the service list
-	services      map[string]*snapshot.Service // key → latest fetched view
-	nodes         map[string]*snapshot.Node    // key → node
-	watchers      map[string]*watcher          // key → the service's own blocking query
-	nonPassing    map[checkKey]nonPassingCheck // health detector state
-	safetyRunning atomic.Bool                  // a safety sweep is under way
-	// allChecks is diffChecks' last read of every check.
-	allChecks     map[checkKey]checkSeen
-	allChecksRead bool
+	// listIndex is the service list's index at its last move: the sweeper
+	// finds out what changed at it.
+	listIndex atomic.Uint64
+
+	mu          sync.Mutex
+	datacenter  string
+	listed      bool              // the service list was read at least once
+	nodesListed bool              // the node list was read at least once
+	synced      bool              // a complete snapshot was published
+	services    map[string]*entry // by snapshot.Key
+	nodes       map[string]*snapshot.Node
+	watchers    int // services with a watcher
+	// changedAt are the indexes of the latest registration changes the
+	// replica saw (a service added, removed or retagged, an instance added,
+	// removed or changed): a move of the service list's index to one of them
+	// is explained. Only the exact index counts: an agent's streaming view
+	// may answer with an index past the change's own.
+	changedAt changeRing
+	health    healthDetector
+	warned    int // unwatched services at the last budget warning
 }
 
-type watcher struct {
-	cancel     context.CancelFunc
-	lastChange time.Time
+// entry is everything the replica holds about one service.
+type entry struct {
+	name    string            // as Consul spells it
+	tags    []string          // from the service list
+	svc     *snapshot.Service // the latest data; nil before the first read
+	index   uint64            // the index of the latest read, which may be past svc's
+	watcher *watcher          // its own blocking query; nil without one
 }
 
 // New returns a Replicator that reads from the Consul endpoints that consul
 // and cfg describe and hands every new complete snapshot to publish. publish
 // is called from one goroutine at a time.
 func New(consul *api.Config, cfg Config, publish func(*snapshot.Snapshot)) (*Replicator, error) {
-	if cfg.MaxWatchers < 0 {
-		cfg.MaxWatchers = HTTPWatchers
-		if allHTTPS(consul, cfg.Addresses) {
-			cfg.MaxWatchers = HTTPSWatchers
-		}
+	auto := cfg.MaxWatchers < 0
+	if auto {
+		cfg.MaxWatchers = fallbackBudget(consul, cfg.Addresses)
 	}
 	eps, err := newEndpoints(consul, cfg.Addresses, cfg.connections())
 	if err != nil {
 		return nil, err
 	}
 	return &Replicator{
+		consul:     consul,
+		autoBudget: auto,
 		endpoints:  eps,
 		cfg:        cfg,
 		publish:    publish,
 		dirty:      make(chan struct{}, 1),
-		sweeps:     make(chan struct{}, 1),
+		moved:      make(chan struct{}, 1),
 		fetches:    newQueue(),
+		ramp:       newQueue(),
 		limiter:    rate.NewLimiter(cfg.FetchRate, max(1, int(cfg.FetchRate)/5)),
-		names:      make(map[string]string),
-		tags:       make(map[string][]string),
-		services:   make(map[string]*snapshot.Service),
+		services:   make(map[string]*entry),
 		nodes:      make(map[string]*snapshot.Node),
-		watchers:   make(map[string]*watcher),
-		nonPassing: make(map[checkKey]nonPassingCheck),
+		health:     healthDetector{checks: make(map[checkKey]nonPassingCheck)},
 	}, nil
 }
 
@@ -227,13 +263,14 @@ func New(consul *api.Config, cfg Config, publish func(*snapshot.Snapshot)) (*Rep
 func (r *Replicator) Start() {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.spawn(func() {
-		if err := r.resolveDatacenter(r.ctx); err != nil {
+		if err := r.readAgent(r.ctx); err != nil {
 			return // stopped
 		}
 		r.spawn(func() { r.watch(r.ctx, "service list", 0, r.fetchServiceList) })
 		r.spawn(func() { r.watch(r.ctx, "node list", 0, r.fetchNodes) })
 		r.spawn(func() { r.watch(r.ctx, "health changes", 0, r.fetchNonPassing) })
 		r.spawn(r.sweepLoop)
+		r.spawn(r.rampLoop)
 		if r.cfg.LivenessInterval > 0 {
 			r.spawn(r.livenessLoop)
 		}
@@ -267,7 +304,7 @@ func (r *Replicator) Stop() {
 // Stats returns the replica's counters.
 func (r *Replicator) Stats() Stats {
 	r.mu.Lock()
-	watchers := len(r.watchers)
+	watchers, services := r.watchers, len(r.services)
 	r.mu.Unlock()
 	return Stats{
 		Requests:    r.stats.requests.Load(),
@@ -276,50 +313,11 @@ func (r *Replicator) Stats() Stats {
 		LastContact: time.Duration(r.stats.lastContact.Load()),
 		KnownLeader: r.stats.knownLeader.Load(),
 		Watchers:    watchers,
+		Budget:      r.budget(),
+		Services:    services,
+		Sweeps:      r.stats.sweeps.Load(),
+		Summaries:   r.stats.summaries.Load(),
 	}
-}
-
-// resolveDatacenter learns the datacenter name, which DNS answers carry in
-// their SRV targets, from the agent when the configuration does not name it.
-func (r *Replicator) resolveDatacenter(ctx context.Context) error {
-	if r.cfg.Datacenter != "" {
-		r.setDatacenter(r.cfg.Datacenter)
-		return nil
-	}
-	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
-	for {
-		var dc string
-		_, err := r.query(ctx, 0, 0, 10*time.Second, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
-			// Agent().Self() takes no context; a hung agent would hold Stop.
-			var self struct{ Config struct{ Datacenter string } }
-			if _, err := client.Raw().Query("/v1/agent/self", &self, opts); err != nil {
-				return nil, err
-			}
-			dc = self.Config.Datacenter
-			if dc == "" {
-				return nil, errors.New("agent did not report a datacenter; set one in the Corefile")
-			}
-			return &api.QueryMeta{KnownLeader: true}, nil
-		})
-		if err == nil {
-			r.setDatacenter(dc)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		delay := backoff.next()
-		log.Warningf("reading the agent's datacenter: %v (retrying in %s)", err, delay.Round(time.Millisecond))
-		if !sleep(ctx, delay) {
-			return ctx.Err()
-		}
-	}
-}
-
-func (r *Replicator) setDatacenter(dc string) {
-	r.mu.Lock()
-	r.datacenter = dc
-	r.mu.Unlock()
 }
 
 // markDirty tells the publisher that the replica changed. It never blocks:
@@ -415,16 +413,52 @@ const publishBurst = 20
 // build assembles a snapshot, or returns nil before the replica first holds
 // every listed service: a snapshot missing services that exist in Consul
 // would answer NXDOMAIN for them, which resolvers cache. Afterwards a service
-// that is new and not fetched yet is simply not in the snapshot yet: no
+// that is new and not read yet is simply not in the snapshot yet: no
 // snapshot ever had it.
 func (r *Replicator) build() *snapshot.Snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	services := make(map[string]*snapshot.Service, len(r.services))
+	for key, e := range r.services {
+		if e.svc != nil {
+			services[key] = e.svc
+		}
+	}
 	if !r.synced {
-		if !r.listed || !r.nodesListed || len(r.services) < len(r.names) {
+		if !r.listed || !r.nodesListed || len(services) < len(r.services) {
 			return nil
 		}
 		r.synced = true
 	}
-	return snapshot.New(r.datacenter, 0, maps.Clone(r.services), maps.Clone(r.nodes), time.Now())
+	return snapshot.New(r.datacenter, 0, services, maps.Clone(r.nodes), time.Now())
 }
+
+// reportWatchersLocked tells the observer how many services are watched.
+func (r *Replicator) reportWatchersLocked() {
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Watching(r.watchers, len(r.services), r.cfg.MaxWatchers)
+	}
+}
+
+// changeRing holds the indexes of the latest changes.
+type changeRing struct {
+	at   [64]uint64
+	next int
+}
+
+func (c *changeRing) add(index uint64) {
+	c.at[c.next] = index
+	c.next = (c.next + 1) % len(c.at)
+}
+
+func (c *changeRing) has(index uint64) bool {
+	for _, i := range c.at {
+		if i == index && i != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// noteChangeLocked records a registration change the replica saw at index.
+func (r *Replicator) noteChangeLocked(index uint64) { r.changedAt.add(index) }

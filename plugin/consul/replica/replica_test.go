@@ -122,7 +122,7 @@ func TestReplicatorWatcherBudget(t *testing.T) {
 				n, _ := s.Counts()
 				return n == 6 // five services and consul itself
 			})
-			if got, want := r.Stats().Watchers, min(budget, 6); got != want {
+			if got, want := waitWatchers(r, min(budget, 6)), min(budget, 6); got != want {
 				t.Errorf("watchers = %d, want %d", got, want)
 			}
 
@@ -284,7 +284,7 @@ func TestReplicatorTLS(t *testing.T) {
 			r, latest := startReplica(t, consul, cfg)
 			if tc.synced {
 				waitFor(t, latest, "sync over HTTPS", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
-				if w := r.Stats().Watchers; w != 2 {
+				if w := waitWatchers(r, 2); w != 2 {
 					t.Errorf("%d watchers, want every service watched over HTTPS", w)
 				}
 				return
@@ -443,6 +443,16 @@ func TestBackoff(t *testing.T) {
 
 // startReplica starts a replica publishing into the pointer it returns, and
 // stops it when the test ends.
+// waitWatchers waits up to 5s for n watchers, which start at the ramp's pace
+// after the first snapshot, and returns how many there are.
+func waitWatchers(r *Replicator, n int) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Stats().Watchers != n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return r.Stats().Watchers
+}
+
 func startReplica(t *testing.T, consul *api.Config, cfg Config) (*Replicator, *atomic.Pointer[snapshot.Snapshot]) {
 	t.Helper()
 	var latest atomic.Pointer[snapshot.Snapshot]

@@ -9,11 +9,51 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/hashicorp/consul/api"
+	"golang.org/x/time/rate"
 )
+
+// listDiff is how the service list differs from the services held, by key.
+type listDiff struct {
+	added    map[string]string // key → name
+	removed  []string
+	retagged []string
+}
+
+func (d listDiff) empty() bool { return len(d.added)+len(d.removed)+len(d.retagged) == 0 }
+
+// diffList compares the service list Consul gave with the services held. A
+// name whose spelling changed is removed and added again: its watcher asks
+// for the old spelling.
+func diffList(held map[string]*entry, list map[string][]string) listDiff {
+	d := listDiff{added: make(map[string]string)}
+	seen := make(map[string]bool, len(list))
+	for name, tags := range list {
+		key := snapshot.Key(name)
+		seen[key] = true
+		switch e := held[key]; {
+		case e == nil:
+			d.added[key] = name
+		case e.name != name:
+			d.removed = append(d.removed, key)
+			d.added[key] = name
+		case !sameSet(e.tags, tags):
+			d.retagged = append(d.retagged, key)
+		}
+	}
+	for key := range held {
+		if !seen[key] {
+			d.removed = append(d.removed, key)
+		}
+	}
+	slices.Sort(d.removed)
+	slices.Sort(d.retagged)
+	return d
+}
 
 // fetchServiceList reads the names and tags of all services and reconciles
 // the replica with them: new services are read, removed ones dropped, and a
-// move of the index that no watcher will see starts a sweep.
+// move of the index tells the sweeper to find out what changed when not
+// every service is watched.
 func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 	list, meta, err := client.Catalog().Services(opts)
 	if err != nil {
@@ -25,71 +65,103 @@ func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opt
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	seen := make(map[string]bool, len(list))
-	var added []string
-	for name, tags := range list {
-		key := snapshot.Key(name)
-		seen[key] = true
-		old, known := r.tags[key]
-		r.names[key] = name
-		r.tags[key] = tags
-		switch {
-		case !known:
-			added = append(added, key)
-		case !sameSet(old, tags) && r.watchers[key] == nil:
-			r.fetches.push(key)
-		}
+	d := diffList(r.services, list)
+	for _, key := range d.removed {
+		r.removeLocked(key)
 	}
-	removed := 0
-	for key := range r.names {
-		if !seen[key] {
-			r.removeLocked(key)
-			removed++
-		}
+	added := make([]string, 0, len(d.added))
+	for key, name := range d.added {
+		r.services[key] = &entry{name: name, tags: list[name]}
+		added = append(added, key)
 	}
-	// Watcher slots go to services in name order, so restarts watch the same set.
+	// Read in name order, so that restarts tend to watch the same set.
 	slices.Sort(added)
-	for _, key := range added {
-		if len(r.watchers) < r.cfg.MaxWatchers {
-			r.startWatcherLocked(key, 0)
-		} else {
+	r.fetches.push(added...)
+	for _, key := range d.retagged {
+		e := r.services[key]
+		e.tags = list[e.name]
+		if e.watcher == nil {
 			r.fetches.push(key)
 		}
+	}
+	if !d.empty() {
+		r.noteChangeLocked(meta.LastIndex)
 	}
 	// Registrations that change neither names nor tags move only the index:
-	// the services without a watcher must be asked whether it was them.
-	if r.listed && len(r.watchers) < len(r.names) {
-		r.requestSweep()
+	// unless every service is watched, the sweeper must find out which.
+	r.listIndex.Store(meta.LastIndex)
+	if r.listed && r.watchers < len(r.services) {
+		select {
+		case r.moved <- struct{}{}:
+		default:
+		}
 	}
-	if !r.listed || removed > 0 {
+	if !r.listed || len(d.removed) > 0 {
 		r.markDirty()
 	}
 	r.listed = true
+	r.warnBudgetLocked()
+	r.reportWatchersLocked()
 	return meta, nil
 }
 
 // removeLocked drops a service that is no longer in the catalog.
 func (r *Replicator) removeLocked(key string) {
-	if w := r.watchers[key]; w != nil {
-		w.cancel()
-		delete(r.watchers, key)
+	if e := r.services[key]; e != nil && e.watcher != nil {
+		r.stopWatcherLocked(e)
 	}
-	delete(r.names, key)
-	delete(r.tags, key)
 	delete(r.services, key)
 }
 
+type watcher struct {
+	cancel     context.CancelFunc
+	lastChange time.Time
+}
+
 // startWatcherLocked gives a service its own blocking query, starting from
-// index (0 to read it at once).
-func (r *Replicator) startWatcherLocked(key string, index uint64) {
+// the index of the data held.
+func (r *Replicator) startWatcherLocked(key string, e *entry) {
 	ctx, cancel := context.WithCancel(r.ctx)
-	r.watchers[key] = &watcher{cancel: cancel, lastChange: time.Now()}
-	name := r.names[key]
+	e.watcher = &watcher{cancel: cancel, lastChange: time.Now()}
+	r.watchers++
+	r.reportWatchersLocked()
+	name, index := e.name, e.index
 	r.spawn(func() {
 		r.watch(ctx, "service "+name, index, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 			return r.fetchService(ctx, client, key, name, opts)
 		})
 	})
+}
+
+func (r *Replicator) stopWatcherLocked(e *entry) {
+	e.watcher.cancel()
+	e.watcher = nil
+	r.watchers--
+	r.reportWatchersLocked()
+}
+
+// rampLoop gives services read once a watcher of their own, at most
+// WatchRate a second, while the budget allows: services waiting for theirs
+// are covered by the detectors meanwhile.
+func (r *Replicator) rampLoop() {
+	limiter := rate.NewLimiter(r.cfg.WatchRate, max(1, int(r.cfg.WatchRate)/10))
+	for {
+		key, ok := r.ramp.pop(r.ctx)
+		if !ok {
+			return
+		}
+		if r.budget() == 0 {
+			continue
+		}
+		if limiter.Wait(r.ctx) != nil {
+			return
+		}
+		r.mu.Lock()
+		if e := r.services[key]; e != nil && e.svc != nil && e.watcher == nil && r.watchers < r.cfg.MaxWatchers {
+			r.startWatcherLocked(key, e)
+		}
+		r.mu.Unlock()
+	}
 }
 
 // fetchService reads every instance of one service with its health, and
@@ -119,46 +191,52 @@ func (r *Replicator) fetchService(ctx context.Context, client *api.Client, key, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if r.names[key] != name {
-		return meta, nil
+	if e := r.services[key]; e != nil && e.name == name {
+		r.storeLocked(key, e, svc)
 	}
-	r.storeLocked(key, svc)
 	return meta, nil
 }
 
-// storeLocked records a fresh read of a service. A service without a watcher
-// that turns out to have changed takes the watcher slot of the service that
-// changed least recently: changes come in bursts (deploys, flapping checks),
-// and the next one to this service then propagates at once.
-func (r *Replicator) storeLocked(key string, svc *snapshot.Service) {
-	old, had := r.services[key]
-	if had && old.Index == svc.Index {
+// storeLocked records a fresh read of a service. A service read for the
+// first time waits for a watcher. One without a watcher that turns out to
+// have changed takes the watcher slot of the service that changed least
+// recently: changes come in bursts (deploys, flapping checks), and the next
+// one to this service then propagates at once.
+func (r *Replicator) storeLocked(key string, e *entry, svc *snapshot.Service) {
+	first := e.svc == nil
+	e.index = svc.Index
+	if !first && (e.svc.Index == svc.Index || sameInstances(e.svc.Instances, svc.Instances)) {
+		// Not a change: a streaming view's first answer, or a detector's
+		// false alarm. It is not worth a snapshot.
 		return
 	}
-	r.services[key] = svc
+	if !first && !sameRegistrations(e.svc.Instances, svc.Instances) {
+		log.Infof("DBG change %s %d", key, svc.Index)
+		r.noteChangeLocked(svc.Index)
+	}
+	e.svc = svc
 	r.markDirty()
-	if w := r.watchers[key]; w != nil {
-		w.lastChange = time.Now()
-		return
-	}
-	if !had || r.cfg.MaxWatchers == 0 {
-		return
-	}
-	if len(r.watchers) >= r.cfg.MaxWatchers {
-		coldest := ""
-		var coldestAt time.Time
-		for k, w := range r.watchers {
-			if coldest == "" || w.lastChange.Before(coldestAt) {
-				coldest, coldestAt = k, w.lastChange
+	switch {
+	case e.watcher != nil:
+		e.watcher.lastChange = time.Now()
+	case first:
+		r.ramp.push(key)
+	case r.cfg.MaxWatchers > 0 && r.watchers >= r.cfg.MaxWatchers:
+		var coldest *entry
+		coldestKey := ""
+		for k, c := range r.services {
+			if c.watcher != nil && (coldest == nil || c.watcher.lastChange.Before(coldest.watcher.lastChange)) {
+				coldest, coldestKey = c, k
 			}
 		}
-		r.watchers[coldest].cancel()
-		delete(r.watchers, coldest)
+		r.stopWatcherLocked(coldest)
 		// A change the evicted watcher was about to see, or missed while
-		// Consul failed, would otherwise wait for the next sweep.
-		r.fetches.push(coldest)
+		// Consul failed, would otherwise wait for the detectors.
+		r.fetches.push(coldestKey)
+		r.startWatcherLocked(key, e)
+	case r.cfg.MaxWatchers > 0:
+		r.startWatcherLocked(key, e)
 	}
-	r.startWatcherLocked(key, svc.Index)
 }
 
 // fetchLoop reads queued services, one at a time, until the replica stops.
@@ -178,25 +256,27 @@ func (r *Replicator) fetchQueued(key string) {
 	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
 	for {
 		r.mu.Lock()
-		name, listed := r.names[key]
-		watched := r.watchers[key] != nil
-		index := uint64(1)
-		if svc := r.services[key]; svc != nil {
-			index = svc.Index
-		}
-		r.mu.Unlock()
-		if !listed || watched {
+		e := r.services[key]
+		if e == nil || e.watcher != nil {
+			r.mu.Unlock()
 			return // gone, or its watcher reads it
 		}
+		name, index, wait := e.name, uint64(0), time.Duration(0)
+		if e.svc != nil {
+			// A service is queued because it changed, but the agent's
+			// streaming view of it may not have caught up with the change
+			// yet: blocking on the index held returns as soon as it has,
+			// at no cost to the servers.
+			index, wait = e.index, fetchWait
+		}
+		// A service read for the first time is read at once from the
+		// servers (index 0): a blocking read would start the agent's
+		// streaming view of it, which a watcher starts later, at a pace.
+		r.mu.Unlock()
 		if err := r.limiter.Wait(r.ctx); err != nil {
 			return
 		}
-		// A blocking query, which the agent answers from its streaming view
-		// of the service at no cost to the servers. A service is queued
-		// because it changed, but the agent's view may not have caught up
-		// with the change yet: blocking on the index held returns as soon
-		// as it has. Index 1 reads a service not held yet at once.
-		_, err := r.query(r.ctx, index, fetchWait, fetchWait+r.cfg.RequestSlack, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		_, err := r.query(r.ctx, index, wait, wait+r.cfg.RequestSlack, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 			return r.fetchService(ctx, client, key, name, opts)
 		})
 		if err == nil || r.ctx.Err() != nil {
