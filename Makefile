@@ -12,7 +12,7 @@ COREDNS := $(CURDIR)/bin/coredns
 export CONSUL_BIN  := $(CONSUL)
 export COREDNS_BIN := $(COREDNS)
 
-.PHONY: all build consul deps test lint demo bench bench-replica fuzz soak clean
+.PHONY: all build consul deps test lint demo bench bench-replica bench-fleet fuzz soak clean
 
 all: build
 
@@ -68,7 +68,11 @@ bench: consul build
 
 ## bench-replica: initial sync at 5,000 x 10 and propagation at 1,000 services, against a real agent
 bench-replica: consul build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m -v ./test/bench/ | grep -v '^\[\|^20[0-9][0-9]-'
+	$(GO) test -run '^$$' -bench 'InitialSync|Propagation' -benchtime 1x -timeout 30m -v ./test/bench/ | grep -v '^\[\|^20[0-9][0-9]-'
+
+## bench-fleet: what each watched service costs a client agent and the servers (docs/fleet-cost.md)
+bench-fleet: consul
+	FLEET_REPORT=$(CURDIR)/docs/fleet-cost-run.md $(GO) test -run '^$$' -bench FleetCost -benchtime 1x -timeout 30m -v ./test/bench/ | grep -v '^\[\|^20[0-9][0-9]-'
 
 clean:
 	rm -rf bin
