@@ -139,7 +139,12 @@ wait_for() { # wait_for DESCRIPTION COMMAND...
 }
 
 echo "==> starting a Consul dev agent on 127.0.0.1:$http_port"
+# deploy/consul/coredns-consul.hcl raises the agent's connection limit per
+# client so that the plugin can give every service a blocking query of its
+# own over plain HTTP: what every agent the plugin reads from should have.
+echo "    with deploy/consul/coredns-consul.hcl: limits { http_max_conns_per_client = 1400 }"
 "$consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -node demo \
+  -config-file "$root/deploy/consul/coredns-consul.hcl" \
   -http-port "$http_port" -server-port "$server_port" \
   -serf-lan-port "$serf_lan_port" -serf-wan-port "$serf_wan_port" \
   -dns-port -1 -grpc-port -1 -grpc-tls-port -1 >"$work/consul.log" 2>&1 &
@@ -206,6 +211,10 @@ wait_for "web-5 in DNS" sh -c "[ \$(dig @127.0.0.1 -p $dns_port +short web.servi
   exit 1
 }
 show web.service.consul SRV
+
+echo
+echo "==> the plugin's watcher budget, read from the agent's limit (without the setting: 155 services)"
+curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^coredns_consul_(watcher_budget|watched_services|unwatched_services)' || true
 
 [ "$hold" = "0" ] && { echo; echo "demo OK"; exit 0; }
 
