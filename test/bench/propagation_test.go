@@ -10,7 +10,8 @@ package bench
 // Sizes can be changed for development: COST_SETUPS (a,b,c), COST_SERVICES
 // (every setup's service count), COST_INSTANCES (5), COST_CHANGES (per kind,
 // 20), COST_PACE_MS (100), COST_IDLE (seconds, 30), COST_TIMEOUT (seconds a
-// change may take to show before it counts as missing, 60).
+// change may take to show before it counts as missing, 60), COST_READY_WAIT
+// (seconds CoreDNS may take to be ready, 180).
 
 import (
 	"encoding/json"
@@ -78,8 +79,10 @@ type costResult struct {
 	rssAfter, hwmAfter    float64 // KB
 	gorBefore, gorAfter   float64
 	errorsAfter           float64 // the plugin's request_errors_total at the end
+	conns                 int     // TCP connections open to the agent's HTTP(S) ports once synced
 	kinds                 []costKindResult
 	failed, resetPeakOK   bool
+	note                  string // why the setup has no figures
 }
 
 // costSection runs every setup of COST_SETUPS and writes the section.
@@ -184,7 +187,16 @@ func costRun(t *testing.T, r *costResult) {
 		block = fmt.Sprintf("  address %s\n", proxy.Addr)
 	}
 	start = time.Now()
-	server := costStartCoreDNS(t, block, 5*time.Minute)
+	agentPorts := []int{agent.port(agent.HTTPAddr), agent.port(agent.HTTPSAddr)}
+	server, err := costStartCoreDNS(t, block, time.Duration(envInt("COST_READY_WAIT", 180))*time.Second, func() {
+		t.Logf("agent: %d connections open, %.0f goroutines, RSS %.0f MB", costConns(agentPorts), costGoroutines(t, agent.HTTPAddr),
+			costStatusKB(agent.Pid(), "VmRSS:")/1024)
+	})
+	if err != nil {
+		r.note = err.Error()
+		t.Error(err)
+		return
+	}
 	r.readyS = time.Since(start).Seconds()
 	// Synced with every watcher running: watched_services has not moved for
 	// 5 s (at most 3 minutes).
@@ -217,8 +229,10 @@ func costRun(t *testing.T, r *costResult) {
 	}
 	r.rssAfter, r.hwmAfter = costStatusKB(agent.Pid(), "VmRSS:"), costStatusKB(agent.Pid(), "VmHWM:")
 	r.gorAfter = costGoroutines(t, agent.HTTPAddr)
-	t.Logf("setup %s: ready %.1f s, %0.f watched / %.0f unwatched services stable at %.1f s; agent RSS %.0f MB, peak %.0f MB, %.0f goroutines",
-		s.name, r.readyS, r.watched, r.unwatched, r.syncedS, r.rssAfter/1024, r.hwmAfter/1024, r.gorAfter)
+	r.conns = costConns(agentPorts)
+	t.Logf("setup %s: plugin synced: %s", s.name, costPluginSummary(server.Metrics(t)))
+	t.Logf("setup %s: ready %.1f s, %0.f watched / %.0f unwatched services stable at %.1f s; agent RSS %.0f MB, peak %.0f MB, %.0f goroutines, %d connections",
+		s.name, r.readyS, r.watched, r.unwatched, r.syncedS, r.rssAfter/1024, r.hwmAfter/1024, r.gorAfter, r.conns)
 
 	counts := func() (proxied, metric float64) {
 		proxied = math.NaN()
@@ -469,6 +483,41 @@ func costMetric(text, name string) (float64, bool) {
 	return sum, found
 }
 
+// costPluginSummary is the plugin's own metrics in one line, histograms left out.
+func costPluginSummary(text string) string {
+	var parts []string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "coredns_consul_") && !strings.Contains(line, "_bucket") && !strings.Contains(line, "timestamp") {
+			parts = append(parts, strings.TrimPrefix(line, "coredns_consul_"))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// costConns counts the established TCP connections whose local port is one
+// of ports: with the agent's ports, the connections open to the agent.
+func costConns(ports []int) int {
+	n := 0
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 4 || f[3] != "01" { // ESTABLISHED
+				continue
+			}
+			_, portHex, ok := strings.Cut(f[1], ":")
+			port, err := strconv.ParseInt(portHex, 16, 32)
+			if ok && err == nil && slices.Contains(ports, int(port)) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // costStatusKB reads a field of /proc/<pid>/status, in KB.
 func costStatusKB(pid int, field string) float64 { return rssBytes(pid, field) / 1024 }
 
@@ -533,9 +582,10 @@ func (c *costCoreDNS) Metrics(t *testing.T) string {
 }
 
 // costStartCoreDNS starts CoreDNS serving consul. with the consul block's
-// settings, waits up to wait for it to be ready, and stops it when the test
-// ends.
-func costStartCoreDNS(t *testing.T, settings string, wait time.Duration) *costCoreDNS {
+// settings, waits up to wait for it to be ready (logging the plugin's
+// metrics and calling progress every 30 s meanwhile), and stops it when the
+// test ends.
+func costStartCoreDNS(t *testing.T, settings string, wait time.Duration, progress func()) (*costCoreDNS, error) {
 	t.Helper()
 	dnsPort, readyPort, metricsPort := freeport.Port(t), freeport.Port(t), freeport.Port(t)
 	c := &costCoreDNS{
@@ -581,15 +631,20 @@ func costStartCoreDNS(t *testing.T, settings string, wait time.Duration) *costCo
 			c.cmd.Process.Kill()
 			<-c.done
 		}
-		if t.Failed() {
-			t.Logf("coredns output (last lines):\n%s", output())
-		}
 	})
 	client := &http.Client{Timeout: time.Second}
+	nextReport := time.Now().Add(30 * time.Second)
 	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(nextReport) {
+			nextReport = nextReport.Add(30 * time.Second)
+			t.Logf("coredns not ready yet: %s", costPluginSummary(c.Metrics(t)))
+			if progress != nil {
+				progress()
+			}
+		}
 		select {
 		case <-c.done:
-			t.Fatalf("coredns exited during start-up:\n%s", output())
+			return nil, fmt.Errorf("CoreDNS exited during start-up:\n%s", output())
 		default:
 		}
 		resp, err := client.Get("http://" + c.readyAddr + "/ready")
@@ -600,11 +655,12 @@ func costStartCoreDNS(t *testing.T, settings string, wait time.Duration) *costCo
 		m := new(dns.Msg)
 		m.SetQuestion("consul.", dns.TypeSOA)
 		if _, _, err := (&dns.Client{Timeout: 200 * time.Millisecond}).Exchange(m, c.Addr); resp.StatusCode == http.StatusOK && err == nil {
-			return c
+			return c, nil
 		}
 	}
-	t.Fatalf("coredns not ready after %s:\n%s", wait, output())
-	return nil
+	summary := costPluginSummary(c.Metrics(t))
+	t.Logf("coredns output (last lines):\n%s", output())
+	return nil, fmt.Errorf("CoreDNS not ready after %s (plugin metrics: %s)", wait, summary)
 }
 
 // costAgent is a single-server Consul agent run as consulagent.Process runs
@@ -616,6 +672,13 @@ type costAgent struct {
 }
 
 func (a *costAgent) Pid() int { return a.cmd.Process.Pid }
+
+// port is the port of one of the agent's addresses (0 for none).
+func (a *costAgent) port(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
 
 func costStartAgent(t *testing.T, withTLS bool, maxConns int) *costAgent {
 	t.Helper()
@@ -714,7 +777,8 @@ the proxy and by the plugin's coredns_consul_requests_total (which counts a requ
 Idle: requests per second over %d s after the plugin synced. Agent cost: peak RSS (VmHWM, reset to the
 current RSS just before CoreDNS starts) and go_goroutines, before CoreDNS starts and once
 coredns_consul_watched_services has not moved for 5 s and the agent's goroutine count has settled,
-divided by the watched services and, after the semicolon, by all replicated services.
+divided by the watched services and, after the semicolon, by all replicated services. Connections: TCP
+connections established to the agent's HTTP and HTTPS ports once synced (the proxy's, over HTTP).
 
 `, r0.instances, changes, envInt("COST_PACE_MS", 100), envInt("COST_TIMEOUT", 60), envInt("COST_IDLE", 30))
 
@@ -730,20 +794,25 @@ divided by the watched services and, after the semicolon, by all replicated serv
 		}
 		return num(delta/watched, "%.1f")
 	}
-	out.WriteString("| setup | catalog | watched / unwatched services | ready s | watchers stable s | idle requests/s (proxy; metric) | plugin request errors | agent peak RSS MB before -> after | KB per watched; per service | agent goroutines before -> after | goroutines per watched; per service |\n")
-	out.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	out.WriteString("| setup | catalog | watched / unwatched services | ready s | watchers stable s | idle requests/s (proxy; metric) | plugin request errors | connections to the agent | agent peak RSS MB before -> after | KB per watched; per service | agent goroutines before -> after | goroutines per watched; per service |\n")
+	out.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		if r.failed {
-			fmt.Fprintf(out, "| (%s) %s | %d x %d | failed: see the test log |||||||||\n", r.setup.name, r.setup.label, r.services, r.instances)
+			note := r.note
+			if note == "" {
+				note = "see the test log"
+			}
+			fmt.Fprintf(out, "| (%s) %s | %d x %d | failed: %s ||||||||||\n", r.setup.name, r.setup.label, r.services, r.instances,
+				strings.ReplaceAll(strings.SplitN(note, "\n", 2)[0], "|", "/"))
 			continue
 		}
 		peakNote := ""
 		if !r.resetPeakOK {
 			peakNote = " (peak not reset: includes loading)"
 		}
-		fmt.Fprintf(out, "| (%s) %s | %d x %d | %.0f / %.0f | %.1f | %.1f | %s; %s | %.0f | %.0f -> %.0f%s | %s | %.0f -> %.0f | %s |\n",
+		fmt.Fprintf(out, "| (%s) %s | %d x %d | %.0f / %.0f | %.1f | %.1f | %s; %s | %.0f | %d | %.0f -> %.0f%s | %s | %.0f -> %.0f | %s |\n",
 			r.setup.name, r.setup.label, r.services, r.instances, r.watched, r.unwatched, r.readyS, r.syncedS,
-			num(r.idleProxy, "%.2f"), num(r.idleMetric, "%.2f"), r.errorsAfter,
+			num(r.idleProxy, "%.2f"), num(r.idleMetric, "%.2f"), r.errorsAfter, r.conns,
 			r.hwmBefore/1024, r.hwmAfter/1024, peakNote,
 			per(r.hwmAfter-r.hwmBefore, r.watched)+"; "+per(r.hwmAfter-r.hwmBefore, r.watched+r.unwatched),
 			r.gorBefore, r.gorAfter,
