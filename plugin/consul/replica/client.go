@@ -58,12 +58,18 @@ func newEndpoints(base *api.Config, addrs []string, maxConns int) (*endpoints, e
 	// A transport of its own: the replica may replace its endpoints once it
 	// knows the agent's connection limit, and a transport shared with the
 	// old ones could still be in use by their closing connections.
-	var transport *http.Transport
+	transport := cleanhttp.DefaultPooledTransport()
 	if base.Transport != nil {
 		transport = base.Transport.Clone()
-	} else {
-		transport = cleanhttp.DefaultPooledTransport()
 	}
+	// Set here, not left to api.NewClient: it configures TLS only on a
+	// transport without a TLS config, and Clone gives one (an empty config
+	// that only offers HTTP/2) to every transport that attempts HTTP/2.
+	tlsConf, err := api.SetupTLSConfig(&base.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consul TLS settings: %w", err)
+	}
+	transport.TLSClientConfig = tlsConf
 	transport.MaxConnsPerHost = maxConns
 	// Blocking queries return and are sent again all the time: keep their
 	// connections for reuse rather than opening new ones.

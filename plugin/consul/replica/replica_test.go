@@ -280,7 +280,10 @@ func TestReplicatorTLS(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.BackoffMin = 10 * time.Millisecond
-			consul := &api.Config{Address: "https://" + srv.HTTPSAddr, TLSConfig: api.TLSConfig{CAFile: tc.ca}}
+			// From api.DefaultConfig, as setup builds it: its transport
+			// attempts HTTP/2, which once cost the CA (see newEndpoints).
+			consul := api.DefaultConfig()
+			consul.Address, consul.TLSConfig.CAFile = "https://"+srv.HTTPSAddr, tc.ca
 			r, latest := startReplica(t, consul, cfg)
 			if tc.synced {
 				waitFor(t, latest, "sync over HTTPS", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
