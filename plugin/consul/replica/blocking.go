@@ -30,10 +30,22 @@ type fetchFunc func(ctx context.Context, client *api.Client, opts *api.QueryOpti
 // index is where the loop starts: 0 to read at once, or the index of data the
 // caller already holds.
 func (r *Replicator) watch(ctx context.Context, what string, index uint64, fetch fetchFunc) {
+	r.watchUnless(ctx, what, index, fetch, nil)
+}
+
+// watchUnless is watch, paused (holding no connection) while paused reports
+// true; the first call after a pause blocks on the index held, so it returns
+// at once with what changed meanwhile.
+func (r *Replicator) watchUnless(ctx context.Context, what string, index uint64, fetch fetchFunc, paused func() bool) {
 	limiter := rate.NewLimiter(r.cfg.RateLimit, r.cfg.RateBurst)
 	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
 	last := index // the index of the data held
 	for {
+		for paused != nil && paused() {
+			if !sleep(ctx, idleDetectorPoll) {
+				return
+			}
+		}
 		if err := limiter.Wait(ctx); err != nil {
 			return // ctx done
 		}

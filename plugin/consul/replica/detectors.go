@@ -93,6 +93,16 @@ func (r *Replicator) fetchNonPassing(_ context.Context, client *api.Client, opts
 	return meta, nil
 }
 
+// idleDetectorPoll is how often a paused detector looks again.
+const idleDetectorPoll = 100 * time.Millisecond
+
+// allWatched reports whether every service has a watcher of its own.
+func (r *Replicator) allWatched() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.listed && r.watchers >= len(r.services)
+}
+
 // servicesOnNodesLocked returns the services with an instance on any of nodes.
 func (r *Replicator) servicesOnNodesLocked(nodes map[string]bool) map[string]bool {
 	out := make(map[string]bool)
@@ -188,6 +198,9 @@ type summaryDetector struct {
 	last map[string]summary // by key; nil before the first read
 }
 
+// known reports whether a read was taken to compare the next with.
+func (d *summaryDetector) known() bool { return d.last != nil }
+
 // observe takes a new read of the summaries and returns the keys of the
 // services whose summaries changed; nothing on the first read.
 func (d *summaryDetector) observe(list []uiSummary) []string {
@@ -230,25 +243,28 @@ func diffSummaries(previous, current map[string]summary) []string {
 }
 
 // readSummaries reads every service's summary and queues those without a
-// watcher whose summary changed. It reports false when the read failed.
-func (r *Replicator) readSummaries(d *summaryDetector) bool {
+// watcher whose summary changed. It reports how many it named, and false
+// when the read failed.
+func (r *Replicator) readSummaries(d *summaryDetector) (int, bool) {
 	var list []uiSummary
 	_, err := r.query(r.ctx, 0, 0, r.cfg.RequestSlack, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 		return client.Raw().Query("/v1/internal/ui/services", &list, opts)
 	})
 	if err != nil {
-		return false
+		return 0, false
 	}
 	r.stats.summaries.Add(1)
 	changed := d.observe(list)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	named := 0
 	for _, key := range changed {
 		if e := r.services[key]; e != nil && e.watcher == nil {
 			r.fetches.push(key)
+			named++
 		}
 	}
-	return true
+	return named, true
 }
 
 // explainWait is how long a move of the service list's index may take to be
@@ -265,16 +281,24 @@ const explainWait = time.Second
 //  3. a move still not explained (an address or port changed, or two
 //     changes that cancel out in the counts) costs a probe sweep.
 //
-// A move is explained by a registration change seen at exactly its index.
+// A move is explained by a registration change seen at exactly its index
+// (fetches read the servers, whose index for a service is its last change's).
 // When several writes land between two reads of the service list, only the
-// last is explained that way: an unnamed change in an earlier one hides
-// until the next sweep.
+// last is checked that way: an unnamed change (a port) in an earlier one
+// could hide behind it, so such a coalesced move schedules a safety sweep,
+// at most one per safetyInterval.
 //
-// Reads of the summaries come at most one per SummaryInterval, and sweeps at
-// most one per SweepInterval or per four times the last sweep's duration.
+// Reads of the summaries come at most one per SummaryInterval or per four
+// times the last read's duration, and sweeps at most one per SweepInterval
+// or per four times the last sweep's duration: under a storm of
+// registrations Consul spends at most a fifth of its time on them.
+//
+// The summaries (one Internal.ServiceDump of every instance and check on
+// the servers, summarized by the agent) are read only while the catalog
+// holds more services than the budget: when every service will be watched,
+// the moves during the start-up ramp are left to sweeps.
 func (r *Replicator) sweepLoop() {
 	var summaries summaryDetector
-	r.readSummaries(&summaries) // the baseline later reads are compared with
 	explained := func(index uint64) bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -283,33 +307,72 @@ func (r *Replicator) sweepLoop() {
 	await := func(index uint64, d time.Duration) bool {
 		deadline := time.Now().Add(d)
 		for !explained(index) {
-			if time.Now().After(deadline) || !sleep(r.ctx, 5*time.Millisecond) {
+			if time.Now().After(deadline) || !sleep(r.ctx, 2*time.Millisecond) {
 				return false
 			}
 		}
 		return true
 	}
 	var lastSummary, lastSweep time.Time
-	var took time.Duration
+	var summaryTook, sweepTook time.Duration
+	readSummaries := func() (named int, ok bool) {
+		if wait := max(r.cfg.SummaryInterval, 4*summaryTook) - time.Since(lastSummary); wait > 0 && !sleep(r.ctx, wait) {
+			return 0, false
+		}
+		lastSummary = time.Now()
+		named, ok = r.readSummaries(&summaries)
+		summaryTook = time.Since(lastSummary)
+		return named, ok
+	}
+	var handled uint64 // moves of the service list handled
+	var safety <-chan time.Time
+	var lastSafety time.Time
 	for {
+		// The baseline later reads are compared with, as soon as there are
+		// services no watcher will follow: a baseline read after a change
+		// would hide it from the next diff.
+		var poll <-chan time.Time
+		if !summaries.known() {
+			if r.summariesNeeded() {
+				readSummaries()
+			} else {
+				poll = time.After(idleDetectorPoll)
+			}
+		}
 		select {
 		case <-r.ctx.Done():
 			return
+		case <-poll:
+			continue
+		case <-safety:
+			safety, lastSafety = nil, time.Now()
+			n := r.sweep()
+			r.noteSweep(n, time.Since(lastSafety))
+			continue
 		case <-r.moved:
 		}
 		index := r.listIndex.Load()
-		if await(index, 20*time.Millisecond) {
+		if moves := r.moves.Load(); moves-handled > 1 && safety == nil {
+			safety = time.After(max(safetyDelay, safetyInterval-time.Since(lastSafety)))
+		}
+		handled = r.moves.Load()
+		if await(index, quickWait) {
 			continue
 		}
-		if wait := r.cfg.SummaryInterval - time.Since(lastSummary); wait > 0 && !sleep(r.ctx, wait) {
-			return
+		if summaries.known() {
+			index = r.listIndex.Load() // the moves made meanwhile too
+			named, ok := readSummaries()
+			// A named service is fetched, which takes a read; a watcher
+			// slower than the summary shows its change soon.
+			wait := 10 * quickWait
+			if named > 0 {
+				wait = explainWait
+			}
+			if ok && await(index, wait) {
+				continue
+			}
 		}
-		lastSummary = time.Now()
-		index = r.listIndex.Load() // the moves made while waiting too
-		if r.readSummaries(&summaries) && await(index, explainWait) {
-			continue
-		}
-		if wait := max(r.cfg.SweepInterval, 4*took) - time.Since(lastSweep); wait > 0 && !sleep(r.ctx, wait) {
+		if wait := max(r.cfg.SweepInterval, 4*sweepTook) - time.Since(lastSweep); wait > 0 && !sleep(r.ctx, wait) {
 			return
 		}
 		if explained(index) {
@@ -317,13 +380,38 @@ func (r *Replicator) sweepLoop() {
 		}
 		lastSweep = time.Now()
 		n := r.sweep()
-		took = time.Since(lastSweep)
-		r.stats.sweeps.Add(1)
-		if r.cfg.Observer != nil {
-			r.cfg.Observer.Swept(n)
-		}
-		log.Debugf("swept %d services in %s: the service list's index moved to %d with no change seen", n, took, index)
+		sweepTook = time.Since(lastSweep)
+		r.noteSweep(n, sweepTook)
 	}
+}
+
+// noteSweep counts a sweep of n probes.
+func (r *Replicator) noteSweep(n int, took time.Duration) {
+	r.stats.sweeps.Add(1)
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Swept(n)
+	}
+	log.Debugf("swept %d services in %s", n, took)
+}
+
+// A move of the service list that covered several writes schedules a safety
+// sweep safetyDelay later, at most one per safetyInterval.
+const (
+	safetyDelay    = 2 * time.Second
+	safetyInterval = 30 * time.Second
+)
+
+// quickWait is how long a move of the service list's index is given to be
+// explained by a watcher's read before the summaries are read: the agent's
+// streaming view usually delivers the change within a few milliseconds of
+// the service list.
+const quickWait = 5 * time.Millisecond
+
+// summariesNeeded reports whether some services will stay without a watcher.
+func (r *Replicator) summariesNeeded() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.listed && len(r.services) > r.cfg.MaxWatchers
 }
 
 // sweep asks every service without a watcher for its current index, with a

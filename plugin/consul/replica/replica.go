@@ -116,7 +116,7 @@ func DefaultConfig() Config {
 		WatchRate:       100,
 		Fetchers:        16,
 		FetchRate:       5000,
-		SummaryInterval: 100 * time.Millisecond,
+		SummaryInterval: 10 * time.Millisecond,
 		SweepInterval:   time.Second,
 		PublishInterval: 5 * time.Millisecond,
 
@@ -200,8 +200,10 @@ type Replicator struct {
 	limiter *rate.Limiter // shared by fetchers and probes
 
 	// listIndex is the service list's index at its last move: the sweeper
-	// finds out what changed at it.
+	// finds out what changed at it. moves counts the moves signalled, so
+	// that the sweeper knows when one signal covered several.
 	listIndex atomic.Uint64
+	moves     atomic.Uint64
 
 	mu          sync.Mutex
 	datacenter  string
@@ -268,7 +270,10 @@ func (r *Replicator) Start() {
 		}
 		r.spawn(func() { r.watch(r.ctx, "service list", 0, r.fetchServiceList) })
 		r.spawn(func() { r.watch(r.ctx, "node list", 0, r.fetchNodes) })
-		r.spawn(func() { r.watch(r.ctx, "health changes", 0, r.fetchNonPassing) })
+		// The health detector has nothing to name while every service has
+		// a watcher, and each of its wake-ups costs the servers a filter
+		// over every check of the datacenter: it pauses meanwhile.
+		r.spawn(func() { r.watchUnless(r.ctx, "health changes", 0, r.fetchNonPassing, r.allWatched) })
 		r.spawn(r.sweepLoop)
 		r.spawn(r.rampLoop)
 		if r.cfg.LivenessInterval > 0 {

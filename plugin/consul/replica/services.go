@@ -91,6 +91,7 @@ func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opt
 	// unless every service is watched, the sweeper must find out which.
 	r.listIndex.Store(meta.LastIndex)
 	if r.listed && r.watchers < len(r.services) {
+		r.moves.Add(1)
 		select {
 		case r.moved <- struct{}{}:
 		default:
@@ -261,22 +262,19 @@ func (r *Replicator) fetchQueued(key string) {
 			r.mu.Unlock()
 			return // gone, or its watcher reads it
 		}
-		name, index, wait := e.name, uint64(0), time.Duration(0)
-		if e.svc != nil {
-			// A service is queued because it changed, but the agent's
-			// streaming view of it may not have caught up with the change
-			// yet: blocking on the index held returns as soon as it has,
-			// at no cost to the servers.
-			index, wait = e.index, fetchWait
-		}
-		// A service read for the first time is read at once from the
-		// servers (index 0): a blocking read would start the agent's
-		// streaming view of it, which a watcher starts later, at a pace.
+		name := e.name
 		r.mu.Unlock()
 		if err := r.limiter.Wait(r.ctx); err != nil {
 			return
 		}
-		_, err := r.query(r.ctx, index, wait, wait+r.cfg.RequestSlack, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		// Index 0: a read at once from the servers, not a blocking query,
+		// which the agent would answer from a streaming view it starts for
+		// the service (memory kept for 20 minutes, for a service no watcher
+		// follows) and with the view's index rather than the service's own,
+		// which the sweeper needs to tell which change a move of the
+		// service list's index was. The detectors read the servers too, so
+		// the read sees what they saw: through one agent, the same server.
+		_, err := r.query(r.ctx, 0, 0, r.cfg.RequestSlack, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 			return r.fetchService(ctx, client, key, name, opts)
 		})
 		if err == nil || r.ctx.Err() != nil {
@@ -289,10 +287,6 @@ func (r *Replicator) fetchQueued(key string) {
 		}
 	}
 }
-
-// fetchWait bounds how long a queued fetch waits for a change that a detector
-// reported but that did not happen after all.
-const fetchWait = 2 * time.Second
 
 func sameSet(a, b []string) bool {
 	if len(a) != len(b) {
