@@ -66,6 +66,7 @@ type costKindResult struct {
 	// requests to Consul per change, counted by the proxy and by the
 	// plugin's requests_total; NaN when not counted.
 	proxyPer, metricPer float64
+	sweeps              float64 // probe sweeps while the kind ran (coredns_consul_sweeps_total)
 }
 
 // costResult is one setup's figures.
@@ -306,6 +307,7 @@ func costRun(t *testing.T, r *costResult) {
 	for _, k := range kinds {
 		res := costKindResult{name: k.name, n: changes}
 		p0, m0 := counts()
+		sweeps0, _ := costMetric(server.Metrics(t), "coredns_consul_sweeps_total")
 		feeds := []chan costChange{make(chan costChange, changes), make(chan costChange, changes)}
 		var wg sync.WaitGroup
 		for fi, addr := range []string{server.Addr, agent.DNSAddr} {
@@ -346,9 +348,11 @@ func costRun(t *testing.T, r *costResult) {
 			p1, m1 = pn, mn
 		}
 		res.proxyPer, res.metricPer = (p1-p0)/float64(changes), (m1-m0)/float64(changes)
-		t.Logf("setup %s, %s: plugin %d/%d seen, p50 %.1f ms; Consul DNS %d/%d, p50 %.1f ms; %.2f requests per change (proxy), %.2f (metric)",
+		sweeps1, _ := costMetric(server.Metrics(t), "coredns_consul_sweeps_total")
+		res.sweeps = sweeps1 - sweeps0
+		t.Logf("setup %s, %s: plugin %d/%d seen, p50 %.1f ms; Consul DNS %d/%d, p50 %.1f ms; %.2f requests per change (proxy), %.2f (metric), %.0f sweeps",
 			s.name, k.name, len(res.plugin), changes, costQuantile(res.plugin, 50), len(res.consul), changes, costQuantile(res.consul, 50),
-			res.proxyPer, res.metricPer)
+			res.proxyPer, res.metricPer, res.sweeps)
 		r.kinds = append(r.kinds, res)
 	}
 	r.errorsAfter, _ = costMetric(server.Metrics(t), "coredns_consul_request_errors_total")
@@ -594,12 +598,26 @@ func costStartCoreDNS(t *testing.T, settings string, wait time.Duration, progres
 		metricsAddr: fmt.Sprintf("127.0.0.1:%d", metricsPort),
 	}
 	dir := t.TempDir()
-	corefile := fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready %s\n prometheus %s\n consul {\n%s }\n}\n",
-		dnsPort, c.readyAddr, c.metricsAddr, settings)
+	debug := "" // COST_DEBUG=1: the plugin's debug lines (sweeps and why) in the log
+	if os.Getenv("COST_DEBUG") == "1" {
+		debug = " debug\n"
+	}
+	corefile := fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n%s ready %s\n prometheus %s\n consul {\n%s }\n}\n",
+		dnsPort, debug, c.readyAddr, c.metricsAddr, settings)
 	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(corefile), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "coredns.log")
+	if debug != "" {
+		t.Cleanup(func() { // before t.TempDir's, which was registered first
+			data, _ := os.ReadFile(logPath)
+			for _, line := range strings.Split(string(data), "\n") {
+				if strings.Contains(line, "swept") {
+					t.Log(line)
+				}
+			}
+		})
+	}
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -824,13 +842,13 @@ connections established to the agent's HTTP and HTTPS ports once synced (the pro
 			continue
 		}
 		fmt.Fprintf(out, "Setup (%s) %s, %d services x %d instances, %.0f of them watched:\n\n", r.setup.name, r.setup.label, r.services, r.instances, r.watched)
-		out.WriteString("| change | plugin seen | plugin p50 | plugin p99 | plugin max | Consul DNS seen | Consul DNS p50 | Consul DNS p99 | Consul DNS max | requests per change (proxy; metric) |\n")
-		out.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+		out.WriteString("| change | plugin seen | plugin p50 | plugin p99 | plugin max | Consul DNS seen | Consul DNS p50 | Consul DNS p99 | Consul DNS max | requests per change (proxy; metric) | sweeps |\n")
+		out.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, k := range r.kinds {
-			fmt.Fprintf(out, "| %s | %d/%d | %s | %s | %s | %d/%d | %s | %s | %s | %s; %s |\n", k.name,
+			fmt.Fprintf(out, "| %s | %d/%d | %s | %s | %s | %d/%d | %s | %s | %s | %s; %s | %.0f |\n", k.name,
 				len(k.plugin), k.n, num(costQuantile(k.plugin, 50), "%.1f"), num(costQuantile(k.plugin, 99), "%.1f"), num(costQuantile(k.plugin, 100), "%.1f"),
 				len(k.consul), k.n, num(costQuantile(k.consul, 50), "%.1f"), num(costQuantile(k.consul, 99), "%.1f"), num(costQuantile(k.consul, 100), "%.1f"),
-				num(k.proxyPer, "%.2f"), num(k.metricPer, "%.2f"))
+				num(k.proxyPer, "%.2f"), num(k.metricPer, "%.2f"), k.sweeps)
 		}
 		out.WriteString("\n")
 	}

@@ -138,11 +138,17 @@ func TestChangeRing(t *testing.T) {
 	if c.has(0) {
 		t.Error("an empty ring holds index 0")
 	}
-	for i := uint64(1); i <= 100; i++ {
+	for i := uint64(1); i <= 100; i++ { // fewer than it holds
 		c.add(i)
 	}
-	if !c.has(100) || !c.has(37) || c.has(36) || c.has(101) {
-		t.Error("the ring does not hold exactly the last 64 indexes")
+	if !c.has(100) || !c.has(1) || c.has(0) || c.has(101) {
+		t.Error("the ring does not hold what was added")
+	}
+	for i := uint64(101); i <= 356; i++ {
+		c.add(i)
+	}
+	if !c.has(356) || !c.has(101) || c.has(100) {
+		t.Error("the ring does not hold exactly the last 256 indexes")
 	}
 }
 

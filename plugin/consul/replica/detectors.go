@@ -288,10 +288,11 @@ const explainWait = time.Second
 // could hide behind it, so such a coalesced move schedules a safety sweep,
 // at most one per safetyInterval.
 //
-// Reads of the summaries come at most one per SummaryInterval or per four
-// times the last read's duration, and sweeps at most one per SweepInterval
-// or per four times the last sweep's duration: under a storm of
-// registrations Consul spends at most a fifth of its time on them.
+// Reads of the summaries come at most one per SummaryInterval or per twice
+// the last read's duration (30 to 70 ms at 1,000 x 5 here: under a storm of
+// registrations a third of one request's worth of Consul's time), and
+// sweeps at most one per SweepInterval or per four times the last sweep's
+// duration.
 //
 // The summaries (one Internal.ServiceDump of every instance and check on
 // the servers, summarized by the agent) are read only while the catalog
@@ -299,14 +300,19 @@ const explainWait = time.Second
 // the moves during the start-up ramp are left to sweeps.
 func (r *Replicator) sweepLoop() {
 	var summaries summaryDetector
-	explained := func(index uint64) bool {
+	// moves are the indexes the service list moved to that are not
+	// explained yet, each checked on its own: a move explained by a later
+	// one's change could hide a port change.
+	var moves []uint64
+	explainedAll := func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return r.changedAt.has(index)
+		moves = slices.DeleteFunc(moves, r.changedAt.has)
+		return len(moves) == 0
 	}
-	await := func(index uint64, d time.Duration) bool {
+	await := func(d time.Duration) bool {
 		deadline := time.Now().Add(d)
-		for !explained(index) {
+		for !explainedAll() {
 			if time.Now().After(deadline) || !sleep(r.ctx, 2*time.Millisecond) {
 				return false
 			}
@@ -316,7 +322,7 @@ func (r *Replicator) sweepLoop() {
 	var lastSummary, lastSweep time.Time
 	var summaryTook, sweepTook time.Duration
 	readSummaries := func() (named int, ok bool) {
-		if wait := max(r.cfg.SummaryInterval, 4*summaryTook) - time.Since(lastSummary); wait > 0 && !sleep(r.ctx, wait) {
+		if wait := max(r.cfg.SummaryInterval, 2*summaryTook) - time.Since(lastSummary); wait > 0 && !sleep(r.ctx, wait) {
 			return 0, false
 		}
 		lastSummary = time.Now()
@@ -324,9 +330,6 @@ func (r *Replicator) sweepLoop() {
 		summaryTook = time.Since(lastSummary)
 		return named, ok
 	}
-	var handled uint64 // moves of the service list handled
-	var safety <-chan time.Time
-	var lastSafety time.Time
 	for {
 		// The baseline later reads are compared with, as soon as there are
 		// services no watcher will follow: a baseline read after a change
@@ -335,6 +338,7 @@ func (r *Replicator) sweepLoop() {
 		if !summaries.known() {
 			if r.summariesNeeded() {
 				readSummaries()
+				r.takeMoves() // the baseline covers them
 			} else {
 				poll = time.After(idleDetectorPoll)
 			}
@@ -344,62 +348,62 @@ func (r *Replicator) sweepLoop() {
 			return
 		case <-poll:
 			continue
-		case <-safety:
-			safety, lastSafety = nil, time.Now()
-			n := r.sweep()
-			r.noteSweep(n, time.Since(lastSafety))
-			continue
 		case <-r.moved:
 		}
-		index := r.listIndex.Load()
-		if moves := r.moves.Load(); moves-handled > 1 && safety == nil {
-			safety = time.After(max(safetyDelay, safetyInterval-time.Since(lastSafety)))
-		}
-		handled = r.moves.Load()
-		if await(index, quickWait) {
+		moves = append(moves, r.takeMoves()...)
+		if await(quickWait) {
 			continue
 		}
 		if summaries.known() {
-			index = r.listIndex.Load() // the moves made meanwhile too
 			named, ok := readSummaries()
+			moves = append(moves, r.takeMoves()...) // those made meanwhile too
 			// A named service is fetched, which takes a read; a watcher
 			// slower than the summary shows its change soon.
 			wait := 10 * quickWait
 			if named > 0 {
 				wait = explainWait
 			}
-			if ok && await(index, wait) {
+			if ok && await(wait) {
 				continue
 			}
 		}
 		if wait := max(r.cfg.SweepInterval, 4*sweepTook) - time.Since(lastSweep); wait > 0 && !sleep(r.ctx, wait) {
 			return
 		}
-		if explained(index) {
+		moves = append(moves, r.takeMoves()...)
+		if explainedAll() {
 			continue
 		}
+		why := fmt.Sprintf("no change seen explains the service list's moves to %v", moves)
+		moves = moves[:0] // the sweep covers them
 		lastSweep = time.Now()
 		n := r.sweep()
 		sweepTook = time.Since(lastSweep)
-		r.noteSweep(n, sweepTook)
+		r.noteSweep(n, sweepTook, why)
 	}
 }
 
+// takeMoves returns the indexes the service list moved to since the last
+// call. Past maxMoves the oldest are dropped: a sweep follows anyway.
+func (r *Replicator) takeMoves() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.moves
+	r.moves = nil
+	return m
+}
+
 // noteSweep counts a sweep of n probes.
-func (r *Replicator) noteSweep(n int, took time.Duration) {
+func (r *Replicator) noteSweep(n int, took time.Duration, why string) {
 	r.stats.sweeps.Add(1)
 	if r.cfg.Observer != nil {
 		r.cfg.Observer.Swept(n)
 	}
-	log.Debugf("swept %d services in %s", n, took)
+	log.Debugf("swept %d services in %s: %s", n, took, why)
 }
 
-// A move of the service list that covered several writes schedules a safety
-// sweep safetyDelay later, at most one per safetyInterval.
-const (
-	safetyDelay    = 2 * time.Second
-	safetyInterval = 30 * time.Second
-)
+// maxMoves bounds the moves of the service list waiting to be explained.
+const maxMoves = 256
 
 // quickWait is how long a move of the service list's index is given to be
 // explained by a watcher's read before the summaries are read: the agent's

@@ -199,11 +199,8 @@ type Replicator struct {
 	ramp    *queue        // services read once, waiting for a watcher
 	limiter *rate.Limiter // shared by fetchers and probes
 
-	// listIndex is the service list's index at its last move: the sweeper
-	// finds out what changed at it. moves counts the moves signalled, so
-	// that the sweeper knows when one signal covered several.
+	// listIndex is the service list's index at its last move, for the log.
 	listIndex atomic.Uint64
-	moves     atomic.Uint64
 
 	mu          sync.Mutex
 	datacenter  string
@@ -219,8 +216,11 @@ type Replicator struct {
 	// is explained. Only the exact index counts: an agent's streaming view
 	// may answer with an index past the change's own.
 	changedAt changeRing
-	health    healthDetector
-	warned    int // unwatched services at the last budget warning
+	// moves are the indexes the service list moved to, for the sweeper to
+	// explain.
+	moves  []uint64
+	health healthDetector
+	warned int // unwatched services at the last budget warning
 }
 
 // entry is everything the replica holds about one service.
@@ -447,7 +447,7 @@ func (r *Replicator) reportWatchersLocked() {
 
 // changeRing holds the indexes of the latest changes.
 type changeRing struct {
-	at   [64]uint64
+	at   [256]uint64
 	next int
 }
 

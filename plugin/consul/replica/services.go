@@ -91,7 +91,10 @@ func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opt
 	// unless every service is watched, the sweeper must find out which.
 	r.listIndex.Store(meta.LastIndex)
 	if r.listed && r.watchers < len(r.services) {
-		r.moves.Add(1)
+		if len(r.moves) == maxMoves {
+			r.moves = r.moves[1:]
+		}
+		r.moves = append(r.moves, meta.LastIndex)
 		select {
 		case r.moved <- struct{}{}:
 		default:
