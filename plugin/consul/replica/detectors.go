@@ -321,10 +321,13 @@ func (r *Replicator) sweepLoop() {
 	}
 	var lastSummary, lastSweep time.Time
 	var summaryTook, sweepTook time.Duration
+	// readSummaries reads the summaries and takes the moves made before the
+	// read, which it covers; those made during it wait for the next round.
 	readSummaries := func() (named int, ok bool) {
 		if wait := max(r.cfg.SummaryInterval, 2*summaryTook) - time.Since(lastSummary); wait > 0 && !sleep(r.ctx, wait) {
 			return 0, false
 		}
+		moves = append(moves, r.takeMoves()...)
 		lastSummary = time.Now()
 		named, ok = r.readSummaries(&summaries)
 		summaryTook = time.Since(lastSummary)
@@ -338,7 +341,7 @@ func (r *Replicator) sweepLoop() {
 		if !summaries.known() {
 			if r.summariesNeeded() {
 				readSummaries()
-				r.takeMoves() // the baseline covers them
+				moves = moves[:0] // the baseline covers them
 			} else {
 				poll = time.After(idleDetectorPoll)
 			}
@@ -356,7 +359,6 @@ func (r *Replicator) sweepLoop() {
 		}
 		if summaries.known() {
 			named, ok := readSummaries()
-			moves = append(moves, r.takeMoves()...) // those made meanwhile too
 			// A named service is fetched, which takes a read; a watcher
 			// slower than the summary shows its change soon.
 			wait := 10 * quickWait
@@ -370,7 +372,6 @@ func (r *Replicator) sweepLoop() {
 		if wait := max(r.cfg.SweepInterval, 4*sweepTook) - time.Since(lastSweep); wait > 0 && !sleep(r.ctx, wait) {
 			return
 		}
-		moves = append(moves, r.takeMoves()...)
 		if explainedAll() {
 			continue
 		}

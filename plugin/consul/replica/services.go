@@ -215,7 +215,6 @@ func (r *Replicator) storeLocked(key string, e *entry, svc *snapshot.Service) {
 		return
 	}
 	if !first && !sameRegistrations(e.svc.Instances, svc.Instances) {
-		log.Infof("DBG change %s %d", key, svc.Index)
 		r.noteChangeLocked(svc.Index)
 	}
 	e.svc = svc
