@@ -257,9 +257,12 @@ func (r *Replicator) readSummaries(d *summaryDetector) (int, bool) {
 	changed := d.observe(list)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// Watched services too: Consul does not move a service's index (and
+	// its streaming view may not hear) when an instance leaves it by being
+	// registered again under another service's name; the counts show it.
 	named := 0
 	for _, key := range changed {
-		if e := r.services[key]; e != nil && e.watcher == nil {
+		if e := r.services[key]; e != nil {
 			r.fetches.push(key)
 			named++
 		}
@@ -273,12 +276,11 @@ const explainWait = time.Second
 
 // sweepLoop finds out what each move of the service list's index was, when
 // not every service is watched, in steps that each cost more than the last:
-//  1. it waits briefly: a watcher's read or the service list itself usually
-//     shows a registration change that explains the move;
-//  2. it reads the services' summaries (one request) and fetches those whose
+//  1. it reads the services' summaries (one request) and fetches those whose
 //     instance or check counts, nodes or tags changed: registrations and
-//     deregistrations, and waits for a change to show;
-//  3. a move still not explained (an address or port changed, or two
+//     deregistrations, and waits for a change to show (a watcher's, or a
+//     fetch's);
+//  2. a move still not explained (an address or port changed, or two
 //     changes that cancel out in the counts) costs a probe sweep.
 //
 // A move is explained by a registration change seen at exactly its index
@@ -354,10 +356,11 @@ func (r *Replicator) sweepLoop() {
 		case <-r.moved:
 		}
 		moves = append(moves, r.takeMoves()...)
-		if await(quickWait) {
-			continue
-		}
 		if summaries.known() {
+			// Read even when a watcher's change already explains the move:
+			// one write can change two services (an instance registered
+			// again under another service's name leaves the first), and
+			// only the counts show the other one.
 			named, ok := readSummaries()
 			// A named service is fetched, which takes a read; a watcher
 			// slower than the summary shows its change soon.
@@ -368,7 +371,16 @@ func (r *Replicator) sweepLoop() {
 			if ok && await(wait) {
 				continue
 			}
+		} else if r.summariesNeeded() || r.allWatched() {
+			// Summaries needed but not read yet, or every service watched
+			// by now: a watcher's change explains a move.
+			if await(quickWait) {
+				continue
+			}
 		}
+		// Otherwise (the start-up ramp of a catalog that will be watched
+		// whole) a move is explained only by a sweep: nothing would show a
+		// second service changed by the same write.
 		if wait := max(r.cfg.SweepInterval, 4*sweepTook) - time.Since(lastSweep); wait > 0 && !sleep(r.ctx, wait) {
 			return
 		}

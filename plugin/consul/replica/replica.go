@@ -201,6 +201,8 @@ type Replicator struct {
 
 	// listIndex is the service list's index at its last move, for the log.
 	listIndex atomic.Uint64
+	// readSeq orders reads of services by how recent their data is.
+	readSeq atomic.Uint64
 
 	mu          sync.Mutex
 	datacenter  string
@@ -229,6 +231,7 @@ type entry struct {
 	tags    []string          // from the service list
 	svc     *snapshot.Service // the latest data; nil before the first read
 	index   uint64            // the index of the latest read, which may be past svc's
+	seq     uint64            // how recent the stored read is (Replicator.readSeq)
 	watcher *watcher          // its own blocking query; nil without one
 }
 

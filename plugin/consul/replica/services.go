@@ -65,6 +65,13 @@ func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opt
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if meta.LastIndex < r.listIndex.Load() {
+		// Another cluster, or one restored from a snapshot: indexes start
+		// over, and reads with lower indexes than those held are current.
+		for _, e := range r.services {
+			e.index = 0
+		}
+	}
 	d := diffList(r.services, list)
 	for _, key := range d.removed {
 		r.removeLocked(key)
@@ -132,7 +139,7 @@ func (r *Replicator) startWatcherLocked(key string, e *entry) {
 	name, index := e.name, e.index
 	r.spawn(func() {
 		r.watch(ctx, "service "+name, index, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
-			return r.fetchService(ctx, client, key, name, opts)
+			return r.fetchService(ctx, client, key, name, opts, true)
 		})
 	})
 }
@@ -170,10 +177,16 @@ func (r *Replicator) rampLoop() {
 
 // fetchService reads every instance of one service with its health, and
 // stores it unless the service went away meanwhile.
-func (r *Replicator) fetchService(ctx context.Context, client *api.Client, key, name string, opts *api.QueryOptions) (*api.QueryMeta, error) {
+func (r *Replicator) fetchService(ctx context.Context, client *api.Client, key, name string, opts *api.QueryOptions, byWatcher bool) (*api.QueryMeta, error) {
+	// How recent the data is: a read at once holds what Consul had when it
+	// was sent; a blocking query, what Consul had when it returned.
+	seq := r.readSeq.Add(1)
 	entries, meta, err := client.Health().Service(name, "", false, opts)
 	if err != nil {
 		return nil, fmt.Errorf("reading service %q: %w", name, err)
+	}
+	if byWatcher {
+		seq = r.readSeq.Add(1)
 	}
 	r.noteFiltered(meta, "instances and nodes")
 	for _, e := range entries {
@@ -195,7 +208,18 @@ func (r *Replicator) fetchService(ctx context.Context, client *api.Client, key, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if e := r.services[key]; e != nil && e.name == name {
+	e := r.services[key]
+	switch {
+	case e == nil || e.name != name:
+	case seq < e.seq:
+		// Overtaken by a newer read: storing this one would bring back
+		// what that one removed, until the service's next change. Not
+		// told by indexes: a watcher's come from the agent's streaming
+		// view (the raft index when the view started), and Consul does
+		// not move a service's index when an instance leaves it by being
+		// registered again under another name.
+	default:
+		e.seq = seq
 		r.storeLocked(key, e, svc)
 	}
 	return meta, nil
@@ -209,9 +233,11 @@ func (r *Replicator) fetchService(ctx context.Context, client *api.Client, key, 
 func (r *Replicator) storeLocked(key string, e *entry, svc *snapshot.Service) {
 	first := e.svc == nil
 	e.index = svc.Index
-	if !first && (e.svc.Index == svc.Index || sameInstances(e.svc.Instances, svc.Instances)) {
+	if !first && sameInstances(e.svc.Instances, svc.Instances) {
 		// Not a change: a streaming view's first answer, or a detector's
-		// false alarm. It is not worth a snapshot.
+		// false alarm. It is not worth a snapshot. Compared by content,
+		// not index: Consul leaves a service's index where it was when an
+		// instance leaves it by being registered under another name.
 		return
 	}
 	if !first && !sameRegistrations(e.svc.Instances, svc.Instances) {
@@ -260,9 +286,9 @@ func (r *Replicator) fetchQueued(key string) {
 	for {
 		r.mu.Lock()
 		e := r.services[key]
-		if e == nil || e.watcher != nil {
+		if e == nil {
 			r.mu.Unlock()
-			return // gone, or its watcher reads it
+			return // gone
 		}
 		name := e.name
 		r.mu.Unlock()
@@ -277,7 +303,7 @@ func (r *Replicator) fetchQueued(key string) {
 		// service list's index was. The detectors read the servers too, so
 		// the read sees what they saw: through one agent, the same server.
 		_, err := r.query(r.ctx, 0, 0, r.cfg.RequestSlack, func(ctx context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
-			return r.fetchService(ctx, client, key, name, opts)
+			return r.fetchService(ctx, client, key, name, opts, false)
 		})
 		if err == nil || r.ctx.Err() != nil {
 			return
