@@ -123,6 +123,12 @@ func (p *Process) start() {
 	for _, addr := range p.join {
 		p.cmd.Args = append(p.cmd.Args, "-retry-join", addr)
 	}
+	if len(p.join) > 0 {
+		// The default 30s between attempts outlasts waitLeader when the
+		// first attempt comes before the first server listens (seen under
+		// make test's load: "no leader after 30s").
+		p.cmd.Args = append(p.cmd.Args, "-retry-interval", "1s")
+	}
 	logFile, err := os.Create(filepath.Join(p.t.TempDir(), "consul.log"))
 	if err != nil {
 		p.t.Fatal(err)
