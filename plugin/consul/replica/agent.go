@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -46,13 +47,15 @@ func (r *Replicator) readAgent(ctx context.Context) error {
 		denied := errors.As(err, &status) && (status.Code == http.StatusForbidden || status.Code == http.StatusUnauthorized)
 		switch {
 		case err == nil && (self.Config.Datacenter != "" || r.cfg.Datacenter != ""):
-			r.setDatacenter(cmp(r.cfg.Datacenter, self.Config.Datacenter))
-			if needLimit {
-				r.sizeBudget(self.DebugConfig.HTTPMaxConnsPerClient)
+			r.setDatacenter(cmp.Or(r.cfg.Datacenter, self.Config.Datacenter))
+			switch limit := self.DebugConfig.HTTPMaxConnsPerClient; {
+			case needLimit && limit != nil:
+				r.sizeBudget(*limit)
+			case needLimit:
+				log.Infof("the agent does not report its connection limit: watching at most %d services one by one", r.budget())
 			}
 			return nil
 		case denied && r.cfg.Datacenter != "":
-			r.sizeBudget(nil)
 			log.Warningf("the ACL token may not read the agent (agent:read), so its connection limit is unknown: watching at most %d services one by one, which fits the default limit", r.budget())
 			r.setDatacenter(r.cfg.Datacenter)
 			return nil
@@ -70,38 +73,34 @@ func (r *Replicator) readAgent(ctx context.Context) error {
 	}
 }
 
-// cmp returns the first of a and b that is not empty.
-func cmp(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
 func (r *Replicator) setDatacenter(dc string) {
 	r.mu.Lock()
 	r.datacenter = dc
 	r.mu.Unlock()
 }
 
-// sizeBudget sets the watcher budget from the agent's connection limit
-// (nil: not reported), and rebuilds the endpoints so that their connection
-// cap follows. It runs before any loop that sends requests.
-func (r *Replicator) sizeBudget(limit *int) {
-	https := allHTTPS(r.consul, r.cfg.Addresses)
-	budget := fallbackBudget(r.consul, r.cfg.Addresses)
-	if limit != nil {
-		budget = watcherBudget(*limit, https, r.cfg.overhead())
-		log.Infof("the agent allows %s per client: watching up to %d services one by one", describeLimit(*limit), budget)
+// sizeBudget sets the watcher budget from the agent's connection limit, and
+// rebuilds the endpoints so that their connection cap follows. It runs
+// before any loop that sends requests.
+func (r *Replicator) sizeBudget(limit int) {
+	budget := watcherBudget(limit, allHTTPS(r.consul, r.cfg.Addresses), r.cfg.overhead())
+	log.Infof("the agent allows %s per client: watching up to %d services one by one", describeLimit(limit), budget)
+	if budget == r.budget() {
+		return
 	}
 	r.mu.Lock()
 	r.cfg.MaxWatchers = budget
 	r.mu.Unlock()
-	if eps, err := newEndpoints(r.consul, r.cfg.Addresses, r.cfg.connections()); err == nil {
-		old := r.endpoints
-		r.endpoints = eps
-		old.close()
+	eps, err := newEndpoints(r.consul, r.cfg.Addresses, r.cfg.connections())
+	if err != nil {
+		// Not seen: New built the same endpoints. The old cap is lower, so
+		// requests past it wait for a connection rather than meet a 429.
+		log.Warningf("resizing the connection pool for %d watchers: %v", budget, err)
+		return
 	}
+	old := r.endpoints
+	r.endpoints = eps
+	old.close()
 }
 
 func describeLimit(limit int) string {

@@ -194,12 +194,13 @@ type Replicator struct {
 	wg     sync.WaitGroup
 
 	dirty   chan struct{} // capacity 1: coalesces change signals for the publisher
-	moved   chan struct{} // capacity 1: the service list's index moved (listIndex)
+	moved   chan struct{} // capacity 1: the service list's index moved (moves)
 	fetches *queue        // services to read once
 	ramp    *queue        // services read once, waiting for a watcher
 	limiter *rate.Limiter // shared by fetchers and probes
 
-	// listIndex is the service list's index at its last move, for the log.
+	// listIndex is the service list's index at its last read: one that goes
+	// backwards means another or a restored cluster.
 	listIndex atomic.Uint64
 	// readSeq orders reads of services by how recent their data is.
 	readSeq atomic.Uint64
