@@ -67,6 +67,9 @@ type Instance struct {
 	WeightPassing   int
 	WeightWarning   int
 	Health          Health
+	// Checks are the instance's service and node checks that are not
+	// passing, for prepared queries that ignore some of them.
+	Checks []Check `json:",omitempty"`
 }
 
 // Memo keeps what a reader derived from the value that holds it (the
@@ -123,6 +126,12 @@ type Snapshot struct {
 	Nodes map[string]*Node
 	// Built is when this snapshot was assembled from replicated data.
 	Built time.Time
+	// Queries are the datacenter's prepared queries that the plugin's token
+	// may read, sorted by ID.
+	Queries []*Query `json:",omitempty"`
+	// Coordinates are the nodes' network coordinates, for prepared queries
+	// that sort by distance.
+	Coordinates []*Coordinate `json:",omitempty"`
 
 	instances int // counted by New, which already visits every service
 }
