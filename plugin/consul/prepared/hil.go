@@ -25,7 +25,7 @@ import (
 var ErrUnsupported = errors.New("unsupported by the replica's template evaluator")
 
 // hilNode is a parsed HIL expression.
-type hilNode interface{}
+type hilNode any
 
 type (
 	hilOutput []hilNode // concatenation of the parts of an interpolated string
@@ -208,8 +208,6 @@ func (p *hilParser) term() (hilNode, error) {
 		return nil, p.unsupported("boolean negation")
 	case p.identStart():
 		return p.scope()
-	case c == 0:
-		return nil, p.expected("expression")
 	default:
 		return nil, p.expected("expression")
 	}
