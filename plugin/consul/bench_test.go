@@ -52,7 +52,7 @@ type discard struct{ test.ResponseWriter }
 func (*discard) WriteMsg(m *dns.Msg) error { _, err := m.Pack(); return err }
 
 func BenchmarkServeDNS(b *testing.B) {
-	c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
 	c.publish(benchSnapshot())
 	for _, tc := range []struct {
 		name  string
@@ -83,7 +83,7 @@ func BenchmarkServeDNS(b *testing.B) {
 // replica's copy of its maps and the snapshot, and the handler's view, which
 // prepares only the changed service.
 func BenchmarkPublish(b *testing.B) {
-	c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
 	first := benchCatalog(5000, 10, 1000)
 	c.publish(first)
 	services, nodes := first.Services, first.Nodes

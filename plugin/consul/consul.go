@@ -7,12 +7,9 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
-	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/coredns/coredns/plugin"
@@ -31,10 +28,7 @@ type Consul struct {
 	// Fall passes NXDOMAIN answers for these zones to the next plugin.
 	Fall fall.F
 
-	opts    answer.Options
-	replica *replica.Replicator
-	key     string // what the replica replicates, for lastSnapshots
-	dc      string // the datacenter label of metrics
+	opts answer.Options
 
 	// maxStale is how long past its last contact with Consul the snapshot
 	// is served (0: for as long as the outage lasts); staleTTL caps the TTL
@@ -43,19 +37,10 @@ type Consul struct {
 
 	persist *persister // nil without a snapshot file
 
-	// publishMu is held by whatever decides what is served: publish, called
-	// by the replica, and recheck, called by the guard's timer. The fields
-	// below it are theirs.
-	publishMu  sync.Mutex
-	guard      *guard             // nil without the removal guard
-	guardTimer *time.Timer        // asks the guard again while it holds
-	received   *snapshot.Snapshot // the newest snapshot the replica published
-	stopped    bool               // after stop: the timer must not serve again
-
-	// view is the current snapshot, prepared for answering; nil until the
-	// first complete sync. The request path only ever loads it, so it takes
-	// no lock.
-	view atomic.Pointer[answer.View]
+	// local is the agent's own datacenter: the plugin is ready once it has
+	// synced. The other replicated datacenters are in remote.
+	local *datacenter
+	datacenters
 }
 
 // ServeDNS implements the plugin.Handler interface.
@@ -66,30 +51,30 @@ func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 	if zone == "" {
 		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
 	}
-	view := c.view.Load()
+	q := answer.Question{Name: state.QName(), Lower: qname, Zone: zone, Type: state.QType()}
+	name := answer.Parse(q)
+	dc, route := c.route(name)
+	if route == routeNext {
+		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
+	}
+	view := dc.view.Load()
 	if view == nil {
 		// Not synced yet. NXDOMAIN would be cached by resolvers as a lie;
 		// SERVFAIL makes them retry.
 		return dns.RcodeServerFailure, nil
 	}
-
-	stale := false
-	if c.replica != nil {
-		if last, failing := c.replica.Contact(); !failing.IsZero() {
-			// Consul cannot be reached: the data is as old as the last
-			// contact, or as the snapshot when it came from the file.
-			if last.Before(view.Snap.Built) {
-				last = view.Snap.Built
-			}
-			if c.maxStale > 0 && time.Since(last) > c.maxStale {
-				expiredAnswers.WithLabelValues(metrics.WithServer(ctx)).Inc()
-				return dns.RcodeServerFailure, nil
-			}
-			stale = true
-		}
+	stale, expired := dc.stale(view, c.maxStale)
+	if expired {
+		expiredAnswers.WithLabelValues(metrics.WithServer(ctx)).Inc()
+		return dns.RcodeServerFailure, nil
 	}
 
-	res := answer.Lookup(view, answer.Question{Name: state.QName(), Lower: qname, Zone: zone, Type: state.QType()})
+	var res answer.Result
+	if route == routeUnknown {
+		res = answer.NameError(view, q)
+	} else {
+		res = answer.Answer(view, q, name)
+	}
 	if res.PassOn || (res.Rcode == dns.RcodeNameError && c.Fall.Through(qname)) {
 		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
 	}
@@ -118,84 +103,15 @@ func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 func (c *Consul) Name() string { return pluginName }
 
 // Ready implements the ready.Readiness interface: ready once a complete
-// snapshot can answer.
-func (c *Consul) Ready() bool { return c.view.Load() != nil }
+// snapshot of the local datacenter can answer. Other datacenters answer
+// SERVFAIL until they have synced.
+func (c *Consul) Ready() bool { return c.local.view.Load() != nil }
 
-// current is the snapshot answers are read from; nil before the first.
-func (c *Consul) current() *snapshot.Snapshot {
-	if v := c.view.Load(); v != nil {
-		return v.Snap
-	}
-	return nil
-}
+// current is the local snapshot answers are read from; nil before the first.
+func (c *Consul) current() *snapshot.Snapshot { return c.local.current() }
 
-// serve prepares snap for answering and makes it the one answers are read
-// from. Only publish and start-up call it, one at a time.
-func (c *Consul) serve(snap *snapshot.Snapshot) {
-	c.view.Store(answer.NewView(snap, c.view.Load(), c.Zones, c.opts))
-}
-
-// publish makes snap the snapshot answers are read from, unless the removal
-// guard holds it back.
-func (c *Consul) publish(snap *snapshot.Snapshot) {
-	c.publishMu.Lock()
-	defer c.publishMu.Unlock()
-	c.received = snap
-	c.decideLocked()
-}
-
-// recheck asks the guard again about the newest snapshot received, once the
-// time it holds a drop for may have passed.
-func (c *Consul) recheck() {
-	c.publishMu.Lock()
-	defer c.publishMu.Unlock()
-	if c.received != nil && !c.stopped {
-		c.decideLocked()
-	}
-}
-
-// stopGuard stops the guard's timer for good.
-func (c *Consul) stopGuard() {
-	c.publishMu.Lock()
-	defer c.publishMu.Unlock()
-	c.stopped = true
-	if c.guardTimer != nil {
-		c.guardTimer.Stop()
-	}
-}
-
-func (c *Consul) decideLocked() {
-	snap := c.received
-	if c.guard != nil {
-		var recheck time.Duration
-		snap, recheck = c.guard.decide(time.Now(), snap)
-		holding := 0.0
-		if c.guard.holding() {
-			holding = 1
-		}
-		guardHolding.WithLabelValues(c.dc).Set(holding)
-		if recheck > 0 {
-			if c.guardTimer == nil {
-				c.guardTimer = time.AfterFunc(recheck, c.recheck)
-			} else {
-				c.guardTimer.Reset(recheck)
-			}
-		}
-		if snap == c.current() {
-			return
-		}
-	}
-	c.serve(snap)
-	lastSnapshots.Store(c.key, snap)
-	if c.persist != nil {
-		c.persist.offer(snap)
-	}
-	services, instances := snap.Counts()
-	serviceCount.WithLabelValues(c.dc).Set(float64(services))
-	instanceCount.WithLabelValues(c.dc).Set(float64(instances))
-	consulIndex.WithLabelValues(c.dc).Set(float64(snap.Index))
-	snapshotTimestamp.WithLabelValues(c.dc).Set(float64(snap.Built.UnixNano()) / 1e9)
-}
+// publish hands a snapshot of the local datacenter to it.
+func (c *Consul) publish(snap *snapshot.Snapshot) { c.local.publish(snap) }
 
 // capTTL returns rrs with every TTL above ttl lowered to ttl. Records are
 // shared by every answer from the same view: those it changes, it copies.

@@ -160,7 +160,7 @@ var serveTests = []test.Case{
 		Ns: []dns.RR{test.SOA(soaRR)},
 	},
 	{
-		// A datacenter that is not replicated.
+		// A datacenter Consul does not know.
 		Qname: "web.service.dc2.consul.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError,
 		Ns: []dns.RR{test.SOA(soaRR)},
 	},
@@ -221,8 +221,9 @@ var serveTests = []test.Case{
 }
 
 func TestServeDNS(t *testing.T) {
-	c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
 	c.publish(testSnapshot())
+	c.datacentersRead([]string{"dc1"}) // Consul knows no other
 	for _, tc := range serveTests {
 		t.Run(dns.TypeToString[tc.Qtype]+" "+tc.Qname, func(t *testing.T) {
 			rec := dnstest.NewRecorder(&test.ResponseWriter{})
@@ -243,7 +244,7 @@ func TestServeDNS(t *testing.T) {
 }
 
 func TestServeDNSBeforeFirstSync(t *testing.T) {
-	c := &Consul{Zones: []string{"consul."}}
+	c := withLocal(&Consul{Zones: []string{"consul."}})
 	if c.Ready() {
 		t.Fatal("ready without a snapshot")
 	}
@@ -260,7 +261,7 @@ func TestServeDNSBeforeFirstSync(t *testing.T) {
 }
 
 func TestServeDNSOutOfZone(t *testing.T) {
-	c := &Consul{Zones: []string{"consul."}, Next: test.NextHandler(dns.RcodeRefused, nil)}
+	c := withLocal(&Consul{Zones: []string{"consul."}, Next: test.NextHandler(dns.RcodeRefused, nil)})
 	c.publish(testSnapshot())
 	m := new(dns.Msg)
 	m.SetQuestion("example.org.", dns.TypeA)
@@ -294,7 +295,7 @@ func TestServeDNSPassOn(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions(), Next: test.NextHandler(dns.RcodeRefused, nil)}
+			c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions(), Next: test.NextHandler(dns.RcodeRefused, nil)})
 			if tc.fall != nil {
 				c.Fall.SetZonesFromArgs(tc.fall)
 			}
@@ -321,7 +322,7 @@ func TestServeDNSOptions(t *testing.T) {
 	if err := opts.TTL.SetService("we*", 30); err != nil {
 		t.Fatal(err)
 	}
-	c := &Consul{Zones: []string{"consul."}, opts: opts}
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: opts})
 	c.publish(testSnapshot())
 	tests := []test.Case{
 		{ // only_passing drops the warning instance
@@ -353,7 +354,7 @@ func TestServeDNSOptions(t *testing.T) {
 	// a_record_limit caps, and every query draws its own order.
 	opts.ARecordLimit = 1
 	opts.OnlyPassing = false
-	c = &Consul{Zones: []string{"consul."}, opts: opts}
+	c = withLocal(&Consul{Zones: []string{"consul."}, opts: opts})
 	c.publish(testSnapshot())
 	seen := map[string]bool{}
 	for range 200 {
@@ -375,7 +376,7 @@ func TestServeDNSHAProxyWeights(t *testing.T) {
 	opts := answer.DefaultOptions()
 	opts.HAProxyWeights = true
 	opts.NodeMetaTXT = false
-	c := &Consul{Zones: []string{"consul."}, opts: opts}
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: opts})
 	c.publish(testSnapshot())
 	tc := test.Case{
 		Qname: "web.service.consul.", Qtype: dns.TypeSRV,
@@ -416,7 +417,7 @@ func TestMatchZone(t *testing.T) {
 // and prepared: run with -race, it shows the request path and publishing
 // share the prepared records safely, and every answer is whole.
 func TestServeWhilePublishing(t *testing.T) {
-	c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
 	first := benchCatalog(50, 3, 10)
 	c.publish(first)
 	done := make(chan struct{})

@@ -28,7 +28,7 @@ func FuzzServeDNS(f *testing.F) {
 		packed, _ := m.Pack()
 		f.Add(packed)
 	}
-	c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions(), Next: test.NextHandler(dns.RcodeRefused, nil)}
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions(), Next: test.NextHandler(dns.RcodeRefused, nil)})
 	c.publish(testSnapshot())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m := new(dns.Msg)

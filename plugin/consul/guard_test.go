@@ -79,21 +79,21 @@ func indexOf(snaps []*snapshot.Snapshot, s *snapshot.Snapshot) int {
 func TestGuardTimerNeverRevertsANewerSnapshot(t *testing.T) {
 	const hold = 50 * time.Millisecond
 	for range 5 {
-		c := &Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()}
-		c.guard = &guard{fraction: 0.5, hold: hold}
+		c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
+		c.local.guard = &guard{fraction: 0.5, hold: hold}
 		c.publish(sized(10, 1))
 		c.publish(sized(1, 2)) // held; the timer fires after hold
 		time.Sleep(hold - 10*time.Millisecond)
 		// The timer fires while publish is busy and must wait for it.
-		c.publishMu.Lock()
+		c.local.publishMu.Lock()
 		time.Sleep(30 * time.Millisecond)
-		c.publishMu.Unlock()
+		c.local.publishMu.Unlock()
 		newer := sized(1, 3)
 		c.publish(newer) // past the hold time: served
 		time.Sleep(20 * time.Millisecond)
 		if got := c.current(); got != newer {
 			t.Fatalf("serving the snapshot at index %d, want the newer one at %d", got.Index, newer.Index)
 		}
-		c.stopGuard()
+		c.local.stop()
 	}
 }

@@ -5,44 +5,42 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 )
 
-// persister keeps a copy of the latest snapshot on disk, so that a CoreDNS
+// persister keeps a copy of the latest snapshots on disk, so that a CoreDNS
 // restarted while Consul is down answers at once. It writes at most once per
 // interval: under churn the file lags by at most that much.
 type persister struct {
 	path     string
 	interval time.Duration
-	latest   atomic.Pointer[snapshot.Snapshot]
-	written  *snapshot.Snapshot
-	wake     chan struct{} // capacity 1
-	stop     chan struct{}
-	done     chan struct{}
+	// collect returns what is served now, every datacenter's snapshot; nil
+	// before the local one has any.
+	collect func() *snapshot.Set
+	written *snapshot.Set
+	wake    chan struct{} // capacity 1
+	stop    chan struct{}
+	done    chan struct{}
 }
 
-func newPersister(path string, interval time.Duration) *persister {
-	return &persister{path: path, interval: interval, wake: make(chan struct{}, 1)}
+func newPersister(path string, interval time.Duration, collect func() *snapshot.Set) *persister {
+	return &persister{path: path, interval: interval, collect: collect, wake: make(chan struct{}, 1)}
 }
 
-// offer hands over a newly published snapshot. It never blocks.
-func (p *persister) offer(s *snapshot.Snapshot) {
-	p.latest.Store(s)
+// offer says that a new snapshot is served. It never blocks.
+func (p *persister) offer() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
 }
 
-// loaded records the snapshot read from the file, so it is not written back.
-func (p *persister) loaded(s *snapshot.Snapshot) {
-	p.latest.Store(s)
-	p.written = s
-}
+// loaded records the set read from the file, so it is not written back.
+func (p *persister) loaded(s *snapshot.Set) { p.written = s }
 
 func (p *persister) start() {
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
@@ -69,8 +67,8 @@ func (p *persister) run() {
 }
 
 func (p *persister) write() {
-	s := p.latest.Load()
-	if s == nil || s == p.written {
+	s := p.collect()
+	if s == nil || sameSet(s, p.written) {
 		return
 	}
 	if err := snapshot.WriteFile(p.path, s); err != nil {
@@ -91,10 +89,24 @@ func (p *persister) close() {
 	p.stop = nil
 }
 
+// sameSet reports whether a and b hold the same snapshots (by identity: a
+// snapshot is never modified) and the same known datacenters.
+func sameSet(a, b *snapshot.Set) bool {
+	if b == nil || a.Local != b.Local || !slices.Equal(a.Known, b.Known) || len(a.Datacenters) != len(b.Datacenters) {
+		return false
+	}
+	for i := range a.Datacenters {
+		if a.Datacenters[i] != b.Datacenters[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // loadSnapshot reads the snapshot file at start-up. Whatever is wrong with it
 // is logged and the file ignored: the plugin then starts as if it had none.
-func loadSnapshot(path, datacenter string) *snapshot.Snapshot {
-	snap, err := snapshot.ReadFile(path)
+func loadSnapshot(path, datacenter string) *snapshot.Set {
+	set, err := snapshot.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		log.Infof("no snapshot file at %s yet", path)
@@ -104,16 +116,18 @@ func loadSnapshot(path, datacenter string) *snapshot.Snapshot {
 		log.Warningf("ignoring the snapshot file: %v", err)
 		snapshotLoads.WithLabelValues("corrupt").Inc()
 		return nil
-	case datacenter != "" && snap.Datacenter != snapshot.Key(datacenter):
-		log.Warningf("ignoring the snapshot file %s: it holds datacenter %q, not %q", path, snap.Datacenter, datacenter)
+	case datacenter != "" && set.Local != snapshot.Key(datacenter):
+		log.Warningf("ignoring the snapshot file %s: it holds datacenter %q, not %q", path, set.Local, datacenter)
 		snapshotLoads.WithLabelValues("mismatch").Inc()
 		return nil
 	}
-	services, instances := snap.Counts()
-	log.Infof("loaded %d services, %d instances from %s, built %s ago", services, instances, path,
-		time.Since(snap.Built).Round(time.Second))
+	for _, snap := range set.Datacenters {
+		services, instances := snap.Counts()
+		log.Infof("loaded %d services, %d instances of datacenter %s from %s, built %s ago", services, instances,
+			snap.Datacenter, path, time.Since(snap.Built).Round(time.Second))
+	}
 	snapshotLoads.WithLabelValues("ok").Inc()
-	return snap
+	return set
 }
 
 // prepareSnapshotDir creates the snapshot file's directory (0700: the file

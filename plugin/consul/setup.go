@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,20 +36,7 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	h := &Consul{
-		Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, key: cfg.replicaKey(), dc: cfg.dcLabel(),
-		maxStale: cfg.maxStale, staleTTL: cfg.staleTTL,
-	}
-	if cfg.guardFraction > 0 {
-		h.guard = &guard{fraction: cfg.guardFraction, hold: cfg.guardHold}
-	}
-	cfg.replica.Observer = observer{dc: h.dc}
-	h.replica, err = replica.New(cfg.client, cfg.replica, h.publish)
-	if err != nil {
-		// What the Corefile says was checked at its lines: this comes from
-		// the CONSUL_* environment, which has no line to point to.
-		return plugin.Error(pluginName, err)
-	}
+	h := &Consul{Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, maxStale: cfg.maxStale, staleTTL: cfg.staleTTL}
 	if cfg.snapshotPath != "" {
 		// Here and not in parse: parse must not touch the file system
 		// (the fuzzer runs it), and a directory that cannot be written
@@ -56,27 +44,63 @@ func setup(c *caddy.Controller) error {
 		if err := prepareSnapshotDir(cfg.snapshotPath); err != nil {
 			return plugin.Error(pluginName, fmt.Errorf("%s - snapshot: %w", cfg.snapshotAt, err))
 		}
-		h.persist = newPersister(cfg.snapshotPath, cfg.snapshotInterval)
+		h.persist = newPersister(cfg.snapshotPath, cfg.snapshotInterval, h.collect)
 	}
+	h.local, err = cfg.newDatacenter(h, "")
+	if err != nil {
+		// What the Corefile says was checked at its lines: this comes from
+		// the CONSUL_* environment, which has no line to point to.
+		return plugin.Error(pluginName, err)
+	}
+	h.want, h.every = cfg.datacenters, cfg.everyDatacenter
+	h.newRemote = func(name string) (*datacenter, error) { return cfg.newDatacenter(h, name) }
+
 	// On reload the new instance starts serving before the old one stops:
-	// it answers from the old instance's snapshot until its own replica has
-	// synced, instead of SERVFAIL. On a start, the snapshot file does that.
-	var first *snapshot.Snapshot
-	if snap, ok := lastSnapshots.Load(h.key); ok {
-		first = snap.(*snapshot.Snapshot)
-	} else if h.persist != nil {
-		if first = loadSnapshot(cfg.snapshotPath, cfg.replica.Datacenter); first != nil {
-			h.persist.loaded(first)
+	// it answers from the old instance's snapshots until its own replicas
+	// have synced, instead of SERVFAIL. On a start, the snapshot file does
+	// that.
+	var file *snapshot.Set
+	if h.persist != nil {
+		if file = loadSnapshot(cfg.snapshotPath, cfg.replica.Datacenter); file != nil {
+			h.persist.loaded(file)
 		}
 	}
-	if first != nil {
-		h.serve(first)
-		if h.guard != nil {
-			// A Consul that comes back empty after a restart is measured
-			// against what was served before it.
-			_, instances := first.Counts()
-			h.guard.remember(time.Now(), instances, first)
+	localName := snapshot.Key(cfg.replica.Datacenter)
+	if file != nil {
+		localName = file.Local
+	}
+	if snap := cfg.lastSnapshot(h.local.key, file, localName); snap != nil {
+		h.local.start(snap)
+		h.local.name = snap.Datacenter
+	}
+	if file != nil && file.Known != nil {
+		known := make(map[string]bool, len(file.Known))
+		for _, dc := range file.Known {
+			known[dc] = true
 		}
+		h.known.Store(&known)
+	}
+	// The other datacenters the file holds or the Corefile names answer
+	// from the file at once too, before the local replica has said which
+	// datacenters Consul knows.
+	remotes := slices.Clone(cfg.datacenters)
+	if cfg.everyDatacenter && file != nil {
+		for _, snap := range file.Datacenters {
+			remotes = append(remotes, snap.Datacenter)
+		}
+	}
+	for _, dc := range remotes {
+		if dc == h.local.name || dc == snapshot.Key(cfg.replica.Datacenter) || h.remote.Load() != nil && (*h.remote.Load())[dc] != nil {
+			continue
+		}
+		d, err := cfg.newDatacenter(h, dc)
+		if err != nil {
+			return plugin.Error(pluginName, err)
+		}
+		if snap := cfg.lastSnapshot(d.key, file, dc); snap != nil {
+			d.start(snap)
+		}
+		h.addRemoteLocked(d)
 	}
 
 	c.OnStartup(func() error {
@@ -84,15 +108,16 @@ func setup(c *caddy.Controller) error {
 		if h.persist != nil {
 			h.persist.start()
 		}
-		h.replica.Start()
+		h.local.replica.Start()
+		h.startRemotes()
 		h.waitReady(cfg.startupTimeout)
 		return nil
 	})
 	// OnShutdown also runs on reload, after the new instance started: the
-	// old replica's goroutines and connections must go with it.
+	// old replicas' goroutines and connections must go with them.
 	c.OnShutdown(func() error {
-		h.replica.Stop()
-		h.stopGuard()
+		h.stopRemotes()
+		h.local.stop()
 		if h.persist != nil {
 			h.persist.close()
 		}
@@ -104,6 +129,77 @@ func setup(c *caddy.Controller) error {
 		return h
 	})
 	return nil
+}
+
+// newDatacenter makes the datacenter that replicates dc for h, with a replica
+// not yet started; "" is the local one.
+func (cfg *config) newDatacenter(h *Consul, dc string) (*datacenter, error) {
+	d := &datacenter{name: dc, label: dc, key: cfg.replicaKey(), zones: cfg.zones, opts: cfg.answer}
+	rc := cfg.replica
+	rc.Share = cfg.share()
+	if dc == "" {
+		d.name = snapshot.Key(rc.Datacenter)
+		d.label = cfg.dcLabel()
+		d.served = h.localServed
+		rc.OnDatacenters = h.datacentersRead
+	} else {
+		rc.Datacenter = dc
+		d.key += "|" + dc
+		d.served = h.remoteServed
+	}
+	if cfg.guardFraction > 0 {
+		d.guard = &guard{fraction: cfg.guardFraction, hold: cfg.guardHold}
+	}
+	rc.Observer = observer{dc: d.label}
+	r, err := replica.New(cfg.client, rc, d.publish)
+	if err != nil {
+		return nil, err
+	}
+	d.replica = r
+	return d, nil
+}
+
+// lastSnapshot is what a datacenter starts from: its snapshot in the block
+// this one reloads, else in the snapshot file; nil for none.
+func (cfg *config) lastSnapshot(key string, file *snapshot.Set, dc string) *snapshot.Snapshot {
+	if snap, ok := lastSnapshots.Load(key); ok {
+		return snap.(*snapshot.Snapshot)
+	}
+	if file == nil {
+		return nil
+	}
+	return file.Snapshot(dc)
+}
+
+// share is how many replicas read through the agent: one per datacenter.
+// With every, the count is not known before Consul is read: the budget is
+// sized for everyShare.
+func (cfg *config) share() int {
+	if cfg.everyDatacenter {
+		return everyShare
+	}
+	return 1 + len(cfg.datacenters)
+}
+
+// everyShare is the number of datacenters the watcher budget is split
+// between with "datacenters *" (max_watchers sizes it by hand).
+const everyShare = 4
+
+// localServed hears of every snapshot the local datacenter serves.
+func (c *Consul) localServed() {
+	if c.persist != nil {
+		c.persist.offer()
+	}
+	// The first snapshot names the local datacenter: one of those the
+	// Corefile lists may be it. Not under the local publishMu.
+	c.namedOnce.Do(func() { go c.localNamed() })
+}
+
+// remoteServed hears of every snapshot another datacenter serves.
+func (c *Consul) remoteServed() {
+	if c.persist != nil {
+		c.persist.offer()
+	}
 }
 
 // waitReady holds start-up until a snapshot can answer or timeout passes,
@@ -132,6 +228,11 @@ type config struct {
 	answer  answer.Options
 	fall    fall.F
 
+	// datacenters are the other datacenters to replicate, lower case;
+	// everyDatacenter replicates every one Consul knows.
+	datacenters     []string
+	everyDatacenter bool
+
 	snapshotPath     string
 	snapshotAt       string // "FILE:LINE" of the snapshot option, for errors found at start-up
 	snapshotInterval time.Duration
@@ -159,6 +260,7 @@ func (cfg *config) dcLabel() string {
 //	    tls CA [CERT KEY]
 //	    tls_server_name NAME
 //	    datacenter NAME
+//	    datacenters NAME...|*
 //	    namespace NAME
 //	    partition NAME
 //	    consistency stale|default|consistent
@@ -303,6 +405,28 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 			return c.Errf("tls: %s", strings.TrimPrefix(err.Error(), "tls: "))
 		}
 		cfg.client.TLSConfig = files
+	case "datacenters":
+		// datacenters NAME... | *: the datacenters answered from replicas
+		// of their own, besides the local one.
+		args := c.RemainingArgs()
+		if len(args) == 0 {
+			return c.Errf("datacenters takes one or more datacenter names, or *")
+		}
+		if len(cfg.datacenters) > 0 || cfg.everyDatacenter {
+			return c.Errf("datacenters is given twice")
+		}
+		for _, dc := range args {
+			switch {
+			case dc == "*" && len(args) > 1:
+				return c.Errf("datacenters: * stands for every datacenter and takes no names besides")
+			case dc == "*":
+				cfg.everyDatacenter = true
+			case !validLabel(dc):
+				return c.Errf("datacenters: %q is not a datacenter name (a DNS label)", dc)
+			case !slices.Contains(cfg.datacenters, snapshot.Key(dc)):
+				cfg.datacenters = append(cfg.datacenters, snapshot.Key(dc))
+			}
+		}
 	case "max_watchers":
 		// 0 is valid: no service gets a blocking query of its own, the
 		// detectors and sweeps keep every service current.
@@ -429,6 +553,19 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		return c.Errf("unknown property %q", c.Val())
 	}
 	return nil
+}
+
+// validLabel reports whether s can be a datacenter's label in a DNS name.
+func validLabel(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // ttlArg reads a TTL given as a duration ("30s", "5m") or in seconds.

@@ -149,6 +149,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad node_meta_txt", "consul {\n  node_meta_txt maybe\n}", `Testfile:2 - Error during parsing: node_meta_txt: "maybe" is not on or off`},
 		{"only_passing with argument", "consul {\n  only_passing yes\n}", "Testfile:2 - Error during parsing: only_passing takes no arguments"},
 		{"twice in one block", "consul\nconsul", "can only be used once per Server Block"},
+		{"empty datacenters", "consul {\n  datacenters\n}", "Testfile:2 - Error during parsing: datacenters takes one or more datacenter names, or *"},
+		{"* among names", "consul {\n  datacenters dc2 *\n}", "Testfile:2 - Error during parsing: datacenters: * stands for every datacenter and takes no names besides"},
+		{"datacenters twice", "consul {\n  datacenters dc2\n  datacenters dc3\n}", "Testfile:3 - Error during parsing: datacenters is given twice"},
+		{"datacenter not a label", "consul {\n  datacenters dc2.east\n}", `Testfile:2 - Error during parsing: datacenters: "dc2.east" is not a datacenter name (a DNS label)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,6 +201,31 @@ func TestSetupReloadKeepsSnapshot(t *testing.T) {
 	second := handler()
 	if !second.Ready() || second.current() != first.current() {
 		t.Fatal("the reloaded block does not start from its predecessor's snapshot")
+	}
+}
+
+func TestParseDatacenters(t *testing.T) {
+	tests := []struct {
+		input string
+		want  []string
+		every bool
+		share int
+	}{
+		{"consul", nil, false, 1},
+		{"consul {\n datacenters DC2 dc3 dc2\n}", []string{"dc2", "dc3"}, false, 3},
+		{"consul {\n datacenters *\n}", nil, true, everyShare},
+	}
+	for _, tc := range tests {
+		c := caddy.NewTestController("dns", tc.input)
+		c.ServerBlockKeys = []string{"consul.:53"}
+		cfg, err := parse(c)
+		if err != nil {
+			t.Fatalf("parse(%q): %v", tc.input, err)
+		}
+		if !slices.Equal(cfg.datacenters, tc.want) || cfg.everyDatacenter != tc.every || cfg.share() != tc.share {
+			t.Errorf("parse(%q): datacenters %q, every %v, share %d; want %q, %v, %d", tc.input,
+				cfg.datacenters, cfg.everyDatacenter, cfg.share(), tc.want, tc.every, tc.share)
+		}
 	}
 }
 

@@ -57,10 +57,11 @@ func TestServeStale(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := answer.DefaultOptions()
 			opts.TTL.SetService("*", tc.serviceTT)
-			c := &Consul{Zones: []string{"consul."}, opts: opts, replica: r, maxStale: tc.maxStale, staleTTL: tc.staleTTL}
+			c := withLocal(&Consul{Zones: []string{"consul."}, opts: opts, maxStale: tc.maxStale, staleTTL: tc.staleTTL})
+			c.local.replica = r
 			snap := testSnapshot()
 			snap.Built = time.Now().Add(-tc.built)
-			c.serve(snap)
+			c.local.serve(snap)
 			m := new(dns.Msg)
 			m.SetQuestion("web.service.consul.", dns.TypeSRV)
 			rec := dnstest.NewRecorder(&test.ResponseWriter{})
@@ -82,7 +83,7 @@ func TestServeStale(t *testing.T) {
 			// The cap copies what it changes: the records the view shares
 			// with every other answer keep their TTL.
 			q := "web.service.consul."
-			res := answer.Lookup(c.view.Load(), answer.Question{Name: q, Lower: q, Zone: "consul.", Type: dns.TypeSRV})
+			res := answer.Lookup(c.local.view.Load(), answer.Question{Name: q, Lower: q, Zone: "consul.", Type: dns.TypeSRV})
 			for _, rr := range append(res.Answer, res.Extra...) {
 				if rr.Header().Ttl != tc.serviceTT {
 					t.Errorf("TTL %d in the view's %s after a capped answer, want %d", rr.Header().Ttl, rr, tc.serviceTT)
@@ -93,7 +94,7 @@ func TestServeStale(t *testing.T) {
 }
 
 func TestWaitReady(t *testing.T) {
-	c := &Consul{Zones: []string{"consul."}}
+	c := withLocal(&Consul{Zones: []string{"consul."}})
 	start := time.Now()
 	c.waitReady(100 * time.Millisecond)
 	if waited := time.Since(start); waited < 100*time.Millisecond {

@@ -35,6 +35,8 @@ type Process struct {
 	ports             []int    // http, server, serf lan, serf wan, dns
 	expect            int      // servers to bootstrap with
 	join              []string // serf LAN addresses to join
+	datacenter        string   // empty for dc1
+	joinWAN           []string // serf WAN addresses to join
 	cmd               *exec.Cmd
 	done              chan struct{}
 }
@@ -85,6 +87,38 @@ func StartCluster(t testing.TB, n int) []*Process {
 	return cluster
 }
 
+// StartDatacenters starts one single-server datacenter for each name, the
+// later ones WAN-joined to the first, and waits until each has a leader and
+// the first sees them all.
+func StartDatacenters(t testing.TB, names ...string) []*Process {
+	t.Helper()
+	var dcs []*Process
+	for i, dc := range names {
+		p := newProcess(t, "consul-"+dc, 1)
+		p.datacenter = dc
+		if i > 0 {
+			p.joinWAN = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(dcs[0].ports[3]))}
+		}
+		p.start()
+		t.Cleanup(func() { p.Kill() })
+		dcs = append(dcs, p)
+	}
+	for _, p := range dcs {
+		p.waitLeader()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		known, err := dcs[0].Client().Catalog().Datacenters()
+		if err == nil && len(known) == len(names) {
+			return dcs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the first datacenter knows %v after 30s (%v), want %v", known, err, names)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // ServerAddr is the server's RPC address, as /v1/status/leader names it.
 func (p *Process) ServerAddr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[1]))
@@ -122,6 +156,12 @@ func (p *Process) start() {
 	p.cmd.Args = append(p.cmd.Args, p.tlsArgs...)
 	for _, addr := range p.join {
 		p.cmd.Args = append(p.cmd.Args, "-retry-join", addr)
+	}
+	for _, addr := range p.joinWAN {
+		p.cmd.Args = append(p.cmd.Args, "-retry-join-wan", addr, "-retry-interval-wan", "1s")
+	}
+	if p.datacenter != "" {
+		p.cmd.Args = append(p.cmd.Args, "-datacenter", p.datacenter)
 	}
 	if len(p.join) > 0 {
 		// The default 30s between attempts outlasts waitLeader when the

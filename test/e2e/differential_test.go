@@ -4,11 +4,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
@@ -141,10 +139,6 @@ func differential(t *testing.T, seed uint64) {
 `, p.DNS, p.Ready, agent.HTTPAddr)
 	})
 
-	type question struct {
-		name  string
-		qtype uint16
-	}
 	var questions []question
 	ask := func(name string, types ...uint16) {
 		for _, qt := range types {
@@ -182,39 +176,5 @@ func differential(t *testing.T, seed uint64) {
 	ask("a.b.c.d.consul.", dns.TypeA)
 
 	// Over TCP: over UDP without EDNS, Consul cuts answers to 3 records.
-	c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
-	exchange := func(server string, q question) *dns.Msg {
-		m := new(dns.Msg)
-		m.SetQuestion(q.name, q.qtype)
-		resp, _, err := c.Exchange(m, server)
-		if err != nil {
-			t.Fatalf("%s %s to %s: %v", q.name, dns.TypeToString[q.qtype], server, err)
-		}
-		return resp
-	}
-	differences := 0
-	for _, q := range questions {
-		want, got := exchange(consulDNS, q), exchange(plugin.Addr, q)
-		sections := []struct {
-			name      string
-			want, got []dns.RR
-		}{{"answer", want.Answer, got.Answer}, {"authority", want.Ns, got.Ns}, {"additional", want.Extra, got.Extra}}
-		diff := want.Rcode != got.Rcode
-		for _, s := range sections {
-			diff = diff || !slices.Equal(normalize(s.want), normalize(s.got))
-		}
-		if !diff {
-			continue
-		}
-		differences++
-		msg := fmt.Sprintf("%s %s: rcode consul %s, plugin %s", q.name, dns.TypeToString[q.qtype],
-			dns.RcodeToString[want.Rcode], dns.RcodeToString[got.Rcode])
-		for _, s := range sections {
-			if w, g := normalize(s.want), normalize(s.got); !slices.Equal(w, g) {
-				msg += fmt.Sprintf("\n  %s:\n    consul %q\n    plugin %q", s.name, w, g)
-			}
-		}
-		t.Error(msg)
-	}
-	t.Logf("%d questions, %d answered differently", len(questions), differences)
+	compare(t, consulDNS, plugin.Addr, questions)
 }

@@ -25,7 +25,7 @@ func TestDamagedSnapshotFile(t *testing.T) {
 	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
 
 	good := new(bytes.Buffer)
-	if err := snapshot.Encode(good, snapshot.New("dc1", 1, nil, nil, time.Unix(0, 0))); err != nil {
+	if err := snapshot.Encode(good, &snapshot.Set{Local: "dc1", Datacenters: []*snapshot.Snapshot{snapshot.New("dc1", 1, nil, nil, time.Unix(0, 0))}}); err != nil {
 		t.Fatal(err)
 	}
 	flipped := bytes.Clone(good.Bytes())
@@ -57,11 +57,11 @@ func TestDamagedSnapshotFile(t *testing.T) {
 				t.Errorf("the damaged file was not reported:\n%s", server.Output())
 			}
 			server.Stop(t)
-			snap, err := snapshot.ReadFile(path)
+			set, err := snapshot.ReadFile(path)
 			if err != nil {
 				t.Fatalf("the file was not replaced by a good one: %v", err)
 			}
-			if _, ok := snap.Service("web"); !ok {
+			if _, ok := set.Snapshot(set.Local).Service("web"); !ok {
 				t.Error("the new file lacks web")
 			}
 		})

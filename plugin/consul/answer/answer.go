@@ -58,16 +58,24 @@ type Options struct {
 // DefaultOptions are Consul's defaults.
 func DefaultOptions() Options { return Options{NodeMetaTXT: true} }
 
-// Lookup answers q from v.
-func Lookup(v *View, q Question) Result {
+// Parse reads what q's name asks for.
+func Parse(q Question) Name {
 	rel := strings.TrimSuffix(strings.TrimSuffix(q.Lower, q.Zone), ".")
 	var buf [8]string
-	name := parseName(splitLabels(rel, buf[:0]), q.Type)
+	return parseName(splitLabels(rel, buf[:0]), q.Type)
+}
+
+// Lookup answers q from v.
+func Lookup(v *View, q Question) Result { return Answer(v, q, Parse(q)) }
+
+// Answer answers q, whose name Parse read as name, from v: the view of the
+// datacenter name is in.
+func Answer(v *View, q Question, name Name) Result {
 	z, zi := v.zone(q.Zone)
 	b := builder{v: v, snap: v.Snap, q: q, opt: &v.prep.opt, zone: z, zi: zi}
 	if name.Datacenter != "" && name.Datacenter != v.Snap.Datacenter && name.Kind != KindAddr {
-		// Only one datacenter is replicated; Consul answers NXDOMAIN for a
-		// datacenter it has no path to.
+		// Not this view's datacenter, and the caller has no other: Consul
+		// answers NXDOMAIN for a datacenter it has no path to.
 		return b.nxdomain()
 	}
 	switch name.Kind {
@@ -84,6 +92,14 @@ func Lookup(v *View, q Question) Result {
 	case KindPassOn:
 		return Result{PassOn: true}
 	}
+	return b.nxdomain()
+}
+
+// NameError is the NXDOMAIN answer to q from v: for a name in a datacenter
+// Consul does not know.
+func NameError(v *View, q Question) Result {
+	z, zi := v.zone(q.Zone)
+	b := builder{v: v, snap: v.Snap, q: q, opt: &v.prep.opt, zone: z, zi: zi}
 	return b.nxdomain()
 }
 

@@ -83,7 +83,7 @@ func (r *Replicator) setDatacenter(dc string) {
 // rebuilds the endpoints so that their connection cap follows. It runs
 // before any loop that sends requests.
 func (r *Replicator) sizeBudget(limit int) {
-	budget := watcherBudget(limit, allHTTPS(r.consul, r.cfg.Addresses), r.cfg.overhead())
+	budget := watcherBudget(limit, allHTTPS(r.consul, r.cfg.Addresses), r.cfg.overhead(), r.cfg.Share)
 	log.Infof("the agent allows %s per client: watching up to %d services one by one", describeLimit(limit), budget)
 	if budget == r.budget() {
 		return
@@ -118,11 +118,11 @@ func (r *Replicator) budget() int {
 }
 
 // fallbackBudget is the budget when the agent's limit is not known.
-func fallbackBudget(consul *api.Config, addrs []string) int {
+func fallbackBudget(consul *api.Config, addrs []string, share int) int {
 	if allHTTPS(consul, addrs) {
 		return HTTPSWatchers
 	}
-	return HTTPWatchers
+	return HTTPWatchers / max(1, share)
 }
 
 // watcherBudget is how many services may have a watcher under an agent that
@@ -131,18 +131,20 @@ func fallbackBudget(consul *api.Config, addrs []string) int {
 // connection, and an eighth of the limit is left to other clients on the
 // same address (a health checker, consul-template, a second CoreDNS); over
 // HTTPS, HTTP/2 multiplexes them and the budget only bounds the agent's
-// memory.
-func watcherBudget(limit int, https bool, overhead int) int {
+// memory. share replicas (one per datacenter) split what is left equally.
+func watcherBudget(limit int, https bool, overhead, share int) int {
 	if https || limit <= 0 {
 		return HTTPSWatchers
 	}
-	return min(HTTPSWatchers, max(0, limit-overhead-max(8, limit/8)))
+	share = max(1, share)
+	return min(HTTPSWatchers, max(0, (limit-max(8, limit/8))/share-overhead))
 }
 
 // limitFor is the agent connection limit under which a replica with overhead
-// connections besides its watchers watches every one of services.
-func limitFor(services, overhead int) int {
-	need := (services + overhead) * 8 / 7 // the inverse of watcherBudget's eighth
+// connections besides its watchers, one of share, watches every one of
+// services.
+func limitFor(services, overhead, share int) int {
+	need := (services + overhead) * max(1, share) * 8 / 7 // the inverse of watcherBudget's eighth
 	return (need/100 + 1) * 100
 }
 
@@ -157,5 +159,5 @@ func (r *Replicator) warnBudgetLocked() {
 	log.Warningf("%d services but a budget of %d watchers: changes to the other %d are found by detectors and may take longer "+
 		"(up to a sweep for a changed port or address). To watch every service, set limits { http_max_conns_per_client = %d } "+
 		"in the Consul agent's configuration, or reach the agent over https://, where HTTP/2 shares connections",
-		len(r.services), r.cfg.MaxWatchers, unwatched, limitFor(len(r.services), r.cfg.overhead()))
+		len(r.services), r.cfg.MaxWatchers, unwatched, limitFor(len(r.services), r.cfg.overhead(), r.cfg.Share))
 }

@@ -33,6 +33,7 @@ func buildService(name string, entries []*api.ServiceEntry, index uint64) *snaps
 			WeightPassing:       e.Service.Weights.Passing,
 			WeightWarning:       e.Service.Weights.Warning,
 			Health:              aggregateHealth(e.Checks),
+			Checks:              failingChecks(e.Checks),
 		})
 	}
 	slices.SortFunc(svc.Instances, func(a, b snapshot.Instance) int {
@@ -59,6 +60,19 @@ func buildNode(n *api.Node) *snapshot.Node {
 	return &snapshot.Node{Name: n.Node, Address: n.Address, TaggedAddresses: n.TaggedAddresses, Meta: n.Meta}
 }
 
+// failingChecks are the checks that are not passing, sorted by ID: a
+// prepared query may ignore some of them.
+func failingChecks(checks api.HealthChecks) []snapshot.Check {
+	var out []snapshot.Check
+	for _, c := range checks {
+		if h := snapshot.ParseHealth(c.Status); h != snapshot.Passing {
+			out = append(out, snapshot.Check{ID: c.CheckID, Health: h})
+		}
+	}
+	slices.SortFunc(out, func(a, b snapshot.Check) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
 // sameInstances reports whether two reads of a service hold the same
 // instances; buildService makes equal catalogs give equal slices.
 func sameInstances(a, b []snapshot.Instance) bool { return reflect.DeepEqual(a, b) }
@@ -72,6 +86,7 @@ func sameRegistrations(a, b []snapshot.Instance) bool {
 	for i := range a {
 		x, y := a[i], b[i]
 		x.Health, y.Health = 0, 0
+		x.Checks, y.Checks = nil, nil
 		if !reflect.DeepEqual(x, y) {
 			return false
 		}

@@ -107,28 +107,34 @@ func TestSummaryDetector(t *testing.T) {
 func TestWatcherBudget(t *testing.T) {
 	const overhead = 20 // DefaultConfig's 16 fetchers and 4 loops
 	tests := []struct {
-		limit int
-		https bool
-		want  int
+		limit, share int
+		https        bool
+		want         int
 	}{
-		{200, false, 155},         // Consul's default: 200 - 20 - 25 left to other clients
-		{5000, false, 4355},       // 5000 - 20 - 625
-		{10000, false, 8192},      // bounded by the agent's memory
-		{0, false, HTTPSWatchers}, // no limit
-		{200, true, HTTPSWatchers},
-		{16, false, 0}, // too small for any
+		{200, 1, false, 155},         // Consul's default: 200 - 20 - 25 left to other clients
+		{200, 0, false, 155},         // 0 is alone too
+		{200, 2, false, 67},          // two datacenters: (200 - 25) / 2 - 20
+		{5000, 1, false, 4355},       // 5000 - 20 - 625
+		{10000, 1, false, 8192},      // bounded by the agent's memory
+		{0, 1, false, HTTPSWatchers}, // no limit
+		{200, 1, true, HTTPSWatchers},
+		{200, 3, true, HTTPSWatchers}, // HTTP/2 shares connections whatever the share
+		{16, 1, false, 0},             // too small for any
+		{200, 9, false, 0},            // too many datacenters for the default limit
 	}
 	for _, tc := range tests {
-		if got := watcherBudget(tc.limit, tc.https, overhead); got != tc.want {
-			t.Errorf("watcherBudget(%d, https=%v) = %d, want %d", tc.limit, tc.https, got, tc.want)
+		if got := watcherBudget(tc.limit, tc.https, overhead, tc.share); got != tc.want {
+			t.Errorf("watcherBudget(%d, https=%v, share %d) = %d, want %d", tc.limit, tc.https, tc.share, got, tc.want)
 		}
 	}
 	// The limit the warning recommends must give a budget that covers the
 	// services it was computed for.
-	for _, services := range []int{1, 150, 156, 1000, 5000, 8000} {
-		limit := limitFor(services, overhead)
-		if got := watcherBudget(limit, false, overhead); got < services {
-			t.Errorf("limitFor(%d) = %d, which watches only %d", services, limit, got)
+	for _, share := range []int{1, 2, 5} {
+		for _, services := range []int{1, 150, 156, 1000, 5000, 8000} {
+			limit := limitFor(services, overhead, share)
+			if got := watcherBudget(limit, false, overhead, share); got < services {
+				t.Errorf("limitFor(%d, share %d) = %d, which watches only %d", services, share, limit, got)
+			}
 		}
 	}
 }

@@ -63,6 +63,10 @@ type Config struct {
 	// by default; over HTTPS they share HTTP/2 connections. AutoWatchers
 	// sizes the budget from the agent's limit (watcherBudget).
 	MaxWatchers int
+	// Share is how many replicas (one per replicated datacenter) read
+	// through the same agents and share their connection limit; 0 or 1 for
+	// a replica alone.
+	Share int
 	// WatchRate bounds how many watchers start per second: a Consul agent
 	// that sees thousands of blocking queries at once grows its memory by
 	// several times what they cost it once running.
@@ -83,6 +87,10 @@ type Config struct {
 	LivenessInterval, LivenessTimeout time.Duration
 	// Observer hears of every request's outcome and every publication.
 	Observer Observer
+	// OnDatacenters, when set, is given the datacenters Consul knows, read
+	// every DatacentersInterval; Consul offers no blocking query for them.
+	OnDatacenters       func([]string)
+	DatacentersInterval time.Duration
 }
 
 // Observer hears about the replica; its methods must not block.
@@ -122,6 +130,8 @@ func DefaultConfig() Config {
 
 		LivenessInterval: 5 * time.Second,
 		LivenessTimeout:  2 * time.Second,
+
+		DatacentersInterval: 10 * time.Second,
 	}
 }
 
@@ -242,7 +252,7 @@ type entry struct {
 func New(consul *api.Config, cfg Config, publish func(*snapshot.Snapshot)) (*Replicator, error) {
 	auto := cfg.MaxWatchers < 0
 	if auto {
-		cfg.MaxWatchers = fallbackBudget(consul, cfg.Addresses)
+		cfg.MaxWatchers = fallbackBudget(consul, cfg.Addresses, cfg.Share)
 	}
 	eps, err := newEndpoints(consul, cfg.Addresses, cfg.connections())
 	if err != nil {
@@ -282,6 +292,9 @@ func (r *Replicator) Start() {
 		r.spawn(r.rampLoop)
 		if r.cfg.LivenessInterval > 0 {
 			r.spawn(r.livenessLoop)
+		}
+		if r.cfg.OnDatacenters != nil {
+			r.spawn(r.datacentersLoop)
 		}
 		for range r.cfg.Fetchers {
 			r.spawn(r.fetchLoop)
@@ -384,6 +397,33 @@ func (r *Replicator) livenessLoop() {
 			}
 			return &api.QueryMeta{LastIndex: meta.LastIndex, KnownLeader: leader != "", LastContact: meta.LastContact}, nil
 		})
+	}
+}
+
+// datacentersLoop reads the datacenters Consul knows: at once, then every
+// DatacentersInterval, retrying sooner while it fails.
+func (r *Replicator) datacentersLoop() {
+	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
+	for {
+		var dcs []string
+		_, err := r.query(r.ctx, 0, 0, r.cfg.LivenessTimeout, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+			// The agent answers from its own view of the WAN: no ?dc=.
+			opts.Datacenter = ""
+			if _, err := client.Raw().Query("/v1/catalog/datacenters", &dcs, opts); err != nil {
+				return nil, err
+			}
+			return &api.QueryMeta{KnownLeader: true}, nil
+		})
+		delay := r.cfg.DatacentersInterval
+		if err == nil {
+			backoff.reset()
+			r.cfg.OnDatacenters(dcs)
+		} else {
+			delay = min(delay, backoff.next())
+		}
+		if !sleep(r.ctx, delay) {
+			return
+		}
 	}
 }
 

@@ -19,11 +19,34 @@ import (
 //	version  uint32    big endian, FileVersion
 //	length   uint64    big endian, length of the payload
 //	checksum 32 bytes  SHA-256 of the payload
-//	payload            gzip-compressed JSON of the Snapshot
+//	payload            gzip-compressed JSON of the Set (version 1: of one Snapshot)
 //
 // A file that is short, has another magic or version, or whose checksum does
-// not match is rejected whole: a snapshot is never served in part.
-const FileVersion = 1
+// not match is rejected whole: a snapshot is never served in part. Version 1
+// files, written before other datacenters were replicated, are still read.
+const FileVersion = 2
+
+// Set is what the snapshot file holds: the snapshot of every replicated
+// datacenter, and the datacenters Consul knows, so that a CoreDNS restarted
+// while Consul is down answers every datacenter it answered before.
+type Set struct {
+	// Local is the name of the agent's own datacenter, lower case.
+	Local       string
+	Datacenters []*Snapshot
+	// Known are the datacenters Consul knows, lower case; nil when never
+	// read.
+	Known []string `json:",omitempty"`
+}
+
+// Snapshot returns the set's snapshot of datacenter dc, or nil.
+func (s *Set) Snapshot(dc string) *Snapshot {
+	for _, snap := range s.Datacenters {
+		if snap.Datacenter == Key(dc) {
+			return snap
+		}
+	}
+	return nil
+}
 
 var magic = [16]byte{'c', 'o', 'r', 'e', 'd', 'n', 's', '-', 'c', 'o', 'n', 's', 'u', 'l'}
 
@@ -32,11 +55,11 @@ const headerLen = 16 + 4 + 8 + sha256.Size
 // ErrCorrupt wraps every reason a snapshot file is refused.
 var ErrCorrupt = errors.New("corrupt snapshot file")
 
-// Encode writes snap in the file format.
-func Encode(w io.Writer, snap *Snapshot) error {
+// Encode writes set in the file format.
+func Encode(w io.Writer, set *Set) error {
 	var payload bytes.Buffer
 	zw := gzip.NewWriter(&payload)
-	if err := json.NewEncoder(zw).Encode(snap); err != nil {
+	if err := json.NewEncoder(zw).Encode(set); err != nil {
 		return fmt.Errorf("encoding snapshot: %w", err)
 	}
 	if err := zw.Close(); err != nil {
@@ -55,16 +78,17 @@ func Encode(w io.Writer, snap *Snapshot) error {
 	return err
 }
 
-// Decode reads a snapshot in the file format.
-func Decode(data []byte) (*Snapshot, error) {
+// Decode reads a set in the file format.
+func Decode(data []byte) (*Set, error) {
 	if len(data) < headerLen {
 		return nil, fmt.Errorf("%w: %d bytes, shorter than the header", ErrCorrupt, len(data))
 	}
 	if !bytes.Equal(data[:16], magic[:]) {
 		return nil, fmt.Errorf("%w: not a coredns-consul snapshot", ErrCorrupt)
 	}
-	if v := binary.BigEndian.Uint32(data[16:20]); v != FileVersion {
-		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, v, FileVersion)
+	version := binary.BigEndian.Uint32(data[16:20])
+	if version != FileVersion && version != 1 {
+		return nil, fmt.Errorf("%w: format version %d, this build reads 1 and %d", ErrCorrupt, version, FileVersion)
 	}
 	length := binary.BigEndian.Uint64(data[20:28])
 	payload := data[headerLen:]
@@ -78,24 +102,53 @@ func Decode(data []byte) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	var snap Snapshot
-	if err := json.NewDecoder(zr).Decode(&snap); err != nil {
+	var set Set
+	if version == 1 {
+		var snap Snapshot
+		err = json.NewDecoder(zr).Decode(&snap)
+		set = Set{Local: snap.Datacenter, Datacenters: []*Snapshot{&snap}}
+	} else {
+		err = json.NewDecoder(zr).Decode(&set)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
+	seen := make(map[string]bool, len(set.Datacenters))
+	for i, snap := range set.Datacenters {
+		if snap == nil || snap.Datacenter == "" || seen[Key(snap.Datacenter)] {
+			return nil, fmt.Errorf("%w: datacenter %d is missing, unnamed or repeated", ErrCorrupt, i)
+		}
+		seen[Key(snap.Datacenter)] = true
+		set.Datacenters[i] = rebuild(snap)
+	}
+	if set.Local = Key(set.Local); !seen[set.Local] {
+		return nil, fmt.Errorf("%w: no snapshot of the local datacenter %q", ErrCorrupt, set.Local)
+	}
+	for i, dc := range set.Known {
+		set.Known[i] = Key(dc)
+	}
+	return &set, nil
+}
+
+// rebuild makes a decoded snapshot whole: its counts, and maps that are
+// never nil.
+func rebuild(snap *Snapshot) *Snapshot {
 	if snap.Services == nil {
 		snap.Services = map[string]*Service{}
 	}
 	if snap.Nodes == nil {
 		snap.Nodes = map[string]*Node{}
 	}
-	return New(snap.Datacenter, snap.Index, snap.Services, snap.Nodes, snap.Built), nil
+	s := New(snap.Datacenter, snap.Index, snap.Services, snap.Nodes, snap.Built)
+	s.Queries, s.Coordinates = snap.Queries, snap.Coordinates
+	return s
 }
 
-// WriteFile writes snap to path atomically: to a temporary file in the same
+// WriteFile writes set to path atomically: to a temporary file in the same
 // directory, synced, then renamed over path, so a crash leaves either the old
 // file or the new one. The file is readable by its owner only: it lists the
 // whole catalog.
-func WriteFile(path string, snap *Snapshot) error {
+func WriteFile(path string, set *Set) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -106,7 +159,7 @@ func WriteFile(path string, snap *Snapshot) error {
 		tmp.Close()
 		return fmt.Errorf("writing snapshot: %w", err)
 	}
-	if err := Encode(tmp, snap); err != nil {
+	if err := Encode(tmp, set); err != nil {
 		tmp.Close()
 		return fmt.Errorf("writing snapshot %s: %w", tmp.Name(), err)
 	}
@@ -128,16 +181,17 @@ func WriteFile(path string, snap *Snapshot) error {
 	return nil
 }
 
-// ReadFile reads the snapshot at path. A missing file gives an error that
-// matches os.ErrNotExist, a damaged one an error that matches ErrCorrupt.
-func ReadFile(path string) (*Snapshot, error) {
+// ReadFile reads the snapshot file at path. A missing file gives an error
+// that matches os.ErrNotExist, a damaged one an error that matches
+// ErrCorrupt.
+func ReadFile(path string) (*Set, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	snap, err := Decode(data)
+	set, err := Decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return snap, nil
+	return set, nil
 }

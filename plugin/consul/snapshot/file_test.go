@@ -2,7 +2,10 @@ package snapshot
 
 import (
 	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,7 +14,18 @@ import (
 	"time"
 )
 
-func sample() *Snapshot {
+// sample is a set of two datacenters, with every kind of value a snapshot
+// holds.
+func sample() *Set {
+	dc2 := New("dc2", 3, map[string]*Service{"db": {Name: "db", Index: 3, Instances: []Instance{{
+		ID: "db-1", Node: "m1", NodeAddress: "10.2.0.1", Port: 5432, Health: Critical,
+		Checks: []Check{{ID: "serfHealth", Health: Critical}},
+	}}}}, map[string]*Node{"m1": {Name: "m1", Address: "10.2.0.1"}}, time.Unix(1700000001, 0).UTC())
+	dc2.Queries = []*Query{{ID: "q1", Name: "db", Service: QueryService{Service: "db", Tags: []string{"!old"}}, TTL: "10s"}}
+	return &Set{Local: "dc1", Datacenters: []*Snapshot{sampleDC1(), dc2}, Known: []string{"dc1", "dc2", "dc3"}}
+}
+
+func sampleDC1() *Snapshot {
 	return New("dc1", 0, map[string]*Service{
 		"web": {Name: "web", Index: 7, Instances: []Instance{{
 			ID: "web-1", Node: "n1", NodeAddress: "10.0.0.1", Address: "10.1.0.1", Port: 80,
@@ -78,6 +92,51 @@ func TestFileRejectsDamage(t *testing.T) {
 			snap, err := Decode(tc.data)
 			if !errors.Is(err, ErrCorrupt) || snap != nil {
 				t.Errorf("Decode = %v, %v; want ErrCorrupt and no snapshot", snap, err)
+			}
+		})
+	}
+}
+
+// TestFileVersion1 checks that a file written before other datacenters were
+// replicated is still read, as the set of its one datacenter.
+func TestFileVersion1(t *testing.T) {
+	want := sampleDC1()
+	var payload bytes.Buffer
+	zw := gzip.NewWriter(&payload)
+	if err := json.NewEncoder(zw).Encode(want); err != nil {
+		t.Fatal(err)
+	}
+	zw.Close()
+	data := append(magic[:], binary.BigEndian.AppendUint32(nil, 1)...)
+	data = binary.BigEndian.AppendUint64(data, uint64(payload.Len()))
+	sum := sha256.Sum256(payload.Bytes())
+	data = append(append(data, sum[:]...), payload.Bytes()...)
+	got, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Local != "dc1" || len(got.Datacenters) != 1 || !reflect.DeepEqual(got.Snapshot("DC1"), want) {
+		t.Errorf("read %+v, want the set of %+v", got, want)
+	}
+}
+
+func TestFileRejectsIncompleteSets(t *testing.T) {
+	tests := []struct {
+		name string
+		set  *Set
+	}{
+		{"no local snapshot", &Set{Local: "dc9", Datacenters: []*Snapshot{sampleDC1()}}},
+		{"repeated datacenter", &Set{Local: "dc1", Datacenters: []*Snapshot{sampleDC1(), sampleDC1()}}},
+		{"nil datacenter", &Set{Local: "dc1", Datacenters: []*Snapshot{sampleDC1(), nil}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := Encode(&buf, tc.set); err != nil {
+				t.Fatal(err)
+			}
+			if set, err := Decode(buf.Bytes()); !errors.Is(err, ErrCorrupt) || set != nil {
+				t.Errorf("Decode = %v, %v; want ErrCorrupt", set, err)
 			}
 		})
 	}

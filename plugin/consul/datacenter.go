@@ -1,0 +1,149 @@
+package consul
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+)
+
+// datacenter is one replicated datacenter: its replica, its removal guard and
+// the view its names are answered from. Datacenters share nothing but the
+// agent they are read through, so one that is cut off keeps its last data
+// and holds up no other.
+type datacenter struct {
+	name  string // lower case; empty for the local one until its first snapshot names it
+	label string // the datacenter label of metrics
+	key   string // what it replicates, for lastSnapshots
+	zones []string
+	opts  answer.Options
+
+	replica *replica.Replicator // nil in tests that publish by hand
+	// served hears of every snapshot served, for the snapshot file.
+	served func()
+
+	// publishMu is held by whatever decides what is served: publish, called
+	// by the replica, and recheck, called by the guard's timer. The fields
+	// below it are theirs.
+	publishMu  sync.Mutex
+	guard      *guard             // nil without the removal guard
+	guardTimer *time.Timer        // asks the guard again while it holds
+	received   *snapshot.Snapshot // the newest snapshot the replica published
+	stopped    bool               // after stop: the timer must not serve again
+
+	// view is the current snapshot, prepared for answering; nil until the
+	// first complete sync. The request path only ever loads it, so it takes
+	// no lock.
+	view atomic.Pointer[answer.View]
+}
+
+// current is the snapshot answers are read from; nil before the first.
+func (d *datacenter) current() *snapshot.Snapshot {
+	if v := d.view.Load(); v != nil {
+		return v.Snap
+	}
+	return nil
+}
+
+// serve prepares snap for answering and makes it the one answers are read
+// from. Only publish and start-up call it, one at a time.
+func (d *datacenter) serve(snap *snapshot.Snapshot) {
+	d.view.Store(answer.NewView(snap, d.view.Load(), d.zones, d.opts))
+}
+
+// start serves snap, read from the snapshot file or kept from a reloaded
+// block, until the replica has synced; the guard measures a Consul that
+// comes back empty against it.
+func (d *datacenter) start(snap *snapshot.Snapshot) {
+	d.serve(snap)
+	if d.guard != nil {
+		_, instances := snap.Counts()
+		d.guard.remember(time.Now(), instances, snap)
+	}
+}
+
+// publish makes snap the snapshot answers are read from, unless the removal
+// guard holds it back.
+func (d *datacenter) publish(snap *snapshot.Snapshot) {
+	d.publishMu.Lock()
+	defer d.publishMu.Unlock()
+	d.received = snap
+	d.decideLocked()
+}
+
+// recheck asks the guard again about the newest snapshot received, once the
+// time it holds a drop for may have passed.
+func (d *datacenter) recheck() {
+	d.publishMu.Lock()
+	defer d.publishMu.Unlock()
+	if d.received != nil && !d.stopped {
+		d.decideLocked()
+	}
+}
+
+// stop stops the replica and the guard's timer for good.
+func (d *datacenter) stop() {
+	if d.replica != nil {
+		d.replica.Stop()
+	}
+	d.publishMu.Lock()
+	defer d.publishMu.Unlock()
+	d.stopped = true
+	if d.guardTimer != nil {
+		d.guardTimer.Stop()
+	}
+}
+
+func (d *datacenter) decideLocked() {
+	snap := d.received
+	if d.guard != nil {
+		var recheck time.Duration
+		snap, recheck = d.guard.decide(time.Now(), snap)
+		holding := 0.0
+		if d.guard.holding() {
+			holding = 1
+		}
+		guardHolding.WithLabelValues(d.label).Set(holding)
+		if recheck > 0 {
+			if d.guardTimer == nil {
+				d.guardTimer = time.AfterFunc(recheck, d.recheck)
+			} else {
+				d.guardTimer.Reset(recheck)
+			}
+		}
+		if snap == d.current() {
+			return
+		}
+	}
+	d.serve(snap)
+	lastSnapshots.Store(d.key, snap)
+	if d.served != nil {
+		d.served()
+	}
+	services, instances := snap.Counts()
+	serviceCount.WithLabelValues(d.label).Set(float64(services))
+	instanceCount.WithLabelValues(d.label).Set(float64(instances))
+	consulIndex.WithLabelValues(d.label).Set(float64(snap.Index))
+	snapshotTimestamp.WithLabelValues(d.label).Set(float64(snap.Built.UnixNano()) / 1e9)
+}
+
+// stale reports whether answers from view are stale (Consul cannot be
+// reached), and expired when they are older than maxStale allows.
+func (d *datacenter) stale(view *answer.View, maxStale time.Duration) (stale, expired bool) {
+	if d.replica == nil {
+		return false, false
+	}
+	last, failing := d.replica.Contact()
+	if failing.IsZero() {
+		return false, false
+	}
+	// The data is as old as the last contact, or as the snapshot when it
+	// came from the file.
+	if last.Before(view.Snap.Built) {
+		last = view.Snap.Built
+	}
+	return true, maxStale > 0 && time.Since(last) > maxStale
+}

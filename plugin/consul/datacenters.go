@@ -1,0 +1,264 @@
+package consul
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+)
+
+// datacenters are the datacenters other than the local one: those replicated,
+// and those Consul knows. The request path reads both through atomic
+// pointers to maps that are replaced whole, never changed.
+type datacenters struct {
+	// remote are the replicated datacenters other than the local one, by
+	// lower-case name.
+	remote atomic.Pointer[map[string]*datacenter]
+	// known are the datacenters Consul knows, by lower-case name; nil until
+	// Consul or the snapshot file said.
+	known atomic.Pointer[map[string]bool]
+
+	// mu serializes changes to remote and known, and guards what follows.
+	mu sync.Mutex
+	// want are the datacenters to replicate besides the local one; all
+	// those Consul knows when every is set.
+	want  []string
+	every bool
+	// newRemote makes (without starting it) the datacenter that replicates
+	// name; nil in tests, which replicate nothing else.
+	newRemote func(name string) (*datacenter, error)
+	started   bool // remotes made from now on start at once
+	namedOnce sync.Once
+	stopped   bool
+	// absent counts the lists in a row that lacked a replicated datacenter:
+	// with every, one that stays away is dropped.
+	absent map[string]int
+}
+
+// route is where a question goes.
+type route uint8
+
+const (
+	routeAnswer  route = iota // answered from the datacenter's view
+	routeUnknown              // a datacenter Consul does not know: NXDOMAIN
+	routeNext                 // a datacenter Consul knows but the plugin does not replicate
+)
+
+// dropAfter is how many lists in a row must lack a datacenter before every
+// drops it: a datacenter cut off stays listed (its servers are failed, not
+// gone), but a list read during a WAN flap is not trusted alone.
+const dropAfter = 3
+
+// route returns the datacenter that answers name, and how.
+func (c *Consul) route(name answer.Name) (*datacenter, route) {
+	dc := name.Datacenter
+	if dc == "" || name.Kind == answer.KindAddr || name.Kind == answer.KindPassOn {
+		return c.local, routeAnswer
+	}
+	if c.local.name == dc {
+		return c.local, routeAnswer
+	}
+	if v := c.local.view.Load(); v == nil || v.Snap.Datacenter == dc {
+		// Before the first sync the local datacenter's name may be unknown:
+		// whatever the name, SERVFAIL until then.
+		return c.local, routeAnswer
+	}
+	if remote := c.remote.Load(); remote != nil {
+		if d, ok := (*remote)[dc]; ok {
+			if d.view.Load() == nil && !c.knows(dc, true) {
+				return c.local, routeUnknown
+			}
+			return d, routeAnswer
+		}
+	}
+	// Before any list was read, a name that may be in a datacenter Consul
+	// knows goes on: NXDOMAIN would be cached as a lie.
+	if c.knows(dc, true) {
+		return nil, routeNext
+	}
+	return c.local, routeUnknown
+}
+
+// knows reports whether Consul knows datacenter dc; ifUnsure when no list
+// was read yet.
+func (c *Consul) knows(dc string, ifUnsure bool) bool {
+	known := c.known.Load()
+	if known == nil {
+		return ifUnsure
+	}
+	return (*known)[dc]
+}
+
+// remotes returns the replicated datacenters other than the local one.
+func (c *Consul) remotes() []*datacenter {
+	remote := c.remote.Load()
+	if remote == nil {
+		return nil
+	}
+	return slices.Collect(maps.Values(*remote))
+}
+
+// addRemoteLocked makes d one of the replicated datacenters.
+func (c *Consul) addRemoteLocked(d *datacenter) {
+	next := make(map[string]*datacenter)
+	if remote := c.remote.Load(); remote != nil {
+		maps.Copy(next, *remote)
+	}
+	next[d.name] = d
+	c.remote.Store(&next)
+}
+
+// dropRemoteLocked stops replicating dc.
+func (c *Consul) dropRemoteLocked(dc string) *datacenter {
+	remote := c.remote.Load()
+	if remote == nil || (*remote)[dc] == nil {
+		return nil
+	}
+	d := (*remote)[dc]
+	next := maps.Clone(*remote)
+	delete(next, dc)
+	c.remote.Store(&next)
+	return d
+}
+
+// datacentersRead takes the datacenters Consul knows, read by the local
+// replica: they tell names to pass on from names to refuse, and with every,
+// which datacenters to replicate.
+func (c *Consul) datacentersRead(dcs []string) {
+	known := make(map[string]bool, len(dcs))
+	for _, dc := range dcs {
+		known[snapshot.Key(dc)] = true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.known.Load(); old == nil || !maps.Equal(*old, known) {
+		c.known.Store(&known)
+		if c.persist != nil {
+			c.persist.offer()
+		}
+	}
+	c.syncRemotesLocked()
+}
+
+// localNamed is called once the local datacenter's name is known: a
+// datacenter listed in the Corefile may be the local one.
+func (c *Consul) localNamed() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.syncRemotesLocked()
+}
+
+// syncRemotesLocked starts replicating the datacenters wanted and not yet
+// replicated, and stops those no longer wanted.
+func (c *Consul) syncRemotesLocked() {
+	if c.stopped || c.newRemote == nil {
+		return
+	}
+	local := c.local.name
+	if v := c.local.view.Load(); local == "" && v != nil {
+		local = v.Snap.Datacenter
+	}
+	want := make(map[string]bool)
+	for _, dc := range c.want {
+		want[dc] = true
+	}
+	known := c.known.Load()
+	if c.every && known != nil {
+		for dc := range *known {
+			want[dc] = true
+		}
+	}
+	delete(want, local)
+	for dc := range want {
+		if remote := c.remote.Load(); remote != nil && (*remote)[dc] != nil {
+			continue
+		}
+		if local == "" {
+			// Which of the names is the local datacenter is not known yet:
+			// a replica made now might replicate it twice.
+			break
+		}
+		d, err := c.newRemote(dc)
+		if err != nil {
+			log.Errorf("replicating datacenter %s: %v", dc, err)
+			continue
+		}
+		log.Infof("replicating datacenter %s", dc)
+		c.addRemoteLocked(d)
+		if c.started {
+			d.replica.Start()
+		}
+	}
+	for _, d := range c.remotes() {
+		dc := d.name
+		switch {
+		case dc == local:
+			// Listed in the Corefile, and turned out to be the local one.
+		case want[dc]:
+			delete(c.absent, dc)
+			continue
+		case c.every && known != nil && !(*known)[dc] && !slices.Contains(c.want, dc):
+			if c.absent == nil {
+				c.absent = make(map[string]int)
+			}
+			if c.absent[dc]++; c.absent[dc] < dropAfter {
+				continue
+			}
+			delete(c.absent, dc)
+			log.Infof("datacenter %s left: no longer replicated", dc)
+		default:
+			continue
+		}
+		c.dropRemoteLocked(dc).stop()
+		if c.persist != nil {
+			c.persist.offer()
+		}
+	}
+}
+
+// startRemotes starts the replicas of the other datacenters.
+func (c *Consul) startRemotes() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.started = true
+	for _, d := range c.remotes() {
+		d.replica.Start()
+	}
+}
+
+// stopRemotes stops every other datacenter's replica for good.
+func (c *Consul) stopRemotes() {
+	c.mu.Lock()
+	c.stopped = true
+	remotes := c.remotes()
+	c.mu.Unlock()
+	for _, d := range remotes {
+		d.stop()
+	}
+}
+
+// collect is what the snapshot file holds: every datacenter's snapshot, and
+// the datacenters Consul knows; nil before the local datacenter has one.
+func (c *Consul) collect() *snapshot.Set {
+	local := c.local.current()
+	if local == nil {
+		return nil
+	}
+	set := &snapshot.Set{Local: local.Datacenter, Datacenters: []*snapshot.Snapshot{local}}
+	for _, d := range c.remotes() {
+		if snap := d.current(); snap != nil {
+			set.Datacenters = append(set.Datacenters, snap)
+		}
+	}
+	slices.SortFunc(set.Datacenters[1:], func(a, b *snapshot.Snapshot) int {
+		return strings.Compare(a.Datacenter, b.Datacenter)
+	})
+	if known := c.known.Load(); known != nil {
+		set.Known = slices.Sorted(maps.Keys(*known))
+	}
+	return set
+}
