@@ -308,32 +308,10 @@ func costRun(t *testing.T, r *costResult) {
 		res := costKindResult{name: k.name, n: changes}
 		p0, m0 := counts()
 		sweeps0, _ := costMetric(server.Metrics(t), "coredns_consul_sweeps_total")
-		feeds := []chan costChange{make(chan costChange, changes), make(chan costChange, changes)}
-		var wg sync.WaitGroup
-		for fi, addr := range []string{server.Addr, agent.DNSAddr} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				seen := costWatch(addr, feeds[fi], timeout)
-				if fi == 0 {
-					res.plugin = seen
-				} else {
-					res.consul = seen
-				}
-			}()
-		}
-		for i := range changes {
-			k.write(i)
-			c := costChange{name: k.service(i) + ".service.consul.", qtype: k.qtype, done: func(m *dns.Msg) bool { return k.done(i, m) }, at: time.Now()}
-			for _, f := range feeds {
-				f <- c
-			}
-			time.Sleep(pace)
-		}
-		for _, f := range feeds {
-			close(f)
-		}
-		wg.Wait()
+		seen := costTime([]string{server.Addr, agent.DNSAddr}, changes, pace, timeout, k.write, func(i int) costChange {
+			return costChange{name: k.service(i) + ".service.consul.", qtype: k.qtype, done: func(m *dns.Msg) bool { return k.done(i, m) }}
+		})
+		res.plugin, res.consul = seen[0], seen[1]
 		// Settled: the requests the kind set off are over when the count
 		// has moved by no more than the idle rate for 2 s (at most 60 s).
 		p1, m1 := counts()
@@ -375,6 +353,37 @@ func (l *costProxyLog) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// costTime makes n changes, one every pace, and times each in the DNS
+// servers at addrs side by side: how long from write(i) returning until the
+// answer to change(i) shows it, for each server.
+func costTime(addrs []string, n int, pace, timeout time.Duration, write func(i int), change func(i int) costChange) [][]time.Duration {
+	feeds := make([]chan costChange, len(addrs))
+	seen := make([][]time.Duration, len(addrs))
+	var wg sync.WaitGroup
+	for fi, addr := range addrs {
+		feeds[fi] = make(chan costChange, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			seen[fi] = costWatch(addr, feeds[fi], timeout)
+		}()
+	}
+	for i := range n {
+		write(i)
+		c := change(i)
+		c.at = time.Now()
+		for _, f := range feeds {
+			f <- c
+		}
+		time.Sleep(pace)
+	}
+	for _, f := range feeds {
+		close(f)
+	}
+	wg.Wait()
+	return seen
 }
 
 // costChange is one change a watcher waits to see in DNS.

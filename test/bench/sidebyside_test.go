@@ -29,7 +29,7 @@ import (
 
 var (
 	report   = flag.String("report", "", "run the side-by-side benchmark and write its report to this file (make bench)")
-	sections = flag.String("sections", "throughput,propagation,outage,scale,cost", "the parts of the report to run, comma-separated")
+	sections = flag.String("sections", "throughput,propagation,outage,scale,cost,datacenters", "the parts of the report to run, comma-separated")
 )
 
 // section reports whether the report's part name is to run.
@@ -101,6 +101,9 @@ func TestSideBySide(t *testing.T) {
 	}
 	if section("cost") {
 		costSection(t, &out)
+	}
+	if section("datacenters") {
+		datacentersSection(t, &out)
 	}
 
 	if err := os.WriteFile(*report, []byte(out.String()), 0o644); err != nil {

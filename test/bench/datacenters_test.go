@@ -1,0 +1,124 @@
+package bench
+
+// The "datacenters" section of the side-by-side report: two WAN-joined
+// datacenters, and changes made in dc2 timed in dc2's names, as the plugin
+// answers them from its replica of dc2 (read through dc1's agent) and as
+// Consul's DNS in dc1 answers them (by asking dc2's servers for every
+// question). DC_SERVICES (200) and DC_CHANGES (20 per kind) size it.
+
+import (
+	"fmt"
+	"math/rand"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/test/consulagent"
+	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+)
+
+func datacentersSection(t *testing.T, out *strings.Builder) {
+	services, changes := envInt("DC_SERVICES", 200), envInt("DC_CHANGES", 20)
+	changes = min(changes, services/2, 250)
+	const instances, pace, timeout = 3, 100 * time.Millisecond, 30 * time.Second
+	dcs := consulagent.StartDatacenters(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	client := dc2.Client()
+	consulagent.Populate(t, client, services, instances, max(instances, services*instances/25))
+	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
+		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n consul {\n  address %s\n  datacenters dc2\n }\n}\n",
+			p.DNS, p.Ready, dc1.HTTPAddr)
+	})
+	// dc2 synced: its last service answers.
+	last := fmt.Sprintf("service-%d.service.dc2.consul.", services-1)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if m, err := dns.Exchange(question(last, dns.TypeA), server.Addr); err == nil && len(m.Answer) == instances {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not answered after a minute", last)
+		}
+	}
+
+	perm := rand.Perm(services)
+	setA, setH := perm[:changes], perm[changes:2*changes]
+	name := func(s int) string { return fmt.Sprintf("service-%d.service.dc2.consul.", s) }
+	ip := func(i int) net.IP { return net.IPv4(192, 168, 203, byte(i+1)) }
+	checks := make([]api.HealthCheck, changes)
+	addrs := make([]net.IP, changes)
+	for i, s := range setH {
+		entries, _, err := client.Health().Service(fmt.Sprintf("service-%d", s), "", false, nil)
+		if err != nil || len(entries) == 0 || len(entries[0].Checks) == 0 {
+			t.Fatalf("service-%d: %v", s, err)
+		}
+		for _, c := range entries[0].Checks {
+			if c.ServiceID == entries[0].Service.ID {
+				checks[i] = *c
+			}
+		}
+		addrs[i] = net.ParseIP(entries[0].Node.Address)
+	}
+	setCheck := func(i int, status string) {
+		c := checks[i]
+		c.Status = status
+		if ok, resp, _, err := client.Txn().Txn(api.TxnOps{{Check: &api.CheckTxnOp{Verb: api.CheckSet, Check: c}}}, nil); err != nil || !ok {
+			t.Fatalf("setting %s to %s: %v %+v", c.CheckID, status, err, resp)
+		}
+	}
+	const node, nodeAddr = "dc-bench-node", "10.254.1.1"
+	register := func(i, port int) {
+		consulagent.Register(t, client, node, nodeAddr, &api.AgentService{ID: fmt.Sprintf("dc-bench-%d", i),
+			Service: fmt.Sprintf("service-%d", setA[i]), Port: port, Address: ip(i).String()}, api.HealthPassing)
+	}
+	type kind struct {
+		name  string
+		write func(i int)
+		c     func(i int) costChange
+	}
+	kinds := []kind{
+		{"new instance, with a check", func(i int) { register(i, 80) }, func(i int) costChange {
+			return costChange{name: name(setA[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return costHasA(m, ip(i)) }}
+		}},
+		{"check passing -> critical", func(i int) { setCheck(i, api.HealthCritical) }, func(i int) costChange {
+			return costChange{name: name(setH[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return costAnswered(m) && !costHasA(m, addrs[i]) }}
+		}},
+		{"port change", func(i int) { register(i, 9000+i) }, func(i int) costChange {
+			return costChange{name: name(setA[i]), qtype: dns.TypeSRV, done: func(m *dns.Msg) bool { return costHasPort(m, uint16(9000+i)) }}
+		}},
+		{"check critical -> passing", func(i int) { setCheck(i, api.HealthPassing) }, func(i int) costChange {
+			return costChange{name: name(setH[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return costHasA(m, addrs[i]) }}
+		}},
+		{"deregister", func(i int) { consulagent.Deregister(t, client, node, fmt.Sprintf("dc-bench-%d", i)) }, func(i int) costChange {
+			return costChange{name: name(setA[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return costAnswered(m) && !costHasA(m, ip(i)) }}
+		}},
+	}
+
+	fmt.Fprintf(out, "\n## Other datacenters: propagation of dc2's changes\n\n")
+	fmt.Fprintf(out, "Two WAN-joined single-server datacenters on loopback, %d services x %d instances in dc2. CoreDNS runs `datacenters dc2` "+
+		"against dc1's agent; Consul's DNS in dc1 asks dc2's servers for every question. %d changes of each kind in dc2, one every %s, "+
+		"each timed from the write returning until the dc2 name's answer shows it, in both side by side.\n\n", services, instances, changes, pace)
+	fmt.Fprintf(out, "| change in dc2 | plugin p50 / p99 (ms) | Consul DNS p50 / p99 (ms) | plugin p99 / Consul DNS p99 |\n|---|---|---|---|\n")
+	for _, k := range kinds {
+		seen := costTime([]string{server.Addr, dc1.DNSAddr}, changes, pace, timeout, k.write, k.c)
+		plugin, consul := seen[0], seen[1]
+		p99, c99 := costQuantile(plugin, 99), costQuantile(consul, 99)
+		missing := ""
+		if len(plugin) < changes || len(consul) < changes {
+			missing = fmt.Sprintf(" (seen: plugin %d, Consul DNS %d of %d)", len(plugin), len(consul), changes)
+		}
+		fmt.Fprintf(out, "| %s%s | %.1f / %.1f | %.1f / %.1f | %.2f |\n", k.name, missing,
+			costQuantile(plugin, 50), p99, costQuantile(consul, 50), c99, p99/c99)
+		t.Logf("datacenters, %s: plugin p50 %.1f p99 %.1f ms; Consul DNS p50 %.1f p99 %.1f ms%s", k.name,
+			costQuantile(plugin, 50), p99, costQuantile(consul, 50), c99, missing)
+	}
+}
+
+func question(name string, qtype uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	return m
+}
