@@ -70,9 +70,12 @@ func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 	}
 
 	var res answer.Result
-	if route == routeUnknown {
+	switch {
+	case route == routeUnknown:
 		res = answer.NameError(view, q)
-	} else {
+	case name.Kind == answer.KindQuery:
+		res, res.PassOn = c.runQuery(ctx, w, r, q, name, view)
+	default:
 		res = answer.Answer(view, q, name)
 	}
 	if res.PassOn || (res.Rcode == dns.RcodeNameError && c.Fall.Through(qname)) {

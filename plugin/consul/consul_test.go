@@ -223,7 +223,7 @@ var serveTests = []test.Case{
 func TestServeDNS(t *testing.T) {
 	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
 	c.publish(testSnapshot())
-	c.datacentersRead([]string{"dc1"}) // Consul knows no other
+	c.datacentersRead([]string{"dc1"}, nil) // Consul knows no other
 	for _, tc := range serveTests {
 		t.Run(dns.TypeToString[tc.Qtype]+" "+tc.Qname, func(t *testing.T) {
 			rec := dnstest.NewRecorder(&test.ResponseWriter{})
@@ -279,7 +279,7 @@ func TestServeDNSPassOn(t *testing.T) {
 		qtype  uint16
 		passed bool
 	}{
-		{"prepared query", nil, "geo.query.consul.", dns.TypeA, true},
+		{"unknown prepared query", nil, "geo.query.consul.", dns.TypeA, false},
 		{"connect", nil, "web.connect.consul.", dns.TypeA, true},
 		{"ingress", nil, "web.ingress.consul.", dns.TypeA, true},
 		{"virtual", nil, "web.virtual.consul.", dns.TypeA, true},

@@ -21,6 +21,9 @@ type datacenters struct {
 	// known are the datacenters Consul knows, by lower-case name; nil until
 	// Consul or the snapshot file said.
 	known atomic.Pointer[map[string]bool]
+	// byDistance are the datacenters nearest first, for prepared queries
+	// that fail over; nil until read.
+	byDistance atomic.Pointer[[]string]
 
 	// mu serializes changes to remote and known, and guards what follows.
 	mu sync.Mutex
@@ -128,18 +131,24 @@ func (c *Consul) dropRemoteLocked(dc string) *datacenter {
 // datacentersRead takes the datacenters Consul knows, read by the local
 // replica: they tell names to pass on from names to refuse, and with every,
 // which datacenters to replicate.
-func (c *Consul) datacentersRead(dcs []string) {
+func (c *Consul) datacentersRead(dcs, byDistance []string) {
 	known := make(map[string]bool, len(dcs))
 	for _, dc := range dcs {
 		known[snapshot.Key(dc)] = true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	changed := false
 	if old := c.known.Load(); old == nil || !maps.Equal(*old, known) {
 		c.known.Store(&known)
-		if c.persist != nil {
-			c.persist.offer()
-		}
+		changed = true
+	}
+	if old := c.byDistance.Load(); byDistance != nil && (old == nil || !slices.Equal(*old, byDistance)) {
+		c.byDistance.Store(&byDistance)
+		changed = true
+	}
+	if changed && c.persist != nil {
+		c.persist.offer()
 	}
 	c.syncRemotesLocked()
 }
@@ -259,6 +268,9 @@ func (c *Consul) collect() *snapshot.Set {
 	})
 	if known := c.known.Load(); known != nil {
 		set.Known = slices.Sorted(maps.Keys(*known))
+	}
+	if near := c.byDistance.Load(); near != nil {
+		set.ByDistance = *near
 	}
 	return set
 }

@@ -1,14 +1,12 @@
 package consul
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
-	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/miekg/dns"
 )
@@ -68,24 +66,15 @@ func TestServeDNSDatacenters(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newHandler(tc.known...)
-			m := new(dns.Msg)
-			m.SetQuestion(tc.qname, tc.qtype)
-			rec := dnstest.NewRecorder(&test.ResponseWriter{})
-			rcode, err := c.ServeDNS(context.Background(), rec, m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rec.Msg != nil {
-				rcode = rec.Msg.Rcode
-			}
+			msg, rcode := ask(t, c, tc.qname, tc.qtype)
 			if rcode != tc.rcode {
 				t.Fatalf("rcode %s, want %s", dns.RcodeToString[rcode], dns.RcodeToString[tc.rcode])
 			}
-			if tc.rcode == dns.RcodeNameError && (len(rec.Msg.Ns) != 1 || rec.Msg.Ns[0].Header().Rrtype != dns.TypeSOA) {
-				t.Errorf("NXDOMAIN without the zone's SOA: %v", rec.Msg.Ns)
+			if tc.rcode == dns.RcodeNameError && (len(msg.Ns) != 1 || msg.Ns[0].Header().Rrtype != dns.TypeSOA) {
+				t.Errorf("NXDOMAIN without the zone's SOA: %v", msg.Ns)
 			}
 			if tc.want != nil {
-				if err := test.SortAndCheck(rec.Msg, test.Case{Qname: tc.qname, Qtype: tc.qtype, Answer: tc.want, Extra: tc.extra}); err != nil {
+				if err := test.SortAndCheck(msg, test.Case{Qname: tc.qname, Qtype: tc.qtype, Answer: tc.want, Extra: tc.extra}); err != nil {
 					t.Error(err)
 				}
 			}
@@ -112,16 +101,16 @@ func TestDatacentersEvery(t *testing.T) {
 		}
 		return out
 	}
-	c.datacentersRead([]string{"dc1", "DC2"})
+	c.datacentersRead([]string{"dc1", "DC2"}, nil)
 	if got := replicated(); len(got) != 1 || !got["dc2"] {
 		t.Fatalf("replicating %v, want dc2 (never the local dc1)", got)
 	}
-	c.datacentersRead([]string{"dc1", "dc2", "dc3"})
+	c.datacentersRead([]string{"dc1", "dc2", "dc3"}, nil)
 	if got := replicated(); len(got) != 2 || !got["dc3"] {
 		t.Fatalf("replicating %v after dc3 joined, want dc2 and dc3", got)
 	}
 	for i := 1; i <= dropAfter; i++ {
-		c.datacentersRead([]string{"dc1", "dc3"})
+		c.datacentersRead([]string{"dc1", "dc3"}, nil)
 		if got := replicated()["dc2"]; got != (i < dropAfter) {
 			t.Fatalf("after %d lists without dc2: replicated %v", i, got)
 		}

@@ -93,6 +93,10 @@ var (
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "snapshot_writes_total",
 		Help: "Writes of the snapshot file, by result.",
 	}, []string{"result"})
+	queriesPassedOn = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "queries_passed_on_total",
+		Help: "Prepared query questions passed to the next plugin, by reason: hidden (the token may not list every query), connect, peer, sameness_group, not_replicated (a failover datacenter), unknown_distances, unsupported.",
+	}, []string{"server", "reason"})
 	snapshotLoads = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "snapshot_loads_total",
 		Help: "Reads of the snapshot file at start-up, by result: ok, missing, corrupt, mismatch.",

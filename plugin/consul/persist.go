@@ -92,7 +92,8 @@ func (p *persister) close() {
 // sameSet reports whether a and b hold the same snapshots (by identity: a
 // snapshot is never modified) and the same known datacenters.
 func sameSet(a, b *snapshot.Set) bool {
-	if b == nil || a.Local != b.Local || !slices.Equal(a.Known, b.Known) || len(a.Datacenters) != len(b.Datacenters) {
+	if b == nil || a.Local != b.Local || !slices.Equal(a.Known, b.Known) || !slices.Equal(a.ByDistance, b.ByDistance) ||
+		len(a.Datacenters) != len(b.Datacenters) {
 		return false
 	}
 	for i := range a.Datacenters {

@@ -80,6 +80,9 @@ func setup(c *caddy.Controller) error {
 		}
 		h.known.Store(&known)
 	}
+	if file != nil && file.ByDistance != nil {
+		h.byDistance.Store(&file.ByDistance)
+	}
 	// The other datacenters the file holds or the Corefile names answer
 	// from the file at once too, before the local replica has said which
 	// datacenters Consul knows.

@@ -79,23 +79,8 @@ func TestOtherDatacenters(t *testing.T) {
 
 	// What the plugin answered before the partition is what it must keep
 	// answering during it, names never asked included.
-	want := make(map[question]*dns.Msg)
-	for _, q := range questions {
-		want[q] = exchangeTCP(t, plugin.Addr, q)
-	}
-	partitioned := func(t *testing.T, addr string) {
-		answered := 0
-		for _, q := range questions {
-			got := exchangeTCP(t, addr, q)
-			if sameAnswer(want[q], got) {
-				answered++
-				continue
-			}
-			t.Errorf("%s %s: rcode %s, %d answers; before: rcode %s, %d answers", q.name, dns.TypeToString[q.qtype],
-				dns.RcodeToString[got.Rcode], len(got.Answer), dns.RcodeToString[want[q].Rcode], len(want[q].Answer))
-		}
-		t.Logf("%d of %d names answered as before", answered, len(questions))
-	}
+	want := answersOf(t, plugin.Addr, questions)
+	partitioned := func(t *testing.T, addr string) { sameAnswers(t, addr, questions, want) }
 
 	t.Run("dc2 partitioned", func(t *testing.T) {
 		dc2.Freeze()
@@ -199,9 +184,12 @@ func datacenterQuestions(dc string, services, nodes []string) []question {
 // the rcode).
 func compare(t *testing.T, want, got string, questions []question) {
 	t.Helper()
-	differences := 0
+	differences, withRecords := 0, 0
 	for _, q := range questions {
 		w, g := exchangeTCP(t, want, q), exchangeTCP(t, got, q)
+		if len(w.Answer) > 0 {
+			withRecords++
+		}
 		sections := []struct {
 			name      string
 			want, got []dns.RR
@@ -223,7 +211,33 @@ func compare(t *testing.T, want, got string, questions []question) {
 		}
 		t.Error(msg)
 	}
-	t.Logf("%d questions, %d answered differently", len(questions), differences)
+	t.Logf("%d questions (%d answered with records by Consul), %d answered differently", len(questions), withRecords, differences)
+}
+
+// answersOf asks server every question.
+func answersOf(t *testing.T, server string, questions []question) map[question]*dns.Msg {
+	out := make(map[question]*dns.Msg, len(questions))
+	for _, q := range questions {
+		out[q] = exchangeTCP(t, server, q)
+	}
+	return out
+}
+
+// sameAnswers checks that server answers every question as it was answered
+// before (want).
+func sameAnswers(t *testing.T, server string, questions []question, want map[question]*dns.Msg) {
+	t.Helper()
+	answered := 0
+	for _, q := range questions {
+		got := exchangeTCP(t, server, q)
+		if sameAnswer(want[q], got) {
+			answered++
+			continue
+		}
+		t.Errorf("%s %s: rcode %s, %d answers; before: rcode %s, %d answers", q.name, dns.TypeToString[q.qtype],
+			dns.RcodeToString[got.Rcode], len(got.Answer), dns.RcodeToString[want[q].Rcode], len(want[q].Answer))
+	}
+	t.Logf("%d of %d questions answered as before", answered, len(questions))
 }
 
 // sameAnswer reports whether two answers hold the same rcode and record

@@ -89,7 +89,9 @@ func Answer(v *View, q Question, name Name) Result {
 		return b.node(name)
 	case KindAddr:
 		return b.addr(name)
-	case KindPassOn:
+	case KindPassOn, KindQuery:
+		// Prepared queries are run by the caller, which knows every
+		// datacenter (QueryAnswer).
 		return Result{PassOn: true}
 	}
 	return b.nxdomain()
@@ -126,6 +128,9 @@ type builder struct {
 	opt  *Options
 	zone *zoneRecords
 	zi   int // the zone's index in the view, or noZoneIdx
+	// inOrder keeps the order of the instances given (a prepared query's)
+	// instead of shuffling.
+	inOrder bool
 }
 
 func (b *builder) nxdomain() Result {

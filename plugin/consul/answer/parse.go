@@ -5,6 +5,8 @@ import (
 	"net"
 	"strings"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/prepared"
+
 	"github.com/miekg/dns"
 )
 
@@ -19,6 +21,7 @@ const (
 	KindService             // [tag.]service.service, _service._tag.service
 	KindNode                // node.node
 	KindAddr                // hexip.addr
+	KindQuery               // name.query, _name._tag.query: a prepared query
 	// KindPassOn names are Consul's (prepared queries, Connect, ingress,
 	// virtual IPs) but cannot be answered faithfully from the replica: the
 	// next plugin gets them, typically forward to Consul's DNS.
@@ -32,6 +35,7 @@ type Name struct {
 	Tag     string // lower case; empty for none
 	Node    string // lower case
 	IP      net.IP // for KindAddr
+	Query   string // for KindQuery: the query's name or ID, lower case
 	// Datacenter is the one named in the query, lower case; empty for the
 	// replicated one.
 	Datacenter string
@@ -98,7 +102,13 @@ func parseName(labels []string, qtype uint16) Name {
 		}
 		name.Kind = KindAddr
 		return name
-	default: // query, connect, ingress, virtual
+	case "query":
+		if len(parts) == 0 {
+			return Name{}
+		}
+		name.Kind, name.Query = KindQuery, prepared.QueryName(parts)
+		return name
+	default: // connect, ingress, virtual
 		name.Kind = KindPassOn
 		return name
 	}

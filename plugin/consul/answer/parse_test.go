@@ -53,8 +53,12 @@ func TestParseName(t *testing.T) {
 		{"a.0a000001.addr", dns.TypeA, Name{}},
 
 		// names passed on: what the replica cannot answer faithfully
-		{"geo.query", dns.TypeA, Name{Kind: KindPassOn}},
-		{"_geo._tcp.query", dns.TypeSRV, Name{Kind: KindPassOn}},
+		{"geo.query", dns.TypeA, Name{Kind: KindQuery, Query: "geo"}},
+		{"_geo._tcp.query", dns.TypeSRV, Name{Kind: KindQuery, Query: "geo"}},
+		{"_geo._v1.query.dc2", dns.TypeSRV, Name{Kind: KindQuery, Query: "geo", Datacenter: "dc2"}},
+		{"a.b.query.dc2.dc", dns.TypeA, Name{Kind: KindQuery, Query: "a.b", Datacenter: "dc2"}},
+		{"8a7c2cb2-7e7e-4b0d-9d3b-0123456789ab.query", dns.TypeA, Name{Kind: KindQuery, Query: "8a7c2cb2-7e7e-4b0d-9d3b-0123456789ab"}},
+		{"query", dns.TypeA, Name{}}, // no query name
 		{"web.connect", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.ingress", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.virtual", dns.TypeA, Name{Kind: KindPassOn}},

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
 	"github.com/miekg/dns"
 )
 
@@ -19,7 +21,35 @@ func (b *builder) service(name Name) Result {
 	// Small arrays on the stack: a request runs on a new goroutine, whose
 	// stack would have to grow (and be copied) for large frames.
 	var buf [16]*instance
-	picked := svc.pick(name.Tag, buf[:0])
+	return b.records(svc, svc.pick(name.Tag, buf[:0]))
+}
+
+// QueryAnswer answers q, a prepared query's name, with the instances the
+// query chose, in the order it chose them (nearest first when it sorts by
+// distance), with ttl; v is the view of the datacenter they are in. As
+// Consul, no instance is NXDOMAIN.
+func QueryAnswer(v *View, q Question, service string, insts []*snapshot.Instance, ttl uint32) Result {
+	z, zi := v.zone(q.Zone)
+	b := builder{v: v, snap: v.Snap, q: q, opt: &v.prep.opt, zone: z, zi: zi, inOrder: true}
+	if len(insts) == 0 {
+		return b.nxdomain()
+	}
+	// The query has chosen: its instances are prepared as they are (one
+	// with a critical check the query ignores included), not filtered again.
+	chosen := &snapshot.Service{Name: service, Instances: make([]snapshot.Instance, len(insts))}
+	for i, in := range insts {
+		chosen.Instances[i] = *in
+	}
+	svc := v.prep.serviceWith(chosen, ttl, func(*snapshot.Instance) bool { return true })
+	picked := make([]*instance, len(svc.inst))
+	for i := range svc.inst {
+		picked[i] = &svc.inst[i]
+	}
+	return b.records(svc, picked)
+}
+
+// records answers with the records of picked, instances of svc.
+func (b *builder) records(svc *service, picked []*instance) Result {
 	if len(picked) == 0 {
 		return b.nxdomain()
 	}
@@ -80,7 +110,9 @@ func (b *builder) addressRecords(svc *service, picked []*instance) []dns.RR {
 	if len(ts) == 0 {
 		return b.hostnameCNAME(svc.ttl, picked)
 	}
-	rand.Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
+	if !b.inOrder {
+		rand.Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
+	}
 	if limit := b.opt.ARecordLimit; limit > 0 && len(ts) > limit {
 		ts = ts[:limit]
 	}
@@ -152,7 +184,9 @@ func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []
 	if len(pairs) == 0 {
 		return nil, nil
 	}
-	rand.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
+	if !b.inOrder {
+		rand.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
+	}
 
 	ttl := svc.ttl
 	ttlIdx := slices.Index(b.v.prep.ttls, ttl)

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/prepared"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/miekg/dns"
@@ -23,9 +24,11 @@ import (
 // what changed, not the catalog. Every record is shared by every answer and
 // never modified; code that needs to change one (a TTL cap) copies it first.
 type View struct {
-	Snap  *snapshot.Snapshot
-	prep  *preparer
-	zones []zoneRecords
+	Snap *snapshot.Snapshot
+	// Queries are the snapshot's prepared queries, ready to run.
+	Queries *prepared.Set
+	prep    *preparer
+	zones   []zoneRecords
 }
 
 // preparer builds the records of services and nodes for one set of zones
@@ -150,7 +153,11 @@ func NewView(snap *snapshot.Snapshot, prev *View, zones []string, opt Options) *
 	if prev != nil && prev.prep.dc == prep.dc && slices.Equal(prev.prep.zones, prep.zones) {
 		prep = prev.prep
 	}
-	v := &View{Snap: snap, prep: prep}
+	var prevQueries *prepared.Set
+	if prev != nil {
+		prevQueries = prev.Queries
+	}
+	v := &View{Snap: snap, Queries: prepared.NewSet(snap, prevQueries), prep: prep}
 	for _, z := range prep.zones {
 		v.zones = append(v.zones, v.zoneRecords(z))
 	}
@@ -166,6 +173,9 @@ func NewView(snap *snapshot.Snapshot, prev *View, zones []string, opt Options) *
 	}
 	return v
 }
+
+// TTLOf is the TTL of the answers about a service.
+func (v *View) TTLOf(service string) uint32 { return v.prep.opt.TTL.Service(snapshot.Key(service)) }
 
 // service returns the prepared service of that lower-case name.
 func (v *View) service(name string) (*service, bool) {
@@ -257,13 +267,20 @@ func (v *preparer) node(n *snapshot.Node) *node {
 // long as the service is unchanged: it is laid out in a few slabs rather
 // than many small values.
 func (v *preparer) service(svc *snapshot.Service) *service {
-	p := &service{src: svc, ttl: v.opt.TTL.Service(snapshot.Key(svc.Name)), inst: make([]instance, 0, len(svc.Instances))}
+	return v.serviceWith(svc, v.opt.TTL.Service(snapshot.Key(svc.Name)), func(in *snapshot.Instance) bool {
+		return in.Health != snapshot.Critical && (!v.opt.OnlyPassing || in.Health == snapshot.Passing)
+	})
+}
+
+// serviceWith prepares the instances of svc that keep accepts, with ttl.
+func (v *preparer) serviceWith(svc *snapshot.Service, ttl uint32, keep func(*snapshot.Instance) bool) *service {
+	p := &service{src: svc, ttl: ttl, inst: make([]instance, 0, len(svc.Instances))}
 	b := serviceBuilder{preparer: v, ttl: p.ttl}
 	b.targets = make([]target, 0, len(svc.Instances))
 	b.srv = make([]srvTarget, 0, len(svc.Instances)*len(v.zones))
 	for i := range svc.Instances {
 		in := &svc.Instances[i]
-		if in.Health == snapshot.Critical || (v.opt.OnlyPassing && in.Health != snapshot.Passing) {
+		if !keep(in) {
 			continue
 		}
 		pi := instance{src: in, nodeKey: snapshot.Key(in.Node), weight: v.weight(in)}
@@ -382,9 +399,15 @@ func (v *preparer) srvTarget(in *snapshot.Instance, t *target, zone string, ttl 
 }
 
 // weight is the SRV weight Consul gives an instance: its Weights.Warning when
-// the instance is warning, else Weights.Passing; 1 when unset. Scaled for
+// the instance is warning, else Weights.Passing; 1 when unset; 0 when
+// critical. Scaled for
 // HAProxy when asked.
 func (v *preparer) weight(in *snapshot.Instance) uint16 {
+	if in.Health == snapshot.Critical {
+		// Only a prepared query that ignores the failing check returns a
+		// critical instance; Consul's findWeight gives it 0.
+		return 0
+	}
 	w := in.WeightPassing
 	if in.Health == snapshot.Warning {
 		w = in.WeightWarning

@@ -13,7 +13,10 @@ import (
 
 // agentSelf is what the replica reads from /v1/agent/self.
 type agentSelf struct {
-	Config      struct{ Datacenter string }
+	Config struct {
+		Datacenter string
+		NodeName   string
+	}
 	DebugConfig struct {
 		// HTTPMaxConnsPerClient is limits.http_max_conns_per_client; 0 is
 		// no limit. Absent (nil) when the agent does not report it.
@@ -29,7 +32,9 @@ type agentSelf struct {
 // that fits Consul's default limit, said once in the log.
 func (r *Replicator) readAgent(ctx context.Context) error {
 	needLimit := r.autoBudget
-	if r.cfg.Datacenter != "" && !needLimit {
+	// The local replica also wants the agent's node name, which prepared
+	// queries sort near ("_agent").
+	if r.cfg.Datacenter != "" && !needLimit && r.cfg.OnDatacenters == nil {
 		r.setDatacenter(r.cfg.Datacenter)
 		return nil
 	}
@@ -48,6 +53,9 @@ func (r *Replicator) readAgent(ctx context.Context) error {
 		switch {
 		case err == nil && (self.Config.Datacenter != "" || r.cfg.Datacenter != ""):
 			r.setDatacenter(cmp.Or(r.cfg.Datacenter, self.Config.Datacenter))
+			r.mu.Lock()
+			r.agentNode = self.Config.NodeName
+			r.mu.Unlock()
 			switch limit := self.DebugConfig.HTTPMaxConnsPerClient; {
 			case needLimit && limit != nil:
 				r.sizeBudget(*limit)

@@ -88,8 +88,9 @@ type Config struct {
 	// Observer hears of every request's outcome and every publication.
 	Observer Observer
 	// OnDatacenters, when set, is given the datacenters Consul knows, read
-	// every DatacentersInterval; Consul offers no blocking query for them.
-	OnDatacenters       func([]string)
+	// every DatacentersInterval (Consul offers no blocking query for them),
+	// and the same nearest first (nil when the coordinates cannot be read).
+	OnDatacenters       func(known, byDistance []string)
 	DatacentersInterval time.Duration
 }
 
@@ -154,7 +155,10 @@ const (
 func (c Config) connections() int { return c.MaxWatchers + c.overhead() }
 
 // overhead is the connections a replica needs besides its watchers: the
-// fetchers, the three detector loops and the liveness ping.
+// fetchers and the four blocking loops (service list, nodes, checks,
+// prepared queries). The brief periodic reads (liveness, datacenters,
+// coordinates) borrow an idle fetcher's connection: the fetchers are all
+// busy only during a burst, when those reads may wait for one.
 func (c Config) overhead() int { return c.Fetchers + 4 }
 
 // Stats are counters about the replica's conversation with Consul.
@@ -234,6 +238,14 @@ type Replicator struct {
 	moves  []uint64
 	health healthDetector
 	warned int // unwatched services at the last budget warning
+
+	// The datacenter's prepared queries and coordinates, and the agent's
+	// node name, for prepared queries answered from the replica.
+	queries       []*snapshot.Query
+	queriesListed bool
+	queriesHidden bool
+	coords        []*snapshot.Coordinate
+	agentNode     string
 }
 
 // entry is everything the replica holds about one service.
@@ -284,6 +296,8 @@ func (r *Replicator) Start() {
 		}
 		r.spawn(func() { r.watch(r.ctx, "service list", 0, r.fetchServiceList) })
 		r.spawn(func() { r.watch(r.ctx, "node list", 0, r.fetchNodes) })
+		r.spawn(func() { r.watch(r.ctx, "prepared queries", 0, r.fetchQueries) })
+		r.spawn(r.coordinatesLoop)
 		// The health detector has nothing to name while every service has
 		// a watcher, and each of its wake-ups costs the servers a filter
 		// over every check of the datacenter: it pauses meanwhile.
@@ -417,7 +431,7 @@ func (r *Replicator) datacentersLoop() {
 		delay := r.cfg.DatacentersInterval
 		if err == nil {
 			backoff.reset()
-			r.cfg.OnDatacenters(dcs)
+			r.cfg.OnDatacenters(dcs, r.datacentersByDistance(dcs))
 		} else {
 			delay = min(delay, backoff.next())
 		}
@@ -425,6 +439,26 @@ func (r *Replicator) datacentersLoop() {
 			return
 		}
 	}
+}
+
+// datacentersByDistance reads the servers' WAN coordinates and orders the
+// datacenters by distance from this one; nil when they cannot be read.
+func (r *Replicator) datacentersByDistance(known []string) []string {
+	var maps []*api.CoordinateDatacenterMap
+	_, err := r.query(r.ctx, 0, 0, r.cfg.LivenessTimeout, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		opts.Datacenter = ""
+		if _, err := client.Raw().Query("/v1/coordinate/datacenters", &maps, opts); err != nil {
+			return nil, err
+		}
+		return &api.QueryMeta{KnownLeader: true}, nil
+	})
+	if err != nil {
+		return nil
+	}
+	r.mu.Lock()
+	local := r.datacenter
+	r.mu.Unlock()
+	return byDistance(local, maps, known)
 }
 
 // noteFiltered reports, once in the log and every time to the observer, that
@@ -474,12 +508,17 @@ func (r *Replicator) build() *snapshot.Snapshot {
 		}
 	}
 	if !r.synced {
-		if !r.listed || !r.nodesListed || len(services) < len(r.services) {
+		// Prepared queries too: a query missing from the first snapshot
+		// would be answered NXDOMAIN. Not the coordinates: without them
+		// queries that sort by distance shuffle, as Consul does.
+		if !r.listed || !r.nodesListed || !r.queriesListed || len(services) < len(r.services) {
 			return nil
 		}
 		r.synced = true
 	}
-	return snapshot.New(r.datacenter, 0, services, maps.Clone(r.nodes), time.Now())
+	snap := snapshot.New(r.datacenter, 0, services, maps.Clone(r.nodes), time.Now())
+	snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode = r.queries, r.queriesHidden, r.coords, r.agentNode
+	return snap
 }
 
 // reportWatchersLocked tells the observer how many services are watched.

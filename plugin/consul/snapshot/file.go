@@ -36,6 +36,9 @@ type Set struct {
 	// Known are the datacenters Consul knows, lower case; nil when never
 	// read.
 	Known []string `json:",omitempty"`
+	// ByDistance are the datacenters nearest first, for prepared queries
+	// that fail over to the nearest; nil when never read.
+	ByDistance []string `json:",omitempty"`
 }
 
 // Snapshot returns the set's snapshot of datacenter dc, or nil.
@@ -140,7 +143,7 @@ func rebuild(snap *Snapshot) *Snapshot {
 		snap.Nodes = map[string]*Node{}
 	}
 	s := New(snap.Datacenter, snap.Index, snap.Services, snap.Nodes, snap.Built)
-	s.Queries, s.Coordinates = snap.Queries, snap.Coordinates
+	s.Queries, s.QueriesHidden, s.Coordinates, s.AgentNode = snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode
 	return s
 }
 

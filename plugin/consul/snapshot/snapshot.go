@@ -129,9 +129,15 @@ type Snapshot struct {
 	// Queries are the datacenter's prepared queries that the plugin's token
 	// may read, sorted by ID.
 	Queries []*Query `json:",omitempty"`
+	// QueriesHidden: the token may not read every prepared query, so a name
+	// that is not among Queries may still be one.
+	QueriesHidden bool `json:",omitempty"`
 	// Coordinates are the nodes' network coordinates, for prepared queries
 	// that sort by distance.
 	Coordinates []*Coordinate `json:",omitempty"`
+	// AgentNode is the node name of the agent the replica reads through:
+	// what a prepared query's Near "_agent" means.
+	AgentNode string `json:",omitempty"`
 
 	instances int // counted by New, which already visits every service
 }
