@@ -29,7 +29,7 @@ import (
 
 var (
 	report   = flag.String("report", "", "run the side-by-side benchmark and write its report to this file (make bench)")
-	sections = flag.String("sections", "throughput,propagation,outage,scale,cost,datacenters", "the parts of the report to run, comma-separated")
+	sections = flag.String("sections", "throughput,propagation,outage,scale,cost,datacenters,queries", "the parts of the report to run, comma-separated")
 )
 
 // section reports whether the report's part name is to run.
@@ -104,6 +104,9 @@ func TestSideBySide(t *testing.T) {
 	}
 	if section("datacenters") {
 		datacentersSection(t, &out)
+	}
+	if section("queries") {
+		queriesSection(t, &out)
 	}
 
 	if err := os.WriteFile(*report, []byte(out.String()), 0o644); err != nil {
