@@ -145,6 +145,7 @@ func (cfg *config) newDatacenter(h *Consul, dc string) (*datacenter, error) {
 		d.label = cfg.dcLabel()
 		d.served = h.localServed
 		rc.OnDatacenters = h.datacentersRead
+		rc.Coordinates = true
 	} else {
 		rc.Datacenter = dc
 		d.key += "|" + dc

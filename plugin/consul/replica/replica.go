@@ -92,6 +92,10 @@ type Config struct {
 	// and the same nearest first (nil when the coordinates cannot be read).
 	OnDatacenters       func(known, byDistance []string)
 	DatacentersInterval time.Duration
+	// Coordinates reads the nodes' network coordinates every
+	// CoordinateInterval: prepared queries sort by them only in the agent's
+	// own datacenter.
+	Coordinates bool
 }
 
 // Observer hears about the replica; its methods must not block.
@@ -297,7 +301,9 @@ func (r *Replicator) Start() {
 		r.spawn(func() { r.watch(r.ctx, "service list", 0, r.fetchServiceList) })
 		r.spawn(func() { r.watch(r.ctx, "node list", 0, r.fetchNodes) })
 		r.spawn(func() { r.watch(r.ctx, "prepared queries", 0, r.fetchQueries) })
-		r.spawn(r.coordinatesLoop)
+		if r.cfg.Coordinates {
+			r.spawn(r.coordinatesLoop)
+		}
 		// The health detector has nothing to name while every service has
 		// a watcher, and each of its wake-ups costs the servers a filter
 		// over every check of the datacenter: it pauses meanwhile.
