@@ -119,3 +119,22 @@ func TestDatacentersEvery(t *testing.T) {
 		t.Errorf("replicas made %v, want one each", made)
 	}
 }
+
+// TestDatacentersListedLocal checks that a Corefile naming the local
+// datacenter among datacenters does not replicate it twice.
+func TestDatacentersListedLocal(t *testing.T) {
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
+	c.want = []string{"dc1", "dc2"}
+	c.newRemote = func(name string) (*datacenter, error) {
+		return &datacenter{name: name, label: name, zones: c.Zones, opts: c.opts}, nil
+	}
+	c.datacentersRead([]string{"dc1", "dc2"}, nil)
+	if got := c.remotes(); len(got) != 0 {
+		t.Fatalf("%d replicas made before the local datacenter's name is known", len(got))
+	}
+	c.publish(testSnapshot()) // names the local datacenter dc1
+	c.localNamed()
+	if got := c.remotes(); len(got) != 1 || got[0].name != "dc2" {
+		t.Fatalf("replicating %v, want dc2 only", got)
+	}
+}

@@ -85,8 +85,13 @@ func setup(c *caddy.Controller) error {
 	}
 	// The other datacenters the file holds or the Corefile names answer
 	// from the file at once too, before the local replica has said which
-	// datacenters Consul knows.
-	remotes := slices.Clone(cfg.datacenters)
+	// datacenters Consul knows. Unless the local datacenter's name is not
+	// known yet (no file, no datacenter): one of the names may be it, and
+	// they are made once the local replica has read the agent.
+	var remotes []string
+	if h.local.name != "" {
+		remotes = slices.Clone(cfg.datacenters)
+	}
 	if cfg.everyDatacenter && file != nil {
 		for _, snap := range file.Datacenters {
 			remotes = append(remotes, snap.Datacenter)
