@@ -274,27 +274,69 @@ func (r *Replicator) readSummaries(d *summaryDetector) (int, bool) {
 // explained by a change the replica sees before it costs a sweep.
 const explainWait = time.Second
 
+// pendingMove is a move of the service list's index waiting to be explained
+// until deadline.
+type pendingMove struct {
+	index    uint64
+	deadline time.Time
+}
+
+// readPacer bounds the share of time spent on a kind of read: each read of
+// duration d costs share*d of credit, which comes back in real time; a read
+// may start while no more than burst is owed. A lone slow read does not
+// hold back the next ones (waiting twice its duration after each read did:
+// one 300 ms read under load held every registration after it for 600 ms),
+// while a storm of reads settles at one share of the time.
+type readPacer struct {
+	share     int           // the time paid per unit of read time
+	burst     time.Duration // the most owed before reads wait
+	owedUntil time.Time     // when what is owed is paid back
+	minGap    time.Duration // between two starts
+	lastStart time.Time
+}
+
+// wait returns how long a read at now must wait.
+func (p *readPacer) wait(now time.Time) time.Duration {
+	if p.lastStart.IsZero() {
+		return 0
+	}
+	return max(p.owedUntil.Sub(now)-p.burst, p.lastStart.Add(p.minGap).Sub(now), 0)
+}
+
+// took records a read that started at start and took d.
+func (p *readPacer) took(start time.Time, d time.Duration) {
+	p.lastStart = start
+	if p.owedUntil.Before(start) {
+		p.owedUntil = start
+	}
+	p.owedUntil = p.owedUntil.Add(time.Duration(p.share) * d)
+}
+
+// summaryBurst is how much time the summaries' reads may owe before they are
+// paced. With registrations one every 100 ms, reads of 50 ms (1,000 x 5 here)
+// follow each change for as long as they come, and reads of 100 ms (the same
+// on a busy machine) for 20 changes in a row.
+const summaryBurst = 2 * time.Second
+
 // sweepLoop finds out what each move of the service list's index was, when
 // not every service is watched, in steps that each cost more than the last:
 //  1. it reads the services' summaries (one request) and fetches those whose
 //     instance or check counts, nodes or tags changed: registrations and
-//     deregistrations, and waits for a change to show (a watcher's, or a
-//     fetch's);
-//  2. a move still not explained (an address or port changed, or two
-//     changes that cancel out in the counts) costs a probe sweep.
+//     deregistrations; each move then has a deadline to be explained by a
+//     change the replica sees (a watcher's, or a fetch's);
+//  2. a move still not explained at its deadline (an address or port
+//     changed, or two changes that cancel out in the counts) costs a probe
+//     sweep.
+//
+// The loop never waits for an explanation: moves that arrive meanwhile are
+// read at once, and deadlines are checked when they fall.
 //
 // A move is explained by a registration change seen at exactly its index
 // (fetches read the servers, whose index for a service is its last change's).
-// When several writes land between two reads of the service list, only the
-// last is checked that way: an unnamed change (a port) in an earlier one
-// could hide behind it, so such a coalesced move schedules a safety sweep,
-// at most one per safetyInterval.
 //
-// Reads of the summaries come at most one per SummaryInterval or per twice
-// the last read's duration (30 to 70 ms at 1,000 x 5 here: under a storm of
-// registrations a third of one request's worth of Consul's time), and
-// sweeps at most one per SweepInterval or per four times the last sweep's
-// duration.
+// Reads of the summaries are paced by readPacer: at most half of the time
+// under a long storm of registrations, at once otherwise; sweeps at most one
+// per SweepInterval or per four times the last sweep's duration.
 //
 // The summaries (one Internal.ServiceDump of every instance and check on
 // the servers, summarized by the agent) are read only while the catalog
@@ -302,97 +344,126 @@ const explainWait = time.Second
 // the moves during the start-up ramp are left to sweeps.
 func (r *Replicator) sweepLoop() {
 	var summaries summaryDetector
-	// moves are the indexes the service list moved to that are not
-	// explained yet, each checked on its own: a move explained by a later
+	pacer := readPacer{share: 2, burst: summaryBurst, minGap: r.cfg.SummaryInterval}
+	// unread are moves no summary read covers yet; pending, those waiting
+	// to be explained, each checked on its own: a move explained by a later
 	// one's change could hide a port change.
-	var moves []uint64
-	explainedAll := func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		moves = slices.DeleteFunc(moves, r.changedAt.has)
-		return len(moves) == 0
-	}
-	await := func(d time.Duration) bool {
+	var unread []uint64
+	var pending []pendingMove
+	var lastSweep time.Time
+	var sweepTook time.Duration
+	wait := func(moves []uint64, d time.Duration) {
 		deadline := time.Now().Add(d)
-		for !explainedAll() {
-			if time.Now().After(deadline) || !sleep(r.ctx, 2*time.Millisecond) {
-				return false
-			}
+		for _, m := range moves {
+			pending = append(pending, pendingMove{m, deadline})
 		}
-		return true
-	}
-	var lastSummary, lastSweep time.Time
-	var summaryTook, sweepTook time.Duration
-	// readSummaries reads the summaries and takes the moves made before the
-	// read, which it covers; those made during it wait for the next round.
-	readSummaries := func() (named int, ok bool) {
-		if wait := max(r.cfg.SummaryInterval, 2*summaryTook) - time.Since(lastSummary); wait > 0 && !sleep(r.ctx, wait) {
-			return 0, false
-		}
-		moves = append(moves, r.takeMoves()...)
-		lastSummary = time.Now()
-		named, ok = r.readSummaries(&summaries)
-		summaryTook = time.Since(lastSummary)
-		return named, ok
 	}
 	for {
+		next := time.Duration(-1) // when to look again; -1: on a move
+		soonest := func(d time.Duration) {
+			if next < 0 || d < next {
+				next = d
+			}
+		}
 		// The baseline later reads are compared with, as soon as there are
 		// services no watcher will follow: a baseline read after a change
 		// would hide it from the next diff.
-		var poll <-chan time.Time
 		if !summaries.known() {
 			if r.summariesNeeded() {
-				readSummaries()
-				moves = moves[:0] // the baseline covers them
+				// A change before the baseline is in it, so no diff will
+				// show it: a watcher's change or a sweep explains it.
+				wait(append(unread, r.takeMoves()...), quickWait)
+				unread = nil
+				start := time.Now()
+				_, ok := r.readSummaries(&summaries)
+				pacer.took(start, time.Since(start))
+				if ok {
+					continue
+				}
+				// Failed: tried again on the next move, as Consul fails.
 			} else {
-				poll = time.After(idleDetectorPoll)
+				soonest(idleDetectorPoll)
 			}
 		}
-		select {
-		case <-r.ctx.Done():
-			return
-		case <-poll:
-			continue
-		case <-r.moved:
-		}
-		moves = append(moves, r.takeMoves()...)
-		if summaries.known() {
+		unread = append(unread, r.takeMoves()...)
+		now := time.Now()
+		switch {
+		case len(unread) == 0:
+		case summaries.known():
+			if d := pacer.wait(now); d > 0 {
+				soonest(d)
+				break
+			}
 			// Read even when a watcher's change already explains the move:
 			// one write can change two services (an instance registered
 			// again under another service's name leaves the first), and
 			// only the counts show the other one.
-			named, ok := readSummaries()
-			// A named service is fetched, which takes a read; a watcher
-			// slower than the summary shows its change soon.
-			wait := 10 * quickWait
-			if named > 0 {
-				wait = explainWait
+			covered := unread
+			unread = nil
+			named, ok := r.readSummaries(&summaries)
+			pacer.took(now, time.Since(now))
+			switch {
+			case !ok:
+				wait(covered, 0)
+			case named > 0:
+				// A named service is fetched, which takes a read.
+				wait(covered, explainWait)
+			default:
+				// A watcher slower than the summary shows its change soon.
+				wait(covered, 10*quickWait)
 			}
-			if ok && await(wait) {
-				continue
-			}
-		} else if r.summariesNeeded() || r.allWatched() {
+			continue
+		case r.summariesNeeded() || r.allWatched():
 			// Summaries needed but not read yet, or every service watched
 			// by now: a watcher's change explains a move.
-			if await(quickWait) {
+			wait(unread, quickWait)
+			unread = nil
+		default:
+			// The start-up ramp of a catalog that will be watched whole: a
+			// move is explained only by a sweep, as nothing would show a
+			// second service changed by the same write.
+			wait(unread, 0)
+			unread = nil
+		}
+		r.mu.Lock()
+		pending = slices.DeleteFunc(pending, func(m pendingMove) bool { return r.changedAt.has(m.index) })
+		r.mu.Unlock()
+		due := false
+		for _, m := range pending {
+			if !m.deadline.After(now) {
+				due = true
+			} else {
+				soonest(m.deadline.Sub(now))
+			}
+		}
+		if due {
+			if d := max(r.cfg.SweepInterval, 4*sweepTook) - now.Sub(lastSweep); d > 0 {
+				soonest(d)
+			} else {
+				moves := make([]uint64, 0, len(pending)+len(unread))
+				for _, m := range pending {
+					moves = append(moves, m.index)
+				}
+				moves = append(moves, unread...)
+				why := fmt.Sprintf("no change seen explains the service list's moves to %v", moves)
+				pending, unread = pending[:0], unread[:0] // the sweep covers them
+				lastSweep = now
+				n := r.sweep()
+				sweepTook = time.Since(lastSweep)
+				r.noteSweep(n, sweepTook, why)
 				continue
 			}
 		}
-		// Otherwise (the start-up ramp of a catalog that will be watched
-		// whole) a move is explained only by a sweep: nothing would show a
-		// second service changed by the same write.
-		if wait := max(r.cfg.SweepInterval, 4*sweepTook) - time.Since(lastSweep); wait > 0 && !sleep(r.ctx, wait) {
+		var timer <-chan time.Time
+		if next >= 0 {
+			timer = time.After(next)
+		}
+		select {
+		case <-r.ctx.Done():
 			return
+		case <-timer:
+		case <-r.moved:
 		}
-		if explainedAll() {
-			continue
-		}
-		why := fmt.Sprintf("no change seen explains the service list's moves to %v", moves)
-		moves = moves[:0] // the sweep covers them
-		lastSweep = time.Now()
-		n := r.sweep()
-		sweepTook = time.Since(lastSweep)
-		r.noteSweep(n, sweepTook, why)
 	}
 }
 
