@@ -242,18 +242,33 @@ func diffSummaries(previous, current map[string]summary) []string {
 	return changed
 }
 
-// readSummaries reads every service's summary and queues those without a
-// watcher whose summary changed. It reports how many it named, and false
-// when the read failed.
+// readSummaries reads every service's summary and queues those whose
+// summary changed. It reports how many it named, and false when the read
+// failed.
 func (r *Replicator) readSummaries(d *summaryDetector) (int, bool) {
+	list, ok := r.fetchSummaries()
+	if !ok {
+		return 0, false
+	}
+	return r.applySummaries(d, list), true
+}
+
+// fetchSummaries reads every service's summary; false when the read failed.
+func (r *Replicator) fetchSummaries() ([]uiSummary, bool) {
 	var list []uiSummary
 	_, err := r.query(r.ctx, 0, 0, r.cfg.RequestSlack, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 		return client.Raw().Query("/v1/internal/ui/services", &list, opts)
 	})
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	r.stats.summaries.Add(1)
+	return list, true
+}
+
+// applySummaries compares a read of the summaries with the last and queues
+// the services whose summary changed. It returns how many it named.
+func (r *Replicator) applySummaries(d *summaryDetector, list []uiSummary) int {
 	changed := d.observe(list)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -267,7 +282,7 @@ func (r *Replicator) readSummaries(d *summaryDetector) (int, bool) {
 			named++
 		}
 	}
-	return named, true
+	return named
 }
 
 // explainWait is how long a move of the service list's index may take to be
@@ -303,9 +318,16 @@ func (p *readPacer) wait(now time.Time) time.Duration {
 	return max(p.owedUntil.Sub(now)-p.burst, p.lastStart.Add(p.minGap).Sub(now), 0)
 }
 
+// began records a read starting at start.
+func (p *readPacer) began(start time.Time) {
+	if start.After(p.lastStart) {
+		p.lastStart = start
+	}
+}
+
 // took records a read that started at start and took d.
 func (p *readPacer) took(start time.Time, d time.Duration) {
-	p.lastStart = start
+	p.began(start)
 	if p.owedUntil.Before(start) {
 		p.owedUntil = start
 	}
@@ -328,8 +350,10 @@ const summaryBurst = 2 * time.Second
 //     changed, or two changes that cancel out in the counts) costs a probe
 //     sweep.
 //
-// The loop never waits for an explanation: moves that arrive meanwhile are
-// read at once, and deadlines are checked when they fall.
+// The loop never waits for an explanation or for a read: reads of the
+// summaries run beside it (up to maxSummaryReads at once, applied in the
+// order they began), a move is read as soon as it lands, and deadlines are
+// checked when they fall.
 //
 // A move is explained by a registration change seen at exactly its index
 // (fetches read the servers, whose index for a service is its last change's).
@@ -352,6 +376,9 @@ func (r *Replicator) sweepLoop() {
 	var pending []pendingMove
 	var lastSweep time.Time
 	var sweepTook time.Duration
+	// Reads run beside the loop, which applies them in the order they began.
+	results := make(chan summaryRead, maxSummaryReads)
+	inflight, started, applied := 0, 0, 0
 	wait := func(moves []uint64, d time.Duration) {
 		deadline := time.Now().Add(d)
 		for _, m := range moves {
@@ -394,24 +421,23 @@ func (r *Replicator) sweepLoop() {
 				soonest(d)
 				break
 			}
+			if inflight == maxSummaryReads {
+				break // read when one returns
+			}
 			// Read even when a watcher's change already explains the move:
 			// one write can change two services (an instance registered
 			// again under another service's name leaves the first), and
 			// only the counts show the other one.
-			covered := unread
+			started++
+			inflight++
+			pacer.began(now)
+			read := summaryRead{seq: started, covered: unread, start: now}
 			unread = nil
-			named, ok := r.readSummaries(&summaries)
-			pacer.took(now, time.Since(now))
-			switch {
-			case !ok:
-				wait(covered, 0)
-			case named > 0:
-				// A named service is fetched, which takes a read.
-				wait(covered, explainWait)
-			default:
-				// A watcher slower than the summary shows its change soon.
-				wait(covered, 10*quickWait)
-			}
+			r.spawn(func() {
+				read.list, read.ok = r.fetchSummaries()
+				read.took = time.Since(read.start)
+				results <- read // never blocks: one slot per read in flight
+			})
 			continue
 		case r.summariesNeeded() || r.allWatched():
 			// Summaries needed but not read yet, or every service watched
@@ -463,9 +489,52 @@ func (r *Replicator) sweepLoop() {
 			return
 		case <-timer:
 		case <-r.moved:
+		case read := <-results:
+			inflight--
+			pacer.took(read.start, read.took)
+			overtaken := read.seq < applied
+			named := 0
+			if read.ok && !overtaken {
+				applied = read.seq
+				named = r.applySummaries(&summaries, read.list)
+			}
+			wait(read.covered, explainAfter(read.ok, overtaken, named))
 		}
 	}
 }
+
+// explainAfter is how long the moves a read of the summaries covered may
+// wait for an explanation before they cost a sweep.
+func explainAfter(ok, overtaken bool, named int) time.Duration {
+	switch {
+	case !ok:
+		return 0
+	case overtaken, named > 0:
+		// A named service is fetched, which takes a read. A read overtaken
+		// by one that began later was not applied: that one's diff, against
+		// an older read than this, named what this would have.
+		return explainWait
+	default:
+		// A watcher slower than the summary shows its change soon.
+		return 10 * quickWait
+	}
+}
+
+// summaryRead is one read of the summaries, made while the sweeper goes on.
+type summaryRead struct {
+	seq     int      // in the order the reads began
+	covered []uint64 // the moves made before it began
+	list    []uiSummary
+	ok      bool
+	start   time.Time
+	took    time.Duration
+}
+
+// maxSummaryReads is how many reads of the summaries may run at once: a move
+// that lands while one runs is read at once rather than after it (which
+// doubled the time to find it), and no more than two ServiceDumps of this
+// replica load the servers at a time.
+const maxSummaryReads = 2
 
 // takeMoves returns the indexes the service list moved to since the last
 // call. Past maxMoves the oldest are dropped: a sweep follows anyway.

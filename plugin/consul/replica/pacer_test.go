@@ -36,3 +36,22 @@ func TestReadPacer(t *testing.T) {
 		}
 	}
 }
+
+func TestExplainAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		ok, overtaken bool
+		named         int
+		want          time.Duration
+	}{
+		{"failed read: a sweep at once", false, false, 0, 0},
+		{"failed and overtaken: still a sweep", false, true, 0, 0},
+		{"named services: time for their fetch", true, false, 2, explainWait},
+		{"overtaken: the later read named them", true, true, 0, explainWait},
+		{"nothing named: only a watcher can explain it", true, false, 0, 10 * quickWait},
+	} {
+		if got := explainAfter(tc.ok, tc.overtaken, tc.named); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
