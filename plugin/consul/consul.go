@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/coredns/coredns/plugin"
@@ -36,6 +37,8 @@ type Consul struct {
 	maxStale, staleTTL time.Duration
 
 	persist *persister // nil without a snapshot file
+	// pool shares the agent's watcher budget between the datacenters' replicas.
+	pool *replica.Pool
 
 	// local is the agent's own datacenter: the plugin is ready once it has
 	// synced. The other replicated datacenters are in remote.

@@ -36,7 +36,8 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	h := &Consul{Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, maxStale: cfg.maxStale, staleTTL: cfg.staleTTL}
+	h := &Consul{Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, maxStale: cfg.maxStale, staleTTL: cfg.staleTTL,
+		pool: replica.NewPool()}
 	if cfg.snapshotPath != "" {
 		// Here and not in parse: parse must not touch the file system
 		// (the fuzzer runs it), and a directory that cannot be written
@@ -145,6 +146,9 @@ func (cfg *config) newDatacenter(h *Consul, dc string) (*datacenter, error) {
 	d := &datacenter{name: dc, label: dc, key: cfg.replicaKey(), zones: cfg.zones, opts: cfg.answer}
 	rc := cfg.replica
 	rc.Share = cfg.share()
+	if rc.Share > 1 {
+		rc.Pool = h.pool
+	}
 	if dc == "" {
 		d.name = snapshot.Key(rc.Datacenter)
 		d.label = cfg.dcLabel()

@@ -24,14 +24,27 @@ import (
 func datacentersSection(t *testing.T, out *strings.Builder) {
 	services, changes := envInt("DC_SERVICES", 200), envInt("DC_CHANGES", 20)
 	changes = min(changes, services/2, 250)
+	fmt.Fprintf(out, "\n## Other datacenters: propagation of dc2's changes\n\n")
+	fmt.Fprintf(out, "Two WAN-joined single-server datacenters on loopback, %d services x 3 instances in dc2. CoreDNS runs `datacenters dc2` "+
+		"against dc1's agent; Consul's DNS in dc1 asks dc2's servers for every question. %d changes of each kind in dc2, one every 100ms, "+
+		"each timed from the write returning until the dc2 name's answer shows it, in both side by side. With 20 changes, p99 is the maximum.\n", services, changes)
+	for _, setup := range []struct{ name, hcl string }{
+		{"the agents' default connection limit (200 per client)", ""},
+		{"the limit raised to 1,000 (deploy/consul/coredns-consul.hcl)", "limits { http_max_conns_per_client = 1000 }"},
+	} {
+		t.Run(setup.name, func(t *testing.T) { datacentersRun(t, out, setup.name, setup.hcl, services, changes) })
+	}
+}
+
+func datacentersRun(t *testing.T, out *strings.Builder, setup, hcl string, services, changes int) {
 	const instances, pace, timeout = 3, 100 * time.Millisecond, 30 * time.Second
-	dcs := consulagent.StartDatacenters(t, "dc1", "dc2")
+	dcs := consulagent.StartDatacentersHCL(t, hcl, "dc1", "dc2")
 	dc1, dc2 := dcs[0], dcs[1]
 	client := dc2.Client()
 	consulagent.Populate(t, client, services, instances, max(instances, services*instances/25))
 	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n consul {\n  address %s\n  datacenters dc2\n }\n}\n",
-			p.DNS, p.Ready, dc1.HTTPAddr)
+		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n prometheus 127.0.0.1:%d\n consul {\n  address %s\n  datacenters dc2\n }\n}\n",
+			p.DNS, p.Ready, p.Metrics, dc1.HTTPAddr)
 	})
 	// dc2 synced: its last service answers.
 	last := fmt.Sprintf("service-%d.service.dc2.consul.", services-1)
@@ -43,6 +56,15 @@ func datacentersSection(t *testing.T, out *strings.Builder) {
 			t.Fatalf("%s not answered after a minute", last)
 		}
 	}
+
+	time.Sleep(3 * time.Second) // the ramp: 100 watchers a second
+	var watching []string
+	for _, line := range strings.Split(server.Metrics(t), "\n") {
+		if strings.HasPrefix(line, "coredns_consul_watched_services") {
+			watching = append(watching, "`"+line+"`")
+		}
+	}
+	t.Logf("datacenters, %s: %s", setup, strings.Join(watching, ", "))
 
 	perm := rand.Perm(services)
 	setA, setH := perm[:changes], perm[changes:2*changes]
@@ -97,10 +119,7 @@ func datacentersSection(t *testing.T, out *strings.Builder) {
 		}},
 	}
 
-	fmt.Fprintf(out, "\n## Other datacenters: propagation of dc2's changes\n\n")
-	fmt.Fprintf(out, "Two WAN-joined single-server datacenters on loopback, %d services x %d instances in dc2. CoreDNS runs `datacenters dc2` "+
-		"against dc1's agent; Consul's DNS in dc1 asks dc2's servers for every question. %d changes of each kind in dc2, one every %s, "+
-		"each timed from the write returning until the dc2 name's answer shows it, in both side by side.\n\n", services, instances, changes, pace)
+	fmt.Fprintf(out, "\n### %s\n\nWatchers: %s.\n\n", setup, strings.Join(watching, ", "))
 	fmt.Fprintf(out, "| change in dc2 | plugin p50 / p99 (ms) | Consul DNS p50 / p99 (ms) | plugin p99 / Consul DNS p99 |\n|---|---|---|---|\n")
 	for _, k := range kinds {
 		seen := costTime([]string{server.Addr, dc1.DNSAddr}, changes, pace, timeout, k.write, k.c)

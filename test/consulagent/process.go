@@ -29,7 +29,7 @@ type Process struct {
 	DNSAddr  string // Consul's own DNS interface
 	// HTTPSAddr and CAFile are set when the agent also serves HTTPS.
 	HTTPSAddr, CAFile string
-	tlsArgs           []string
+	extraArgs         []string // TLS settings, extra configuration
 	t                 testing.TB
 	dataDir           string
 	ports             []int    // http, server, serf lan, serf wan, dns
@@ -92,10 +92,20 @@ func StartCluster(t testing.TB, n int) []*Process {
 // the first sees them all.
 func StartDatacenters(t testing.TB, names ...string) []*Process {
 	t.Helper()
+	return StartDatacentersHCL(t, "", names...)
+}
+
+// StartDatacentersHCL is StartDatacenters with extra agent configuration
+// (HCL) for every agent.
+func StartDatacentersHCL(t testing.TB, hcl string, names ...string) []*Process {
+	t.Helper()
 	var dcs []*Process
 	for i, dc := range names {
 		p := newProcess(t, "consul-"+dc, 1)
 		p.datacenter = dc
+		if hcl != "" {
+			p.extraArgs = append(p.extraArgs, "-hcl", hcl)
+		}
 		if i > 0 {
 			p.joinWAN = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(dcs[0].ports[3]))}
 		}
@@ -141,8 +151,8 @@ func (p *Process) enableTLS() {
 	p.CAFile = ca
 	https := freeport.Port(p.t)
 	p.HTTPSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(https))
-	p.tlsArgs = []string{"-https-port", strconv.Itoa(https), "-hcl", fmt.Sprintf(
-		`tls { defaults { ca_file = %q cert_file = %q key_file = %q } }`, ca, cert, key)}
+	p.extraArgs = append(p.extraArgs, "-https-port", strconv.Itoa(https), "-hcl", fmt.Sprintf(
+		`tls { defaults { ca_file = %q cert_file = %q key_file = %q } }`, ca, cert, key))
 }
 
 func (p *Process) start() {
@@ -153,7 +163,7 @@ func (p *Process) start() {
 		"-serf-lan-port", strconv.Itoa(p.ports[2]), "-serf-wan-port", strconv.Itoa(p.ports[3]),
 		"-dns-port", strconv.Itoa(p.ports[4]), "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-hcl", "performance { raft_multiplier = 1 }", "-hcl", "disable_update_check = true")
-	p.cmd.Args = append(p.cmd.Args, p.tlsArgs...)
+	p.cmd.Args = append(p.cmd.Args, p.extraArgs...)
 	for _, addr := range p.join {
 		p.cmd.Args = append(p.cmd.Args, "-retry-join", addr)
 	}

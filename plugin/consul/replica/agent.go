@@ -93,12 +93,13 @@ func (r *Replicator) setDatacenter(dc string) {
 func (r *Replicator) sizeBudget(limit int) {
 	budget := watcherBudget(limit, allHTTPS(r.consul, r.cfg.Addresses), r.cfg.overhead(), r.cfg.Share)
 	log.Infof("the agent allows %s per client: watching up to %d services one by one", describeLimit(limit), budget)
-	if budget == r.budget() {
-		return
-	}
 	r.mu.Lock()
+	same := budget == r.cfg.MaxWatchers
 	r.cfg.MaxWatchers = budget
 	r.mu.Unlock()
+	if same {
+		return
+	}
 	eps, err := newEndpoints(r.consul, r.cfg.Addresses, r.cfg.connections())
 	if err != nil {
 		// Not seen: New built the same endpoints. The old cap is lower, so
@@ -122,7 +123,7 @@ func describeLimit(limit int) string {
 func (r *Replicator) budget() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.cfg.MaxWatchers
+	return r.budgetLocked()
 }
 
 // fallbackBudget is the budget when the agent's limit is not known.
@@ -159,7 +160,7 @@ func limitFor(services, overhead, share int) int {
 // warnBudgetLocked says, once and again whenever it gets worse, that not
 // every service can be watched, with the numbers and the fix.
 func (r *Replicator) warnBudgetLocked() {
-	unwatched := len(r.services) - r.cfg.MaxWatchers
+	unwatched := len(r.services) - r.budgetLocked()
 	if unwatched <= 0 || unwatched <= r.warned {
 		return
 	}
@@ -167,5 +168,5 @@ func (r *Replicator) warnBudgetLocked() {
 	log.Warningf("%d services but a budget of %d watchers: changes to the other %d are found by detectors and may take longer "+
 		"(up to a sweep for a changed port or address). To watch every service, set limits { http_max_conns_per_client = %d } "+
 		"in the Consul agent's configuration, or reach the agent over https://, where HTTP/2 shares connections",
-		len(r.services), r.cfg.MaxWatchers, unwatched, limitFor(len(r.services), r.cfg.overhead(), r.cfg.Share))
+		len(r.services), r.budgetLocked(), unwatched, limitFor(len(r.services), r.cfg.overhead(), r.cfg.Share))
 }

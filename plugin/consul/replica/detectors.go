@@ -568,7 +568,7 @@ const quickWait = 5 * time.Millisecond
 func (r *Replicator) summariesNeeded() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.listed && len(r.services) > r.cfg.MaxWatchers
+	return r.listed && len(r.services) > r.budgetLocked()
 }
 
 // sweep asks every service without a watcher for its current index, with a

@@ -67,6 +67,9 @@ type Config struct {
 	// through the same agents and share their connection limit; 0 or 1 for
 	// a replica alone.
 	Share int
+	// Pool, when set, lends the budget a replica does not need to the
+	// others in it.
+	Pool *Pool
 	// WatchRate bounds how many watchers start per second: a Consul agent
 	// that sees thousands of blocking queries at once grows its memory by
 	// several times what they cost it once running.
@@ -155,8 +158,14 @@ const (
 )
 
 // connections is the most HTTP connections a replica opens to one endpoint:
-// every watcher, and its overhead.
-func (c Config) connections() int { return c.MaxWatchers + c.overhead() }
+// every watcher, and its overhead. In a pool it may be lent every member's
+// budget.
+func (c Config) connections() int {
+	if c.Pool != nil {
+		return c.MaxWatchers*max(1, c.Share) + c.overhead()
+	}
+	return c.MaxWatchers + c.overhead()
+}
 
 // overhead is the connections a replica needs besides its watchers: the
 // fetchers and the four blocking loops (service list, nodes, checks,
@@ -222,6 +231,8 @@ type Replicator struct {
 	listIndex atomic.Uint64
 	// readSeq orders reads of services by how recent their data is.
 	readSeq atomic.Uint64
+	// allowance is the budget the pool gives, when in one.
+	allowance atomic.Int64
 
 	mu          sync.Mutex
 	datacenter  string
@@ -298,6 +309,9 @@ func (r *Replicator) Start() {
 		if err := r.readAgent(r.ctx); err != nil {
 			return // stopped
 		}
+		r.mu.Lock()
+		r.joinPoolLocked()
+		r.mu.Unlock()
 		r.spawn(func() { r.watch(r.ctx, "service list", 0, r.fetchServiceList) })
 		r.spawn(func() { r.watch(r.ctx, "node list", 0, r.fetchNodes) })
 		r.spawn(func() { r.watch(r.ctx, "prepared queries", 0, r.fetchQueries) })
@@ -341,6 +355,13 @@ func (r *Replicator) Stop() {
 	r.cancel()
 	r.wg.Wait()
 	r.endpoints.close()
+	if r.cfg.Pool != nil {
+		for _, m := range r.cfg.Pool.leave(r) {
+			if m != r {
+				m.rebalance()
+			}
+		}
+	}
 }
 
 // Stats returns the replica's counters.
@@ -530,7 +551,7 @@ func (r *Replicator) build() *snapshot.Snapshot {
 // reportWatchersLocked tells the observer how many services are watched.
 func (r *Replicator) reportWatchersLocked() {
 	if r.cfg.Observer != nil {
-		r.cfg.Observer.Watching(r.watchers, len(r.services), r.cfg.MaxWatchers)
+		r.cfg.Observer.Watching(r.watchers, len(r.services), r.budgetLocked())
 	}
 }
 

@@ -111,6 +111,7 @@ func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opt
 		r.markDirty()
 	}
 	r.listed = true
+	r.joinPoolLocked()
 	r.warnBudgetLocked()
 	r.reportWatchersLocked()
 	return meta, nil
@@ -168,7 +169,7 @@ func (r *Replicator) rampLoop() {
 			return
 		}
 		r.mu.Lock()
-		if e := r.services[key]; e != nil && e.svc != nil && e.watcher == nil && r.watchers < r.cfg.MaxWatchers {
+		if e := r.services[key]; e != nil && e.svc != nil && e.watcher == nil && r.watchers < r.budgetLocked() {
 			r.startWatcherLocked(key, e)
 		}
 		r.mu.Unlock()
@@ -250,7 +251,7 @@ func (r *Replicator) storeLocked(key string, e *entry, svc *snapshot.Service) {
 		e.watcher.lastChange = time.Now()
 	case first:
 		r.ramp.push(key)
-	case r.cfg.MaxWatchers > 0 && r.watchers >= r.cfg.MaxWatchers:
+	case r.budgetLocked() > 0 && r.watchers >= r.budgetLocked():
 		var coldest *entry
 		coldestKey := ""
 		for k, c := range r.services {
@@ -263,7 +264,7 @@ func (r *Replicator) storeLocked(key string, e *entry, svc *snapshot.Service) {
 		// Consul failed, would otherwise wait for the detectors.
 		r.fetches.push(coldestKey)
 		r.startWatcherLocked(key, e)
-	case r.cfg.MaxWatchers > 0:
+	case r.budgetLocked() > 0:
 		r.startWatcherLocked(key, e)
 	}
 }

@@ -1,0 +1,71 @@
+package replica
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"github.com/coredns-consul/coredns-consul/test/consulagent"
+)
+
+func TestAllocate(t *testing.T) {
+	tests := []struct {
+		name         string
+		bases, wants []int
+		want         []int
+	}{
+		{"alone, wanting less", []int{155}, []int{20}, []int{20}},
+		{"alone, wanting more", []int{155}, []int{1000}, []int{155}},
+		{"a small local datacenter lends to a large remote one", []int{67, 67}, []int{1, 200}, []int{1, 133}},
+		{"both large: equal shares", []int{67, 67}, []int{500, 200}, []int{67, 67}},
+		{"the leftover goes to those wanting more", []int{38, 38, 38}, []int{10, 60, 500}, []int{10, 52, 52}},
+		{"order does not matter", []int{38, 38, 38}, []int{500, 10, 60}, []int{52, 10, 52}},
+		{"none wanted", []int{67, 67}, []int{0, 0}, []int{0, 0}},
+		{"no budget", []int{0, 0}, []int{5, 5}, []int{0, 0}},
+	}
+	for _, tc := range tests {
+		got := allocate(tc.bases, tc.wants)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: allocate(%v, %v) = %v, want %v", tc.name, tc.bases, tc.wants, got, tc.want)
+		}
+		sum, total := 0, 0
+		for i := range got {
+			sum += got[i]
+			total += tc.bases[i]
+		}
+		if sum > total {
+			t.Errorf("%s: %d handed out of %d", tc.name, sum, total)
+		}
+	}
+}
+
+// TestPoolLendsUnusedBudget runs two replicas that share a pool, each with a
+// base budget of 10, against two agents: the one with few services lends the
+// rest of its budget to the one with many, and takes it back (the other
+// evicting watchers) when its own catalog grows.
+func TestPoolLendsUnusedBudget(t *testing.T) {
+	small, large := consulagent.Start(t, nil), consulagent.Start(t, nil)
+	consulagent.Populate(t, consulagent.Client(t, large), 30, 1, 5)
+	pool := NewPool()
+	cfg := DefaultConfig()
+	cfg.MaxWatchers, cfg.Share, cfg.Pool = 10, 2, pool
+	a, aSnap := startReplica(t, consulagent.Config(small), cfg)
+	b, bSnap := startReplica(t, consulagent.Config(large), cfg)
+	waitFor(t, aSnap, "small sync", func(s *snapshot.Snapshot) bool { return s != nil })
+	waitFor(t, bSnap, "large sync", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == 31 })
+	// The small catalog holds only the consul service: 1 watcher, 19 lent.
+	if got := waitWatchers(a, 1); got != 1 {
+		t.Fatalf("small replica watches %d, want 1", got)
+	}
+	if got := waitWatchers(b, 19); got != 19 {
+		t.Fatalf("large replica watches %d, want 19 (its 10 and 9 lent)", got)
+	}
+	consulagent.Populate(t, consulagent.Client(t, small), 12, 1, 2)
+	waitFor(t, aSnap, "small grown", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == 13 })
+	if got := waitWatchers(b, 10); got != 10 {
+		t.Errorf("large replica watches %d after the small one grew, want 10", got)
+	}
+	if got := waitWatchers(a, 10); got != 10 {
+		t.Errorf("small replica watches %d after it grew, want 10", got)
+	}
+}
