@@ -91,16 +91,23 @@ func (r *Replicator) setDatacenter(dc string) {
 // rebuilds the endpoints so that their connection cap follows. It runs
 // before any loop that sends requests.
 func (r *Replicator) sizeBudget(limit int) {
-	budget := watcherBudget(limit, allHTTPS(r.consul, r.cfg.Addresses), r.cfg.overhead(), r.cfg.Share)
+	https := allHTTPS(r.consul, r.cfg.Addresses)
+	budget := watcherBudget(limit, https, r.cfg.overhead(), r.cfg.Share)
 	log.Infof("the agent allows %s per client: watching up to %d services one by one", describeLimit(limit), budget)
 	r.mu.Lock()
 	same := budget == r.cfg.MaxWatchers
 	r.cfg.MaxWatchers = budget
+	if !https && limit > 0 {
+		// In a pool, what all the replicas may hold together: the limit
+		// less what is left to other clients.
+		r.capacity = limit - max(8, limit/8)
+		same = same && r.cfg.Pool == nil
+	}
 	r.mu.Unlock()
 	if same {
 		return
 	}
-	eps, err := newEndpoints(r.consul, r.cfg.Addresses, r.cfg.connections())
+	eps, err := newEndpoints(r.consul, r.cfg.Addresses, r.cfg.connections(r.capacity))
 	if err != nil {
 		// Not seen: New built the same endpoints. The old cap is lower, so
 		// requests past it wait for a connection rather than meet a 429.

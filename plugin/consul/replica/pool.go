@@ -19,6 +19,10 @@ type Pool struct {
 
 type member struct {
 	base, want int
+	// capacity is the connections the agent allows all the members
+	// together, overhead what this one needs besides its watchers; a
+	// capacity of 0 is unknown or unbounded.
+	capacity, overhead int
 }
 
 // NewPool returns an empty pool; replicas join it with Config.Pool.
@@ -27,10 +31,10 @@ func NewPool() *Pool { return &Pool{members: make(map[*Replicator]*member)} }
 // update records r's base budget and how many services it would watch, and
 // hands every member its allowance. It returns the members whose allowance
 // changed. It takes no replica's lock: a replica may call it holding its own.
-func (p *Pool) update(r *Replicator, base, want int) []*Replicator {
+func (p *Pool) update(r *Replicator, m member) []*Replicator {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.members[r] = &member{base: base, want: want}
+	p.members[r] = &m
 	return p.allocateLocked()
 }
 
@@ -45,12 +49,24 @@ func (p *Pool) leave(r *Replicator) []*Replicator {
 func (p *Pool) allocateLocked() []*Replicator {
 	rs := make([]*Replicator, 0, len(p.members))
 	bases, wants := make([]int, 0, len(p.members)), make([]int, 0, len(p.members))
+	capacity, overhead := 0, 0
 	for r, m := range p.members {
 		rs = append(rs, r)
 		bases, wants = append(bases, m.base), append(wants, m.want)
+		if m.capacity > 0 && (capacity == 0 || m.capacity < capacity) {
+			capacity = m.capacity
+		}
+		overhead += m.overhead
+	}
+	total := -1 // the sum of the bases
+	if capacity > 0 {
+		// The agent's limit is known: the members share all of it, not
+		// only the shares they were sized for ("datacenters *" sizes for
+		// four).
+		total = max(0, capacity-overhead)
 	}
 	var changed []*Replicator
-	for i, a := range allocate(bases, wants) {
+	for i, a := range allocate(total, bases, wants) {
 		if int(rs[i].allowance.Swap(int64(a))) != a {
 			changed = append(changed, rs[i])
 		}
@@ -58,14 +74,17 @@ func (p *Pool) allocateLocked() []*Replicator {
 	return changed
 }
 
-// allocate splits the sum of bases between members wanting wants: none gets
-// more than it wants, and what is left over is shared equally among those
-// that want more (water-filling), so the result does not depend on the
-// order of the members.
-func allocate(bases, wants []int) []int {
-	total := 0
-	for _, b := range bases {
-		total += b
+// allocate splits total (the sum of bases when negative) between members
+// wanting wants: none gets more than it wants or than HTTPSWatchers, and
+// what is left over is shared equally among those that want more
+// (water-filling), so the result does not depend on the order of the
+// members.
+func allocate(total int, bases, wants []int) []int {
+	if total < 0 {
+		total = 0
+		for _, b := range bases {
+			total += b
+		}
 	}
 	order := make([]int, len(wants))
 	for i := range order {
@@ -75,7 +94,7 @@ func allocate(bases, wants []int) []int {
 	out := make([]int, len(wants))
 	for n, i := range order {
 		fair := total / (len(order) - n)
-		out[i] = max(0, min(wants[i], fair))
+		out[i] = max(0, min(wants[i], fair, HTTPSWatchers))
 		total -= out[i]
 	}
 	return out
@@ -100,7 +119,8 @@ func (r *Replicator) joinPoolLocked() {
 	if r.listed {
 		want = len(r.services)
 	}
-	for _, m := range r.cfg.Pool.update(r, r.cfg.MaxWatchers, want) {
+	m := member{base: r.cfg.MaxWatchers, want: want, capacity: r.capacity, overhead: r.cfg.overhead()}
+	for _, m := range r.cfg.Pool.update(r, m) {
 		if m == r {
 			r.rebalanceLocked()
 		} else {

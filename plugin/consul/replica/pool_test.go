@@ -11,20 +11,23 @@ import (
 func TestAllocate(t *testing.T) {
 	tests := []struct {
 		name         string
+		total        int
 		bases, wants []int
 		want         []int
 	}{
-		{"alone, wanting less", []int{155}, []int{20}, []int{20}},
-		{"alone, wanting more", []int{155}, []int{1000}, []int{155}},
-		{"a small local datacenter lends to a large remote one", []int{67, 67}, []int{1, 200}, []int{1, 133}},
-		{"both large: equal shares", []int{67, 67}, []int{500, 200}, []int{67, 67}},
-		{"the leftover goes to those wanting more", []int{38, 38, 38}, []int{10, 60, 500}, []int{10, 52, 52}},
-		{"order does not matter", []int{38, 38, 38}, []int{500, 10, 60}, []int{52, 10, 52}},
-		{"none wanted", []int{67, 67}, []int{0, 0}, []int{0, 0}},
-		{"no budget", []int{0, 0}, []int{5, 5}, []int{0, 0}},
+		{"alone, wanting less", -1, []int{155}, []int{20}, []int{20}},
+		{"alone, wanting more", -1, []int{155}, []int{1000}, []int{155}},
+		{"a small local datacenter lends to a large remote one", -1, []int{67, 67}, []int{1, 200}, []int{1, 133}},
+		{"both large: equal shares", -1, []int{67, 67}, []int{500, 200}, []int{67, 67}},
+		{"the leftover goes to those wanting more", -1, []int{38, 38, 38}, []int{10, 60, 500}, []int{10, 52, 52}},
+		{"order does not matter", -1, []int{38, 38, 38}, []int{500, 10, 60}, []int{52, 10, 52}},
+		{"none wanted", -1, []int{67, 67}, []int{0, 0}, []int{0, 0}},
+		{"no budget", -1, []int{0, 0}, []int{5, 5}, []int{0, 0}},
+		{"the agent's whole limit, not the shares sized for four", 135, []int{23, 23}, []int{1, 500}, []int{1, 134}},
+		{"never past HTTPSWatchers", 20000, []int{0, 0}, []int{9000, 9000}, []int{8192, 8192}},
 	}
 	for _, tc := range tests {
-		got := allocate(tc.bases, tc.wants)
+		got := allocate(tc.total, tc.bases, tc.wants)
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("%s: allocate(%v, %v) = %v, want %v", tc.name, tc.bases, tc.wants, got, tc.want)
 		}
@@ -32,6 +35,9 @@ func TestAllocate(t *testing.T) {
 		for i := range got {
 			sum += got[i]
 			total += tc.bases[i]
+		}
+		if tc.total >= 0 {
+			total = tc.total
 		}
 		if sum > total {
 			t.Errorf("%s: %d handed out of %d", tc.name, sum, total)

@@ -158,11 +158,11 @@ const (
 )
 
 // connections is the most HTTP connections a replica opens to one endpoint:
-// every watcher, and its overhead. In a pool it may be lent every member's
-// budget.
-func (c Config) connections() int {
+// every watcher, and its overhead. In a pool it may be lent the others'
+// budgets: up to what the agent allows all of them (capacity, when known).
+func (c Config) connections(capacity int) int {
 	if c.Pool != nil {
-		return c.MaxWatchers*max(1, c.Share) + c.overhead()
+		return max(capacity, c.MaxWatchers*max(1, c.Share)+c.overhead())
 	}
 	return c.MaxWatchers + c.overhead()
 }
@@ -233,6 +233,9 @@ type Replicator struct {
 	readSeq atomic.Uint64
 	// allowance is the budget the pool gives, when in one.
 	allowance atomic.Int64
+	// capacity is how many connections the agent allows all the replicas
+	// of a pool together; 0 when unknown or unbounded (HTTPS).
+	capacity int
 
 	mu          sync.Mutex
 	datacenter  string
@@ -281,7 +284,7 @@ func New(consul *api.Config, cfg Config, publish func(*snapshot.Snapshot)) (*Rep
 	if auto {
 		cfg.MaxWatchers = fallbackBudget(consul, cfg.Addresses, cfg.Share)
 	}
-	eps, err := newEndpoints(consul, cfg.Addresses, cfg.connections())
+	eps, err := newEndpoints(consul, cfg.Addresses, cfg.connections(0))
 	if err != nil {
 		return nil, err
 	}
