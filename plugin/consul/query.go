@@ -57,6 +57,14 @@ func (c *Consul) runQuery(ctx context.Context, w dns.ResponseWriter, r *dns.Msg,
 	if from == nil {
 		from = view
 	}
+	if len(out.Instances) == 0 && from.Snap.ServicesHidden {
+		if _, ok := from.Snap.Service(snapshot.Key(out.Service)); !ok {
+			// A service the token may not read may exist: Consul, which
+			// runs the query with the token stored in it, may see it.
+			queriesPassedOn.WithLabelValues(metrics.WithServer(ctx), "hidden").Inc()
+			return res, true
+		}
+	}
 	ttl := from.TTLOf(out.Service)
 	if out.TTLSet {
 		ttl = uint32(out.TTL.Seconds())

@@ -262,8 +262,10 @@ type Replicator struct {
 	queries       []*snapshot.Query
 	queriesListed bool
 	queriesHidden bool
-	coords        []*snapshot.Coordinate
-	agentNode     string
+	// servicesHidden: the token may not read every service.
+	servicesHidden bool
+	coords         []*snapshot.Coordinate
+	agentNode      string
 }
 
 // entry is everything the replica holds about one service.
@@ -548,6 +550,7 @@ func (r *Replicator) build() *snapshot.Snapshot {
 	}
 	snap := snapshot.New(r.datacenter, 0, services, maps.Clone(r.nodes), time.Now())
 	snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode = r.queries, r.queriesHidden, r.coords, r.agentNode
+	snap.ServicesHidden = r.servicesHidden
 	return snap
 }
 

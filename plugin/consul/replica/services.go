@@ -65,6 +65,10 @@ func (r *Replicator) fetchServiceList(_ context.Context, client *api.Client, opt
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.servicesHidden != meta.ResultsFilteredByACLs {
+		r.servicesHidden = meta.ResultsFilteredByACLs
+		r.markDirty()
+	}
 	if meta.LastIndex < r.listIndex.Load() {
 		// Another cluster, or one restored from a snapshot: indexes start
 		// over, and reads with lower indexes than those held are current.

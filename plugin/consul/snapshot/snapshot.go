@@ -132,6 +132,9 @@ type Snapshot struct {
 	// QueriesHidden: the token may not read every prepared query, so a name
 	// that is not among Queries may still be one.
 	QueriesHidden bool `json:",omitempty"`
+	// ServicesHidden: the token may not read every service, so a service
+	// that is not among Services may still exist.
+	ServicesHidden bool `json:",omitempty"`
 	// Coordinates are the nodes' network coordinates, for prepared queries
 	// that sort by distance.
 	Coordinates []*Coordinate `json:",omitempty"`
