@@ -29,10 +29,10 @@ func TestServeDNSPreparedQueries(t *testing.T) {
 		name           string
 		hidden         bool
 		servicesHidden bool
-		qname  string
-		qtype  uint16
-		rcode  int // dns.RcodeRefused: passed to the next plugin
-		answer []dns.RR
+		qname          string
+		qtype          uint16
+		rcode          int // dns.RcodeRefused: passed to the next plugin
+		answer         []dns.RR
 	}{
 		{"tag and TTL", false, false, "web-v1.query.consul.", dns.TypeA, dns.RcodeSuccess, []dns.RR{
 			test.A("web-v1.query.consul. 30 IN A 10.0.0.1"), test.A("web-v1.query.consul. 30 IN A 10.0.0.3"),
