@@ -762,7 +762,9 @@ func costStartAgent(t *testing.T, withTLS bool, maxConns int) *costAgent {
 			<-a.done
 		}
 	})
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	// 90 s: a make bench once saw a fresh agent without a leader after 30 s,
+	// while the previous setup's agent and CoreDNS were still shutting down.
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		resp, err := http.Get("http://" + a.HTTPAddr + "/v1/catalog/services")
 		if err == nil {
 			resp.Body.Close()
@@ -771,7 +773,8 @@ func costStartAgent(t *testing.T, withTLS bool, maxConns int) *costAgent {
 			}
 		}
 	}
-	t.Fatalf("consul at %s has no leader after 30s", a.HTTPAddr)
+	out, _ := os.ReadFile(logFile.Name())
+	t.Fatalf("consul at %s has no leader after 90s; its log:\n%s", a.HTTPAddr, out)
 	return nil
 }
 
