@@ -9,7 +9,7 @@ package bench
 //
 // Sizes can be changed for development: COST_SETUPS (a,b,c), COST_SERVICES
 // (every setup's service count), COST_INSTANCES (5), COST_CHANGES (per kind,
-// 20), COST_PACE_MS (100), COST_IDLE (seconds, 30), COST_TIMEOUT (seconds a
+// 100), COST_PACE_MS (100), COST_IDLE (seconds, 30), COST_TIMEOUT (seconds a
 // change may take to show before it counts as missing, 60), COST_READY_WAIT
 // (seconds CoreDNS may take to be ready, 180).
 
@@ -120,7 +120,7 @@ func costEnv(name, def string) string {
 // costRun measures one setup into r.
 func costRun(t *testing.T, r *costResult) {
 	s := r.setup
-	changes := envInt("COST_CHANGES", 20)
+	changes := envInt("COST_CHANGES", 100)
 	changes = min(changes, r.services/3, 250) // three disjoint sets of services; 250 addresses per set
 	pace := time.Duration(envInt("COST_PACE_MS", 100)) * time.Millisecond
 	idle := time.Duration(envInt("COST_IDLE", 30)) * time.Second
