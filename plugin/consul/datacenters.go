@@ -25,6 +25,9 @@ type datacenters struct {
 	// that fail over; nil until read.
 	byDistance atomic.Pointer[[]string]
 
+	// key is what the block replicates (replicaKey), for lastDatacenters.
+	key string
+
 	// mu serializes changes to remote and known, and guards what follows.
 	mu sync.Mutex
 	// want are the datacenters to replicate besides the local one; all
@@ -62,12 +65,10 @@ func (c *Consul) route(name answer.Name) (*datacenter, route) {
 	if dc == "" || name.Kind == answer.KindAddr || name.Kind == answer.KindPassOn {
 		return c.local, routeAnswer
 	}
-	if c.local.name == dc {
-		return c.local, routeAnswer
-	}
-	if v := c.local.view.Load(); v == nil || v.Snap.Datacenter == dc {
-		// Before the first sync the local datacenter's name may be unknown:
-		// whatever the name, SERVFAIL until then.
+	local := c.localName()
+	if local == "" || local == dc {
+		// Before the agent was read, whatever the name: SERVFAIL until
+		// then.
 		return c.local, routeAnswer
 	}
 	if remote := c.remote.Load(); remote != nil {
@@ -86,6 +87,16 @@ func (c *Consul) route(name answer.Name) (*datacenter, route) {
 	return c.local, routeUnknown
 }
 
+// localName is the local datacenter's name: its snapshot's (the live one's
+// once the replica has synced, which wins over a snapshot file written
+// against another agent), else the configured one; empty when unknown.
+func (c *Consul) localName() string {
+	if v := c.local.view.Load(); v != nil {
+		return v.Snap.Datacenter
+	}
+	return c.local.name
+}
+
 // knows reports whether Consul knows datacenter dc; ifUnsure when no list
 // was read yet.
 func (c *Consul) knows(dc string, ifUnsure bool) bool {
@@ -94,6 +105,14 @@ func (c *Consul) knows(dc string, ifUnsure bool) bool {
 		return ifUnsure
 	}
 	return (*known)[dc]
+}
+
+// remoteNamed returns the replicated datacenter dc; nil for none.
+func (c *Consul) remoteNamed(dc string) *datacenter {
+	if remote := c.remote.Load(); remote != nil {
+		return (*remote)[dc]
+	}
+	return nil
 }
 
 // remotes returns the replicated datacenters other than the local one.
@@ -150,7 +169,8 @@ func (c *Consul) datacentersRead(dcs, byDistance []string) {
 	if changed && c.persist != nil {
 		c.persist.offer()
 	}
-	c.syncRemotesLocked()
+	lastDatacenters.Store(c.key, datacenterLists{known: known, byDistance: byDistance})
+	c.syncRemotesLocked(true)
 }
 
 // localNamed is called once the local datacenter's name is known: a
@@ -158,19 +178,17 @@ func (c *Consul) datacentersRead(dcs, byDistance []string) {
 func (c *Consul) localNamed() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.syncRemotesLocked()
+	c.syncRemotesLocked(false)
 }
 
 // syncRemotesLocked starts replicating the datacenters wanted and not yet
-// replicated, and stops those no longer wanted.
-func (c *Consul) syncRemotesLocked() {
+// replicated, and stops those no longer wanted; listed: Consul's list was
+// just read (only then does a missing datacenter count as absent once more).
+func (c *Consul) syncRemotesLocked(listed bool) {
 	if c.stopped || c.newRemote == nil {
 		return
 	}
-	local := c.local.name
-	if v := c.local.view.Load(); local == "" && v != nil {
-		local = v.Snap.Datacenter
-	}
+	local := c.localName()
 	want := make(map[string]bool)
 	for _, dc := range c.want {
 		want[dc] = true
@@ -198,7 +216,7 @@ func (c *Consul) syncRemotesLocked() {
 		}
 		log.Infof("replicating datacenter %s", dc)
 		c.addRemoteLocked(d)
-		if c.started {
+		if c.started && d.replica != nil {
 			d.replica.Start()
 		}
 	}
@@ -211,6 +229,9 @@ func (c *Consul) syncRemotesLocked() {
 			delete(c.absent, dc)
 			continue
 		case c.every && known != nil && !(*known)[dc] && !slices.Contains(c.want, dc):
+			if !listed {
+				continue
+			}
 			if c.absent == nil {
 				c.absent = make(map[string]int)
 			}
@@ -223,6 +244,7 @@ func (c *Consul) syncRemotesLocked() {
 			continue
 		}
 		c.dropRemoteLocked(dc).stop()
+		forgetMetrics(dc)
 		if c.persist != nil {
 			c.persist.offer()
 		}
@@ -235,7 +257,9 @@ func (c *Consul) startRemotes() {
 	defer c.mu.Unlock()
 	c.started = true
 	for _, d := range c.remotes() {
-		d.replica.Start()
+		if d.replica != nil {
+			d.replica.Start()
+		}
 	}
 }
 
@@ -274,3 +298,14 @@ func (c *Consul) collect() *snapshot.Set {
 	}
 	return set
 }
+
+// datacenterLists are the datacenters Consul knows and their order by
+// distance, as last read.
+type datacenterLists struct {
+	known      map[string]bool
+	byDistance []string
+}
+
+// lastDatacenters holds the datacenter lists of each replicated block, by
+// replicaKey, so that a reloaded block starts with them, as lastSnapshots.
+var lastDatacenters sync.Map

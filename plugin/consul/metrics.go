@@ -156,3 +156,12 @@ func errorKind(err error) string {
 	}
 	return "other"
 }
+
+// forgetMetrics drops the gauges of a datacenter no longer replicated, which
+// would otherwise keep exporting its last values.
+func forgetMetrics(dc string) {
+	for _, g := range []*prometheus.GaugeVec{guardHolding, serviceCount, instanceCount, consulIndex, snapshotTimestamp,
+		staleGauge, syncTimestamp, watchedServices, unwatchedServices, watcherBudget} {
+		g.DeleteLabelValues(dc)
+	}
+}

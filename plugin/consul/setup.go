@@ -36,8 +36,13 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	h := &Consul{Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, maxStale: cfg.maxStale, staleTTL: cfg.staleTTL,
-		pool: replica.NewPool()}
+	h := &Consul{Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, maxStale: cfg.maxStale, staleTTL: cfg.staleTTL}
+	h.key = cfg.replicaKey()
+	// One pool per agent and replicated set, kept across reloads: while a
+	// reloaded block's replicas sync, its predecessor's still hold their
+	// watchers, and both must fit the agent's limit together.
+	pool, _ := pools.LoadOrStore(h.key, replica.NewPool())
+	h.pool = pool.(*replica.Pool)
 	if cfg.snapshotPath != "" {
 		// Here and not in parse: parse must not touch the file system
 		// (the fuzzer runs it), and a directory that cannot be written
@@ -54,7 +59,17 @@ func setup(c *caddy.Controller) error {
 		return plugin.Error(pluginName, err)
 	}
 	h.want, h.every = cfg.datacenters, cfg.everyDatacenter
-	h.newRemote = func(name string) (*datacenter, error) { return cfg.newDatacenter(h, name) }
+	h.newRemote = func(name string) (*datacenter, error) {
+		d, err := cfg.newDatacenter(h, name)
+		if err == nil {
+			// A datacenter "*" found again after a reload answers from
+			// the previous block's snapshot until it has synced.
+			if snap := cfg.lastSnapshot(d.key, nil, name); snap != nil {
+				d.start(snap)
+			}
+		}
+		return d, err
+	}
 
 	// On reload the new instance starts serving before the old one stops:
 	// it answers from the old instance's snapshots until its own replicas
@@ -72,17 +87,23 @@ func setup(c *caddy.Controller) error {
 	}
 	if snap := cfg.lastSnapshot(h.local.key, file, localName); snap != nil {
 		h.local.start(snap)
-		h.local.name = snap.Datacenter
+		localName = snap.Datacenter
 	}
-	if file != nil && file.Known != nil {
+	if last, ok := lastDatacenters.Load(h.key); ok {
+		lists := last.(datacenterLists)
+		h.known.Store(&lists.known)
+		if lists.byDistance != nil {
+			h.byDistance.Store(&lists.byDistance)
+		}
+	} else if file != nil && file.Known != nil {
 		known := make(map[string]bool, len(file.Known))
 		for _, dc := range file.Known {
 			known[dc] = true
 		}
 		h.known.Store(&known)
-	}
-	if file != nil && file.ByDistance != nil {
-		h.byDistance.Store(&file.ByDistance)
+		if file.ByDistance != nil {
+			h.byDistance.Store(&file.ByDistance)
+		}
 	}
 	// The other datacenters the file holds or the Corefile names answer
 	// from the file at once too, before the local replica has said which
@@ -90,7 +111,7 @@ func setup(c *caddy.Controller) error {
 	// known yet (no file, no datacenter): one of the names may be it, and
 	// they are made once the local replica has read the agent.
 	var remotes []string
-	if h.local.name != "" {
+	if localName != "" {
 		remotes = slices.Clone(cfg.datacenters)
 	}
 	if cfg.everyDatacenter && file != nil {
@@ -99,7 +120,7 @@ func setup(c *caddy.Controller) error {
 		}
 	}
 	for _, dc := range remotes {
-		if dc == h.local.name || dc == snapshot.Key(cfg.replica.Datacenter) || h.remote.Load() != nil && (*h.remote.Load())[dc] != nil {
+		if dc == localName || h.remote.Load() != nil && (*h.remote.Load())[dc] != nil {
 			continue
 		}
 		d, err := cfg.newDatacenter(h, dc)
@@ -217,7 +238,9 @@ func (c *Consul) remoteServed() {
 
 // waitReady holds start-up until a snapshot can answer or timeout passes,
 // as CoreDNS's kubernetes plugin does, so that the first queries after a
-// start are not SERVFAIL when Consul answers quickly.
+// start are not SERVFAIL when Consul answers quickly. The other replicated
+// datacenters get the same time: they do not make the plugin ready, but
+// their names answer SERVFAIL until they have synced.
 func (c *Consul) waitReady(timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for !c.Ready() {
@@ -227,11 +250,27 @@ func (c *Consul) waitReady(timeout time.Duration) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	for _, dc := range c.want {
+		for {
+			d := c.remoteNamed(dc) // made once the local datacenter was named
+			if dc == c.localName() || d != nil && d.view.Load() != nil || c.known.Load() != nil && !c.knows(dc, false) {
+				break
+			}
+			if time.Now().After(deadline) {
+				log.Warningf("datacenter %s: no complete snapshot after %s; its names answer SERVFAIL until it has been read", dc, timeout)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // lastSnapshots holds the latest snapshot of each replicated datacenter, by
 // replicaKey, so that a reloaded server block starts with it.
 var lastSnapshots sync.Map
+
+// pools holds the watcher budget pool of each replicaKey.
+var pools sync.Map
 
 // config is everything the Corefile says about one consul block.
 type config struct {

@@ -70,6 +70,11 @@ func parseName(labels []string, qtype uint16) Name {
 		}
 		return Name{}
 	}
+	if labels[typ] == "query" && len(labels)-typ-1 > 1 {
+		// Consul reads a query's locality as one datacenter label at most
+		// (parseDatacenter): no <dc>.dc, no peer.
+		return Name{}
+	}
 	name, ok := parseLocality(labels[typ+1:])
 	if !ok {
 		return Name{}

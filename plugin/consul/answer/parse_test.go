@@ -56,7 +56,9 @@ func TestParseName(t *testing.T) {
 		{"geo.query", dns.TypeA, Name{Kind: KindQuery, Query: "geo"}},
 		{"_geo._tcp.query", dns.TypeSRV, Name{Kind: KindQuery, Query: "geo"}},
 		{"_geo._v1.query.dc2", dns.TypeSRV, Name{Kind: KindQuery, Query: "geo", Datacenter: "dc2"}},
-		{"a.b.query.dc2.dc", dns.TypeA, Name{Kind: KindQuery, Query: "a.b", Datacenter: "dc2"}},
+		{"a.b.query.dc2", dns.TypeA, Name{Kind: KindQuery, Query: "a.b", Datacenter: "dc2"}},
+		{"geo.query.dc2.dc", dns.TypeA, Name{}},     // Consul: one datacenter label at most
+		{"geo.query.other.peer", dns.TypeA, Name{}}, // no peers either
 		{"8a7c2cb2-7e7e-4b0d-9d3b-0123456789ab.query", dns.TypeA, Name{Kind: KindQuery, Query: "8a7c2cb2-7e7e-4b0d-9d3b-0123456789ab"}},
 		{"query", dns.TypeA, Name{}}, // no query name
 		{"web.connect", dns.TypeA, Name{Kind: KindPassOn}},

@@ -19,6 +19,8 @@ type Pool struct {
 
 type member struct {
 	base, want int
+	// sized is what the shares were sized for in all: base x share.
+	sized int
 	// capacity is the connections the agent allows all the members
 	// together, overhead what this one needs besides its watchers; a
 	// capacity of 0 is unknown or unbounded.
@@ -49,7 +51,7 @@ func (p *Pool) leave(r *Replicator) []*Replicator {
 func (p *Pool) allocateLocked() []*Replicator {
 	rs := make([]*Replicator, 0, len(p.members))
 	bases, wants := make([]int, 0, len(p.members)), make([]int, 0, len(p.members))
-	capacity, overhead := 0, 0
+	capacity, overhead, sum, sized := 0, 0, 0, 0
 	for r, m := range p.members {
 		rs = append(rs, r)
 		bases, wants = append(bases, m.base), append(wants, m.want)
@@ -57,22 +59,33 @@ func (p *Pool) allocateLocked() []*Replicator {
 			capacity = m.capacity
 		}
 		overhead += m.overhead
+		sum += m.base
+		sized = max(sized, m.sized)
 	}
-	total := -1 // the sum of the bases
+	// The agent's limit unknown (or unbounded, over HTTPS): what the shares
+	// were sized for, which more datacenters than that ("datacenters *"
+	// sizes for four) must not exceed.
+	total := min(sum, sized)
 	if capacity > 0 {
-		// The agent's limit is known: the members share all of it, not
-		// only the shares they were sized for ("datacenters *" sizes for
-		// four).
+		// Known: the members share all of it, not only the shares they
+		// were sized for.
 		total = max(0, capacity-overhead)
 	}
 	var changed []*Replicator
 	for i, a := range allocate(total, bases, wants) {
+		// Never past what one replica's connections can carry.
+		a = min(a, p.members[rs[i]].ownLimit())
 		if int(rs[i].allowance.Swap(int64(a))) != a {
 			changed = append(changed, rs[i])
 		}
 	}
 	return changed
 }
+
+// ownLimit is the most watchers the member's own connections can carry:
+// its transport is capped at max(capacity, sized + overhead) connections
+// (Config.connections).
+func (m *member) ownLimit() int { return max(m.capacity-m.overhead, m.sized) }
 
 // allocate splits total (the sum of bases when negative) between members
 // wanting wants: none gets more than it wants or than HTTPSWatchers, and
@@ -119,7 +132,8 @@ func (r *Replicator) joinPoolLocked() {
 	if r.listed {
 		want = len(r.services)
 	}
-	m := member{base: r.cfg.MaxWatchers, want: want, capacity: r.capacity, overhead: r.cfg.overhead()}
+	m := member{base: r.cfg.MaxWatchers, want: want, sized: r.cfg.MaxWatchers * max(1, r.cfg.Share),
+		capacity: r.capacity, overhead: r.cfg.overhead()}
 	for _, m := range r.cfg.Pool.update(r, m) {
 		if m == r {
 			r.rebalanceLocked()

@@ -75,3 +75,33 @@ func TestPoolLendsUnusedBudget(t *testing.T) {
 		t.Errorf("small replica watches %d after it grew, want 10", got)
 	}
 }
+
+// TestPoolWithoutTheAgentsLimit checks that replicas whose agent limit is
+// unknown never share out more than the budget they were sized for, however
+// many join ("datacenters *" sizes for four).
+func TestPoolWithoutTheAgentsLimit(t *testing.T) {
+	p := NewPool()
+	big := &Replicator{}
+	p.update(big, member{base: 32, want: 500, sized: 128, overhead: 20})
+	var small []*Replicator
+	for range 9 {
+		r := &Replicator{}
+		small = append(small, r)
+		p.update(r, member{base: 32, want: 10, sized: 128, overhead: 20})
+	}
+	total := int(big.allowance.Load())
+	for _, r := range small {
+		if got := r.allowance.Load(); got != 10 {
+			t.Errorf("a small replica is allowed %d, want the 10 it needs", got)
+		}
+		total += int(r.allowance.Load())
+	}
+	if total > 128 || big.allowance.Load() != 38 {
+		t.Errorf("allowed %d in all, %d to the big one; want 128 and 38", total, big.allowance.Load())
+	}
+	// Known: the whole limit less every replica's own connections.
+	p.update(big, member{base: 32, want: 500, sized: 128, capacity: 175, overhead: 20})
+	if got := big.allowance.Load(); got != 0 {
+		t.Errorf("with 10 replicas of 20 connections each under a capacity of 175, the big one is allowed %d, want 0", got)
+	}
+}

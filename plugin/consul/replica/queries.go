@@ -4,24 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"reflect"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/hashicorp/serf/coordinate"
 )
 
 // CoordinateInterval is the time between two reads of the nodes'
 // coordinates: every node's coordinate moves a little every few seconds, and
 // prepared queries only need an ordering that is roughly right.
 const CoordinateInterval = 10 * time.Second
+
+// deniedRetry is how often a list the token may not read is asked again.
+const deniedRetry = time.Minute
 
 // fetchQueries keeps the datacenter's prepared queries: one blocking query
 // on /v1/query, which wakes only when a definition changes.
@@ -34,13 +34,17 @@ func (r *Replicator) fetchQueries(_ context.Context, client *api.Client, opts *a
 		// gains it.
 		r.mu.Lock()
 		first := !r.queriesListed
-		r.queriesListed, r.queriesHidden = true, true
+		r.queriesListed, r.queriesHidden, r.queries = true, true, nil
 		r.mu.Unlock()
 		if first {
 			log.Warningf("the ACL token may not list prepared queries: .query. names go to the next plugin")
 			r.markDirty()
 		}
-		return nil, fmt.Errorf("listing prepared queries: %w", err)
+		// Not a failure of Consul's: no backoff, no endpoint change, no
+		// stale answers. Asked again now and then, in case the token
+		// gains the right.
+		sleep(r.ctx, deniedRetry)
+		return &api.QueryMeta{LastIndex: max(opts.WaitIndex, 1), KnownLeader: true}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("listing prepared queries: %w", err)
@@ -147,64 +151,4 @@ func cmpPair(a1, b1, a2, b2 string) int {
 		return c
 	}
 	return strings.Compare(a2, b2)
-}
-
-// byDistance orders the datacenters by their median round trip time from
-// local's servers, nearest first, as Consul's router orders them for a
-// prepared query's NearestN (agent/router: sortDatacentersByDistance); ties
-// and datacenters without coordinates go by name, last, the known ones the
-// coordinates do not list yet included. The local datacenter comes first.
-func byDistance(local string, maps []*api.CoordinateDatacenterMap, known []string) []string {
-	for _, dc := range known {
-		if !slices.ContainsFunc(maps, func(m *api.CoordinateDatacenterMap) bool { return strings.EqualFold(m.Datacenter, dc) }) {
-			maps = append(maps, &api.CoordinateDatacenterMap{Datacenter: dc})
-		}
-	}
-	var mine []*coordinate.Coordinate
-	for _, m := range maps {
-		if strings.EqualFold(m.Datacenter, local) {
-			for _, c := range m.Coordinates {
-				if c.Coord != nil {
-					mine = append(mine, c.Coord)
-				}
-			}
-		}
-	}
-	type dc struct {
-		name string
-		rtt  float64
-	}
-	var dcs []dc
-	for _, m := range maps {
-		d := dc{name: strings.ToLower(m.Datacenter), rtt: math.Inf(1)}
-		if strings.EqualFold(m.Datacenter, local) {
-			d.rtt = -1
-		} else if len(mine) > 0 {
-			var rtts []float64
-			for _, c := range m.Coordinates {
-				if c.Coord == nil || !c.Coord.IsCompatibleWith(mine[0]) {
-					continue
-				}
-				rtts = append(rtts, mine[0].DistanceTo(c.Coord).Seconds())
-			}
-			if len(rtts) > 0 {
-				sort.Float64s(rtts)
-				d.rtt = rtts[len(rtts)/2]
-			}
-		}
-		if !slices.ContainsFunc(dcs, func(x dc) bool { return x.name == d.name }) {
-			dcs = append(dcs, d)
-		}
-	}
-	sort.SliceStable(dcs, func(i, j int) bool {
-		if dcs[i].rtt != dcs[j].rtt {
-			return dcs[i].rtt < dcs[j].rtt
-		}
-		return dcs[i].name < dcs[j].name
-	})
-	out := make([]string, len(dcs))
-	for i, d := range dcs {
-		out[i] = d.name
-	}
-	return out
 }

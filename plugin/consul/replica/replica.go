@@ -24,6 +24,7 @@ package replica
 import (
 	"context"
 	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -463,7 +464,14 @@ func (r *Replicator) datacentersLoop() {
 		delay := r.cfg.DatacentersInterval
 		if err == nil {
 			backoff.reset()
-			r.cfg.OnDatacenters(dcs, r.datacentersByDistance(dcs))
+			// Consul's list is already ordered by distance from the server
+			// that answered (router.GetDatacentersByDistance), the order its
+			// prepared queries fail over in.
+			byDistance := make([]string, len(dcs))
+			for i, dc := range dcs {
+				byDistance[i] = strings.ToLower(dc)
+			}
+			r.cfg.OnDatacenters(dcs, byDistance)
 		} else {
 			delay = min(delay, backoff.next())
 		}
@@ -471,26 +479,6 @@ func (r *Replicator) datacentersLoop() {
 			return
 		}
 	}
-}
-
-// datacentersByDistance reads the servers' WAN coordinates and orders the
-// datacenters by distance from this one; nil when they cannot be read.
-func (r *Replicator) datacentersByDistance(known []string) []string {
-	var maps []*api.CoordinateDatacenterMap
-	_, err := r.query(r.ctx, 0, 0, r.cfg.LivenessTimeout, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
-		opts.Datacenter = ""
-		if _, err := client.Raw().Query("/v1/coordinate/datacenters", &maps, opts); err != nil {
-			return nil, err
-		}
-		return &api.QueryMeta{KnownLeader: true}, nil
-	})
-	if err != nil {
-		return nil
-	}
-	r.mu.Lock()
-	local := r.datacenter
-	r.mu.Unlock()
-	return byDistance(local, maps, known)
 }
 
 // noteFiltered reports, once in the log and every time to the observer, that

@@ -109,6 +109,9 @@ func Decode(data []byte) (*Set, error) {
 	if version == 1 {
 		var snap Snapshot
 		err = json.NewDecoder(zr).Decode(&snap)
+		// Written before prepared queries were replicated: a query name
+		// must go on to Consul, not be NXDOMAIN, until the replica syncs.
+		snap.QueriesHidden = true
 		set = Set{Local: snap.Datacenter, Datacenters: []*Snapshot{&snap}}
 	} else {
 		err = json.NewDecoder(zr).Decode(&set)
