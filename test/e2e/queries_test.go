@@ -120,6 +120,22 @@ func TestPreparedQueries(t *testing.T) {
 			changed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	})
 
+	t.Run("catch-all template", func(t *testing.T) {
+		// A template without a name answers every name no other query has.
+		d := &api.PreparedQueryDefinition{Template: api.QueryTemplate{Type: "name_prefix_match"},
+			Service: api.ServiceQuery{Service: "${name.full}", Near: "_ip"}}
+		if _, _, err := client.PreparedQuery().Create(d, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, plugin.Addr, "metered.query.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+		more := []question{{"metered.query.consul.", dns.TypeSRV}, {"no-such-query.query.consul.", dns.TypeA}, {"tagged.query.consul.", dns.TypeA}}
+		for _, svc := range services {
+			more = append(more, question{svc + ".query.consul.", dns.TypeA}, question{"_" + svc + "._tcp.query.consul.", dns.TypeSRV})
+		}
+		compare(t, dc1.DNSAddr, plugin.Addr, more)
+		questions = append(questions, more...)
+	})
+
 	want := answersOf(t, plugin.Addr, questions)
 	same := func(t *testing.T, addr string) { sameAnswers(t, addr, questions, want) }
 	t.Run("Consul frozen", func(t *testing.T) {
