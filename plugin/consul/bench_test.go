@@ -53,7 +53,9 @@ func (*discard) WriteMsg(m *dns.Msg) error { _, err := m.Pack(); return err }
 
 func BenchmarkServeDNS(b *testing.B) {
 	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
-	c.publish(benchSnapshot())
+	snap := benchSnapshot()
+	snap.Queries = []*snapshot.Query{{ID: "q1", Name: "geo", Service: snapshot.QueryService{Service: "service-500", Tags: []string{"v1"}}}}
+	c.publish(snap)
 	for _, tc := range []struct {
 		name  string
 		qname string
@@ -63,6 +65,7 @@ func BenchmarkServeDNS(b *testing.B) {
 		{"SRV", "service-500.service.consul.", dns.TypeSRV},
 		{"SRV-rfc2782", "_service-500._tcp.service.consul.", dns.TypeSRV},
 		{"NXDOMAIN", "nope.service.consul.", dns.TypeA},
+		{"query-SRV", "geo.query.consul.", dns.TypeSRV},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			m := new(dns.Msg)

@@ -25,9 +25,6 @@ type datacenters struct {
 	// that fail over; nil until read.
 	byDistance atomic.Pointer[[]string]
 
-	// key is what the block replicates (replicaKey), for lastDatacenters.
-	key string
-
 	// mu serializes changes to remote and known, and guards what follows.
 	mu sync.Mutex
 	// want are the datacenters to replicate besides the local one; all
@@ -169,7 +166,7 @@ func (c *Consul) datacentersRead(dcs, byDistance []string) {
 	if changed && c.persist != nil {
 		c.persist.offer()
 	}
-	lastDatacenters.Store(c.key, datacenterLists{known: known, byDistance: byDistance})
+	lastDatacenters.Store(c.local.key, datacenterLists{known: known, byDistance: byDistance})
 	c.syncRemotesLocked(true)
 }
 

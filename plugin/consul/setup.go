@@ -37,11 +37,10 @@ func setup(c *caddy.Controller) error {
 		return plugin.Error(pluginName, err)
 	}
 	h := &Consul{Zones: cfg.zones, Fall: cfg.fall, opts: cfg.answer, maxStale: cfg.maxStale, staleTTL: cfg.staleTTL}
-	h.key = cfg.replicaKey()
 	// One pool per agent and replicated set, kept across reloads: while a
 	// reloaded block's replicas sync, its predecessor's still hold their
 	// watchers, and both must fit the agent's limit together.
-	pool, _ := pools.LoadOrStore(h.key, replica.NewPool())
+	pool, _ := pools.LoadOrStore(cfg.replicaKey(), replica.NewPool())
 	h.pool = pool.(*replica.Pool)
 	if cfg.snapshotPath != "" {
 		// Here and not in parse: parse must not touch the file system
@@ -89,7 +88,7 @@ func setup(c *caddy.Controller) error {
 		h.local.start(snap)
 		localName = snap.Datacenter
 	}
-	if last, ok := lastDatacenters.Load(h.key); ok {
+	if last, ok := lastDatacenters.Load(h.local.key); ok {
 		lists := last.(datacenterLists)
 		h.known.Store(&lists.known)
 		if lists.byDistance != nil {

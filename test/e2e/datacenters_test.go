@@ -32,19 +32,7 @@ func TestOtherDatacenters(t *testing.T) {
 	services2 = append(services2, "only-in-dc2")
 	nodes2 = append(nodes2, "dc2-only-node")
 
-	snapshotFile := filepath.Join(t.TempDir(), "consul.snapshot")
-	corefile := func(p corednsproc.Ports) string {
-		return fmt.Sprintf(`consul.:%d {
-    bind 127.0.0.1
-    ready 127.0.0.1:%d
-    consul {
-        address %s
-        datacenters dc2
-        snapshot %s 100ms
-    }
-}
-`, p.DNS, p.Ready, dc1.HTTPAddr, snapshotFile)
-	}
+	corefile := twoDatacenters(t, dc1.HTTPAddr)
 	plugin := corednsproc.Start(t, corefile)
 	waitFor(t, plugin.Addr, "only-in-dc2.service.dc2.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
 
@@ -139,6 +127,24 @@ func TestDatacenterNotReplicated(t *testing.T) {
 	}
 	if m := exchangeTCP(t, plugin.Addr, question{"web.service.consul.", dns.TypeA}); len(m.Answer) != 1 || m.Answer[0].(*dns.A).A.String() != "10.10.0.1" {
 		t.Errorf("web.service.consul.: %v, want dc1's instance", m.Answer)
+	}
+}
+
+// twoDatacenters is the Corefile of a CoreDNS that replicates dc2 too
+// through the agent at addr, with a snapshot file written every 100ms.
+func twoDatacenters(t *testing.T, addr string) func(corednsproc.Ports) string {
+	snapshotFile := filepath.Join(t.TempDir(), "consul.snapshot")
+	return func(p corednsproc.Ports) string {
+		return fmt.Sprintf(`consul.:%d {
+    bind 127.0.0.1
+    ready 127.0.0.1:%d
+    consul {
+        address %s
+        datacenters dc2
+        snapshot %s 100ms
+    }
+}
+`, p.DNS, p.Ready, addr, snapshotFile)
 	}
 }
 

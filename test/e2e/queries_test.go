@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -59,19 +57,7 @@ func TestPreparedQueries(t *testing.T) {
 		ids = append(ids, id)
 	}
 
-	snapshotFile := filepath.Join(t.TempDir(), "consul.snapshot")
-	corefile := func(p corednsproc.Ports) string {
-		return fmt.Sprintf(`consul.:%d {
-    bind 127.0.0.1
-    ready 127.0.0.1:%d
-    consul {
-        address %s
-        datacenters dc2
-        snapshot %s 100ms
-    }
-}
-`, p.DNS, p.Ready, dc1.HTTPAddr, snapshotFile)
-	}
+	corefile := twoDatacenters(t, dc1.HTTPAddr)
 	plugin := corednsproc.Start(t, corefile)
 	waitFor(t, plugin.Addr, "far.service.dc2.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
 	// Failover needs the datacenters' distances, read at start-up; until

@@ -34,8 +34,17 @@ func QueryAnswer(v *View, q Question, service string, insts []*snapshot.Instance
 	if len(insts) == 0 {
 		return b.nxdomain()
 	}
-	// The query has chosen: its instances are prepared as they are (one
-	// with a critical check the query ignores included), not filtered again.
+	// Usually every chosen instance is one the service's prepared records
+	// already cover, at the query's TTL: the question only picks them, in
+	// the query's order, as a service question does.
+	if svc, ok := v.service(snapshot.Key(service)); ok && svc.ttl == ttl {
+		if picked := svc.lookup(insts); picked != nil {
+			return b.records(svc, picked)
+		}
+	}
+	// Otherwise (another TTL, or a critical instance whose failing check
+	// the query ignores) the chosen instances are prepared as they are,
+	// not filtered again.
 	chosen := &snapshot.Service{Name: service, Instances: make([]snapshot.Instance, len(insts))}
 	for i, in := range insts {
 		chosen.Instances[i] = *in
@@ -46,6 +55,33 @@ func QueryAnswer(v *View, q Question, service string, insts []*snapshot.Instance
 		picked[i] = &svc.inst[i]
 	}
 	return b.records(svc, picked)
+}
+
+// lookup returns the prepared instances of insts, which point into the
+// snapshot the service was prepared from, in their order; nil when one of
+// them is not prepared (an instance DNS would not return).
+func (s *service) lookup(insts []*snapshot.Instance) []*instance {
+	out := make([]*instance, 0, len(insts))
+	for _, in := range insts {
+		i := -1
+		if s.bySrc != nil {
+			if j, ok := s.bySrc[in]; ok {
+				i = int(j)
+			}
+		} else {
+			for j := range s.inst {
+				if s.inst[j].src == in {
+					i = j
+					break
+				}
+			}
+		}
+		if i < 0 {
+			return nil
+		}
+		out = append(out, &s.inst[i])
+	}
+	return out
 }
 
 // records answers with the records of picked, instances of svc.

@@ -83,6 +83,9 @@ type service struct {
 	// ids counts the distinct keys of each kind, so that a question can
 	// de-duplicate with a bitset instead of a map.
 	ids [idKinds]int
+	// bySrc finds an instance by its snapshot instance, for prepared
+	// queries, when there are too many to scan; nil for few.
+	bySrc map[*snapshot.Instance]int32
 }
 
 // Kinds of distinct keys within one service: addresses, SRV records (target
@@ -301,6 +304,12 @@ func (v *preparer) serviceWith(svc *snapshot.Service, ttl uint32, keep func(*sna
 		p.inst = append(p.inst, pi)
 	}
 	p.ids = [idKinds]int{idAddr: b.addrIDs.count(), idSRV: b.srvIDs.count(), idGlue: b.glueIDs.count(), idNode: b.nodeIDs.count()}
+	if len(p.inst) > idScanMax {
+		p.bySrc = make(map[*snapshot.Instance]int32, len(p.inst))
+		for i := range p.inst {
+			p.bySrc[p.inst[i].src] = int32(i)
+		}
+	}
 	return p
 }
 
