@@ -16,8 +16,8 @@ import (
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/metrics"
 	"github.com/coredns/coredns/plugin/pkg/fall"
-	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const pluginName = "consul"
@@ -48,50 +48,15 @@ type Consul struct {
 
 // ServeDNS implements the plugin.Handler interface.
 func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
-	state := request.Request{W: w, Req: r}
-	qname := state.Name()
-	zone := matchZone(c.Zones, qname)
-	if zone == "" {
-		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
-	}
-	q := answer.Question{Name: state.QName(), Lower: qname, Zone: zone, Type: state.QType()}
-	name := answer.Parse(q)
-	dc, route := c.route(name)
-	if route == routeNext {
-		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
-	}
-	view := dc.view.Load()
-	if view == nil {
-		// Not synced yet. NXDOMAIN would be cached by resolvers as a lie;
-		// SERVFAIL makes them retry.
-		return dns.RcodeServerFailure, nil
-	}
-	stale, expired := dc.stale(view, c.maxStale)
-	if expired {
-		expiredAnswers.WithLabelValues(metrics.WithServer(ctx)).Inc()
-		return dns.RcodeServerFailure, nil
-	}
-
+	// The answer is found in a frame of its own: what this one holds stays
+	// small for the write below (see answer.builder on stack growth).
 	var res answer.Result
-	switch {
-	case route == routeUnknown:
-		res = answer.NameError(view, q)
-	case name.Kind == answer.KindQuery:
-		res, res.PassOn = c.runQuery(ctx, w, r, q, name, view)
-	default:
-		res = answer.Answer(view, q, name)
-	}
-	if res.PassOn || (res.Rcode == dns.RcodeNameError && c.Fall.Through(qname)) {
+	switch c.answer(ctx, w, r, &res) {
+	case passOn:
 		return plugin.NextOrFailure(c.Name(), c.Next, ctx, w, r)
+	case serverFailure:
+		return dns.RcodeServerFailure, nil
 	}
-	if stale {
-		staleAnswers.WithLabelValues(metrics.WithServer(ctx)).Inc()
-		if c.staleTTL > 0 {
-			ttl := uint32(c.staleTTL / time.Second)
-			res.Answer, res.Ns, res.Extra = capTTL(ttl, res.Answer), capTTL(ttl, res.Ns), capTTL(ttl, res.Extra)
-		}
-	}
-
 	m := new(dns.Msg)
 	reply(m, r, res.Rcode)
 	m.Authoritative = true
@@ -99,10 +64,88 @@ func (c *Consul) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 	m.Extra = res.Extra
 	m.Ns = res.Ns
 	if err := w.WriteMsg(m); err != nil {
-		log.Errorf("writing the answer to %s %s: %v", qname, dns.TypeToString[state.QType()], err)
+		q := r.Question[0]
+		log.Errorf("writing the answer to %s %s: %v", q.Name, dns.TypeToString[q.Qtype], err)
 		return dns.RcodeServerFailure, err
 	}
 	return dns.RcodeSuccess, nil
+}
+
+// outcome is what ServeDNS does with a question.
+type outcome uint8
+
+const (
+	write         outcome = iota // write the answer found
+	passOn                       // the next plugin answers
+	serverFailure                // SERVFAIL, written by the server
+)
+
+// answer finds the answer to r, into res.
+func (c *Consul) answer(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res *answer.Result) outcome {
+	if len(r.Question) == 0 {
+		return passOn
+	}
+	// As request.Request's QName and Name, without its copy of the request.
+	var q answer.Question
+	q.Name = dns.Name(r.Question[0].Name).String()
+	q.Lower = strings.ToLower(q.Name)
+	q.Type = r.Question[0].Qtype
+	q.Zone = matchZone(c.Zones, q.Lower)
+	if q.Zone == "" {
+		return passOn
+	}
+	var name answer.Name
+	answer.Parse(&q, &name)
+	dc, route := c.route(name)
+	if route == routeNext {
+		return passOn
+	}
+	view := dc.view.Load()
+	if view == nil {
+		// Not synced yet. NXDOMAIN would be cached by resolvers as a lie;
+		// SERVFAIL makes them retry.
+		return serverFailure
+	}
+	stale, expired := dc.stale(view, c.maxStale)
+	if expired {
+		countAnswer(ctx, expiredAnswers)
+		return serverFailure
+	}
+
+	switch {
+	case route == routeUnknown:
+		answer.NameError(view, &q, res)
+	case name.Kind == answer.KindQuery:
+		res.PassOn = c.runQuery(ctx, w, r, &q, &name, view, res)
+	default:
+		answer.Answer(view, &q, &name, res)
+	}
+	if res.PassOn || (res.Rcode == dns.RcodeNameError && c.Fall.Through(q.Lower)) {
+		return passOn
+	}
+	if stale {
+		c.staled(ctx, res)
+	}
+	return write
+}
+
+// staled makes res a stale answer: counted, its TTLs capped if so set.
+// Rare, so in a frame of its own (see answer.builder on stack growth).
+//
+//go:noinline
+func (c *Consul) staled(ctx context.Context, res *answer.Result) {
+	countAnswer(ctx, staleAnswers)
+	if c.staleTTL > 0 {
+		ttl := uint32(c.staleTTL / time.Second)
+		res.Answer, res.Ns, res.Extra = capTTL(ttl, res.Answer), capTTL(ttl, res.Ns), capTTL(ttl, res.Extra)
+	}
+}
+
+// countAnswer counts an answer in counter, by server.
+//
+//go:noinline
+func countAnswer(ctx context.Context, counter *prometheus.CounterVec) {
+	counter.WithLabelValues(metrics.WithServer(ctx)).Inc()
 }
 
 // Name implements the plugin.Handler interface.

@@ -16,8 +16,9 @@ import (
 // runQuery runs the prepared query name asks for in the datacenter whose view
 // is view, as Consul's DNS runs it for a question that came to its agent:
 // sorted near the agent or the client, failing over to the datacenters the
-// plugin replicates. passOn: Consul must answer it (the next plugin).
-func (c *Consul) runQuery(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, q answer.Question, name answer.Name, view *answer.View) (res answer.Result, passOn bool) {
+// plugin replicates, into res. passOn: Consul must answer it (the next
+// plugin).
+func (c *Consul) runQuery(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, q *answer.Question, name *answer.Name, view *answer.View, res *answer.Result) (passOn bool) {
 	req := prepared.Request{Name: name.Query, SourceIP: sourceIP(w, r)}
 	if local := c.local.current(); local != nil {
 		req.Agent = prepared.Agent{Datacenter: local.Datacenter, Node: local.AgentNode}
@@ -45,13 +46,14 @@ func (c *Consul) runQuery(ctx context.Context, w dns.ResponseWriter, r *dns.Msg,
 		if view.Snap.QueriesHidden {
 			// It may be a query the token may not list.
 			queriesPassedOn.WithLabelValues(metrics.WithServer(ctx), "hidden").Inc()
-			return res, true
+			return true
 		}
-		return answer.NameError(view, q), false
+		answer.NameError(view, q, res)
+		return false
 	case prepared.PassOn:
 		queriesPassedOn.WithLabelValues(metrics.WithServer(ctx), passOnReason(out.Reason)).Inc()
 		log.Debugf("%s: passed on: %v", q.Name, out.Reason)
-		return res, true
+		return true
 	}
 	from := views[out.Datacenter]
 	if from == nil {
@@ -62,14 +64,15 @@ func (c *Consul) runQuery(ctx context.Context, w dns.ResponseWriter, r *dns.Msg,
 			// A service the token may not read may exist: Consul, which
 			// runs the query with the token stored in it, may see it.
 			queriesPassedOn.WithLabelValues(metrics.WithServer(ctx), "hidden").Inc()
-			return res, true
+			return true
 		}
 	}
 	ttl := from.TTLOf(out.Service)
 	if out.TTLSet {
 		ttl = uint32(out.TTL.Seconds())
 	}
-	return answer.QueryAnswer(from, q, out.Service, out.Instances, ttl), false
+	*res = answer.QueryAnswer(from, q, out.Service, out.Instances, ttl)
+	return false
 }
 
 // passOnReason is the metric label of a prepared query Consul must answer.

@@ -4,9 +4,9 @@
 package answer
 
 import (
-	"math/rand/v2"
 	"net"
 	"strings"
+	"sync"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
@@ -58,21 +58,31 @@ type Options struct {
 // DefaultOptions are Consul's defaults.
 func DefaultOptions() Options { return Options{NodeMetaTXT: true} }
 
-// Parse reads what q's name asks for.
-func Parse(q Question) Name {
+// Parse reads what q's name asks for into name.
+func Parse(q *Question, name *Name) {
 	rel := strings.TrimSuffix(strings.TrimSuffix(q.Lower, q.Zone), ".")
 	var buf [8]string
-	return parseName(splitLabels(rel, buf[:0]), q.Type)
+	parseName(splitLabels(rel, buf[:0]), q.Type, name)
 }
 
 // Lookup answers q from v.
-func Lookup(v *View, q Question) Result { return Answer(v, q, Parse(q)) }
+func Lookup(v *View, q Question) Result {
+	var name Name
+	Parse(&q, &name)
+	return answer(v, &q, &name)
+}
 
-// Answer answers q, whose name Parse read as name, from v: the view of the
-// datacenter name is in.
-func Answer(v *View, q Question, name Name) Result {
-	z, zi := v.zone(q.Zone)
-	b := builder{v: v, snap: v.Snap, q: q, opt: &v.prep.opt, zone: z, zi: zi}
+// Answer answers q, whose name Parse read as name, from v (the view of the
+// datacenter name is in), into res.
+func Answer(v *View, q *Question, name *Name, res *Result) {
+	*res = answer(v, q, name)
+}
+
+// answer is Answer's, returning: one Result in the caller's frame, not one
+// per callee (see builder on stack growth).
+func answer(v *View, q *Question, name *Name) Result {
+	b := newBuilder(v, q)
+	defer b.release()
 	if name.Datacenter != "" && name.Datacenter != v.Snap.Datacenter && name.Kind != KindAddr {
 		// Not this view's datacenter, and the caller has no other: Consul
 		// answers NXDOMAIN for a datacenter it has no path to.
@@ -84,7 +94,8 @@ func Answer(v *View, q Question, name Name) Result {
 	case KindEmpty:
 		return b.nodata()
 	case KindService:
-		return b.service(name)
+		b.service(name)
+		return b.res
 	case KindNode:
 		return b.node(name)
 	case KindAddr:
@@ -99,10 +110,9 @@ func Answer(v *View, q Question, name Name) Result {
 
 // NameError is the NXDOMAIN answer to q from v: for a name in a datacenter
 // Consul does not know.
-func NameError(v *View, q Question) Result {
-	z, zi := v.zone(q.Zone)
-	b := builder{v: v, snap: v.Snap, q: q, opt: &v.prep.opt, zone: z, zi: zi}
-	return b.nxdomain()
+func NameError(v *View, q *Question, res *Result) {
+	z, _ := v.zone(q.Zone)
+	*res = Result{Rcode: dns.RcodeNameError, Ns: z.negative}
 }
 
 // splitLabels appends the labels of rel, left to right, to buf: a question
@@ -121,6 +131,11 @@ func splitLabels(rel string, buf []string) []string {
 	}
 }
 
+// builder answers one question. Builders are pooled, with their scratch
+// space and the result: CoreDNS runs each question on a new goroutine, whose
+// stack starts small and is copied each time it grows. With arrays and
+// Results in the frames of the request path it grew once more per question
+// than whoami's: 7-11% of CoreDNS's CPU under dnsperf load, in copystack.
 type builder struct {
 	v    *View
 	snap *snapshot.Snapshot
@@ -131,6 +146,35 @@ type builder struct {
 	// inOrder keeps the order of the instances given (a prepared query's)
 	// instead of shuffling.
 	inOrder bool
+
+	res Result // what service and records found
+
+	// Scratch for one answer: most services have at most 16 instances.
+	picked          [16]*instance
+	pairs           [16]pair
+	targets         [16]*target
+	seen, glued, by bitset
+}
+
+var builders = sync.Pool{New: func() any { return new(builder) }}
+
+// newBuilder is a builder for q from v; release gives it back.
+func newBuilder(v *View, q *Question) *builder {
+	b := builders.Get().(*builder)
+	b.v, b.snap, b.q, b.opt = v, v.Snap, *q, &v.prep.opt
+	b.zone, b.zi = v.zone(q.Zone)
+	b.inOrder = false
+	return b
+}
+
+// release returns b to the pool, holding on to no snapshot.
+func (b *builder) release() {
+	b.v, b.snap, b.opt, b.zone = nil, nil, nil, nil
+	b.res = Result{}
+	clear(b.picked[:])
+	clear(b.pairs[:])
+	clear(b.targets[:])
+	builders.Put(b)
 }
 
 func (b *builder) nxdomain() Result {
@@ -196,7 +240,7 @@ func (b *builder) instances(svc *snapshot.Service, tag string) []*snapshot.Insta
 		}
 		out = append(out, in)
 	}
-	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	shuffle(out)
 	return out
 }
 

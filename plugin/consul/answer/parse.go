@@ -53,9 +53,13 @@ type Name struct {
 // The locality is empty, <dc>, or pairs <x>.dc, <x>.peer, <x>.port (and
 // Enterprise's <x>.ns, <x>.ap). A question for SRV whose first label starts
 // with "_" is a service question even without the service label.
-func parseName(labels []string, qtype uint16) Name {
+func parseName(labels []string, qtype uint16, name *Name) {
+	// The name is filled in place: Name values in this frame and its
+	// callees' would make a question's goroutine stack grow.
+	*name = Name{}
 	if len(labels) == 0 {
-		return Name{Kind: KindApex}
+		name.Kind = KindApex
+		return
 	}
 	typ := -1
 	for i := len(labels) - 1; i >= 0; i-- {
@@ -66,72 +70,70 @@ func parseName(labels []string, qtype uint16) Name {
 	}
 	if typ < 0 {
 		if qtype == dns.TypeSRV && strings.HasPrefix(labels[0], "_") {
-			return parseService(Name{}, labels)
+			parseService(name, labels)
 		}
-		return Name{}
+		return
 	}
 	if labels[typ] == "query" && len(labels)-typ-1 > 1 {
 		// Consul reads a query's locality as one datacenter label at most
 		// (parseDatacenter): no <dc>.dc, no peer.
-		return Name{}
+		return
 	}
-	name, ok := parseLocality(labels[typ+1:])
-	if !ok {
-		return Name{}
+	if !parseLocality(labels[typ+1:], name) {
+		*name = Name{}
+		return
 	}
 	if name.Kind == KindPassOn {
-		return name
+		return
 	}
 	parts := labels[:typ]
 	switch labels[typ] {
 	case "service":
-		return parseService(name, parts)
+		parseService(name, parts)
 	case "node":
 		if len(parts) == 0 {
 			name.Kind = KindEmpty
-			return name
+			return
 		}
 		name.Kind, name.Node = KindNode, strings.Join(parts, ".")
-		return name
 	case "addr":
 		if len(parts) == 0 {
 			name.Kind = KindEmpty
-			return name
+			return
 		}
-		if len(parts) != 1 {
-			return Name{}
+		if len(parts) == 1 {
+			name.IP = parseHexIP(parts[0])
 		}
-		name.IP = parseHexIP(parts[0])
 		if name.IP == nil {
-			return Name{}
+			*name = Name{}
+			return
 		}
 		name.Kind = KindAddr
-		return name
 	case "query":
 		if len(parts) == 0 {
-			return Name{}
+			*name = Name{}
+			return
 		}
 		name.Kind, name.Query = KindQuery, prepared.QueryName(parts)
-		return name
 	default: // connect, ingress, virtual
 		name.Kind = KindPassOn
-		return name
 	}
 }
 
-// parseLocality reads the labels right of the type label. Peers, ports,
-// namespaces and partitions are not replicated: such names are passed on.
-func parseLocality(labels []string) (Name, bool) {
+// parseLocality reads the labels right of the type label into name; false
+// for a locality Consul does not read. Peers, ports, namespaces and
+// partitions are not replicated: such names are passed on.
+func parseLocality(labels []string, name *Name) bool {
 	switch len(labels) {
 	case 0:
-		return Name{}, true
+		return true
 	case 1:
-		return Name{Datacenter: labels[0]}, true
+		name.Datacenter = labels[0]
+		return true
 	}
 	if len(labels)%2 != 0 || len(labels) > 6 {
-		return Name{}, false
+		return false
 	}
-	var name Name
 	for i := 0; i < len(labels); i += 2 {
 		switch labels[i+1] {
 		case "dc":
@@ -139,10 +141,10 @@ func parseLocality(labels []string) (Name, bool) {
 		case "peer", "port", "ns", "ap":
 			name.Kind = KindPassOn
 		default:
-			return Name{}, false
+			return false
 		}
 	}
-	return name, true
+	return true
 }
 
 func isType(label string) bool {
@@ -153,11 +155,13 @@ func isType(label string) bool {
 	return false
 }
 
-func parseService(name Name, parts []string) Name {
+// parseService reads the labels left of "service" into name, which holds
+// the locality already; a name that is not a service's is left invalid.
+func parseService(name *Name, parts []string) {
 	switch {
 	case len(parts) == 0:
 		name.Kind = KindEmpty
-		return name
+		return
 	case len(parts) == 2 && strings.HasPrefix(parts[0], "_") && strings.HasPrefix(parts[1], "_"):
 		// RFC 2782: _service._proto, where the protocol is Consul's tag,
 		// except _tcp which means no tag.
@@ -170,10 +174,10 @@ func parseService(name Name, parts []string) Name {
 		name.Tag = strings.Join(parts[:len(parts)-1], ".")
 	}
 	if name.Service == "" {
-		return Name{}
+		*name = Name{}
+		return
 	}
 	name.Kind = KindService
-	return name
 }
 
 // parseHexIP reads the address of <hexip>.addr: 8 hex digits for IPv4, 32 for IPv6.

@@ -78,7 +78,8 @@ func TestParseName(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name+"/"+dns.TypeToString[tc.qtype], func(t *testing.T) {
 			var buf [16]string
-			got := parseName(splitLabels(tc.name, buf[:0]), tc.qtype)
+			got := Name{Kind: KindNode, Node: "left over"} // parseName must not keep any of it
+			parseName(splitLabels(tc.name, buf[:0]), tc.qtype, &got)
 			if got.Kind != tc.want.Kind || got.Service != tc.want.Service || got.Tag != tc.want.Tag ||
 				got.Node != tc.want.Node || !got.IP.Equal(tc.want.IP) || got.Datacenter != tc.want.Datacenter {
 				t.Errorf("parseName(%q) = %+v, want %+v", tc.name, got, tc.want)

@@ -13,24 +13,25 @@ import (
 )
 
 // service answers [tag.]service.service and _service._tag.service.
-func (b *builder) service(name Name) Result {
+// The result is left in b.res: a Result returned through every frame
+// would make a question's goroutine stack grow.
+func (b *builder) service(name *Name) {
 	svc, ok := b.v.service(name.Service)
 	if !ok {
-		return b.nxdomain()
+		b.res = b.nxdomain()
+		return
 	}
-	// Small arrays on the stack: a request runs on a new goroutine, whose
-	// stack would have to grow (and be copied) for large frames.
-	var buf [16]*instance
-	return b.records(svc, svc.pick(name.Tag, buf[:0]))
+	b.records(svc, svc.pick(name.Tag, b.picked[:0]))
 }
 
 // QueryAnswer answers q, a prepared query's name, with the instances the
 // query chose, in the order it chose them (nearest first when it sorts by
 // distance), with ttl; v is the view of the datacenter they are in. As
 // Consul, no instance is NXDOMAIN.
-func QueryAnswer(v *View, q Question, service string, insts []*snapshot.Instance, ttl uint32) Result {
-	z, zi := v.zone(q.Zone)
-	b := builder{v: v, snap: v.Snap, q: q, opt: &v.prep.opt, zone: z, zi: zi, inOrder: true}
+func QueryAnswer(v *View, q *Question, service string, insts []*snapshot.Instance, ttl uint32) Result {
+	b := newBuilder(v, q)
+	defer b.release()
+	b.inOrder = true
 	if len(insts) == 0 {
 		return b.nxdomain()
 	}
@@ -39,7 +40,8 @@ func QueryAnswer(v *View, q Question, service string, insts []*snapshot.Instance
 	// the query's order, as a service question does.
 	if svc, ok := v.service(snapshot.Key(service)); ok && svc.ttl == ttl {
 		if picked := svc.lookup(insts); picked != nil {
-			return b.records(svc, picked)
+			b.records(svc, picked)
+			return b.res
 		}
 	}
 	// Otherwise (another TTL, or a critical instance whose failing check
@@ -54,7 +56,8 @@ func QueryAnswer(v *View, q Question, service string, insts []*snapshot.Instance
 	for i := range svc.inst {
 		picked[i] = &svc.inst[i]
 	}
-	return b.records(svc, picked)
+	b.records(svc, picked)
+	return b.res
 }
 
 // lookup returns the prepared instances of insts, which point into the
@@ -84,12 +87,13 @@ func (s *service) lookup(insts []*snapshot.Instance) []*instance {
 	return out
 }
 
-// records answers with the records of picked, instances of svc.
-func (b *builder) records(svc *service, picked []*instance) Result {
+// records answers with the records of picked, instances of svc, into b.res.
+func (b *builder) records(svc *service, picked []*instance) {
 	if len(picked) == 0 {
-		return b.nxdomain()
+		b.res = b.nxdomain()
+		return
 	}
-	var res Result
+	res := &b.res
 	switch b.q.Type {
 	case dns.TypeSRV:
 		res.Answer, res.Extra = b.srvRecords(svc, picked)
@@ -101,9 +105,8 @@ func (b *builder) records(svc *service, picked []*instance) Result {
 		res.Answer = b.hostnameCNAME(svc.ttl, picked)
 	}
 	if len(res.Answer) == 0 {
-		return b.nodata()
+		*res = b.nodata()
 	}
-	return res
 }
 
 // pick appends the instances DNS returns with the tag (all for none), in
@@ -132,9 +135,9 @@ func (b *builder) target(in *instance, class int) *target {
 // no address does, and then as the CNAME of one of them.
 func (b *builder) addressRecords(svc *service, picked []*instance) []dns.RR {
 	class := classOf(b.q.Type)
-	seen := newBitset(svc.ids[idAddr+class])
-	var buf [16]*target
-	ts := buf[:0]
+	seen := &b.seen
+	seen.reset(svc.ids[idAddr+class])
+	ts := b.targets[:0]
 	v4 := 0
 	for _, in := range picked {
 		t := b.target(in, class)
@@ -147,7 +150,7 @@ func (b *builder) addressRecords(svc *service, picked []*instance) []dns.RR {
 		return b.hostnameCNAME(svc.ttl, picked)
 	}
 	if !b.inOrder {
-		rand.Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
+		shuffle(ts)
 	}
 	if limit := b.opt.ARecordLimit; limit > 0 && len(ts) > limit {
 		ts = ts[:limit]
@@ -208,9 +211,9 @@ func (b *builder) hostnameCNAME(ttl uint32, picked []*instance) []dns.RR {
 // more query per server when they differ. Extra records follow the order of
 // the answers, so that an answer cut to fit keeps the glue of what it keeps.
 func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []dns.RR) {
-	seen := newBitset(svc.ids[idSRV])
-	var buf [16]pair
-	pairs := buf[:0]
+	seen := &b.seen
+	seen.reset(svc.ids[idSRV])
+	pairs := b.pairs[:0]
 	for _, in := range picked {
 		t := b.target(in, classOther)
 		if t != nil && seen.add(int(t.srvID)) {
@@ -221,7 +224,7 @@ func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []
 		return nil, nil
 	}
 	if !b.inOrder {
-		rand.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
+		shuffle(pairs)
 	}
 
 	ttl := svc.ttl
@@ -249,7 +252,9 @@ type pair struct {
 // nil, and counts them: each target's glue once, and each node's meta once.
 func (b *builder) srvExtra(svc *service, pairs []pair, ttl uint32, ttlIdx int, out []dns.RR) ([]dns.RR, int) {
 	n := 0
-	glued, metaFor := newBitset(svc.ids[idGlue]), newBitset(svc.ids[idNode])
+	glued, metaFor := &b.glued, &b.by
+	glued.reset(svc.ids[idGlue])
+	metaFor.reset(svc.ids[idNode])
 	for _, p := range pairs {
 		if st := b.srvTarget(p.in, p.t, ttl); st.glue != nil && glued.add(int(p.t.glueID)) {
 			n++
@@ -287,6 +292,14 @@ func (b *builder) nodeMeta(in *instance, ttl uint32, ttlIdx int) []dns.RR {
 	if b.zi != noZoneIdx && ttlIdx >= 0 {
 		return n.meta[b.zi*len(b.v.prep.ttls)+ttlIdx]
 	}
+	return b.nodeMetaBuilt(in, n, ttl)
+}
+
+// nodeMetaBuilt is nodeMeta for a zone or TTL not prepared: rare, and in a
+// frame of its own, whose size would make every SRV question's stack grow.
+//
+//go:noinline
+func (b *builder) nodeMetaBuilt(in *instance, n *node, ttl uint32) []dns.RR {
 	return txtRecords(in.src.Node+".node."+b.snap.Datacenter+"."+b.zone.name, n.txt, ttl)
 }
 
@@ -315,7 +328,7 @@ func pickAddress(addr string, tagged map[string]string, qtype uint16) string {
 
 // node answers <node>.node: its address for A, AAAA and ANY, its meta as TXT
 // for TXT and ANY, and as extra records for A and AAAA.
-func (b *builder) node(name Name) Result {
+func (b *builder) node(name *Name) Result {
 	n, ok := b.v.node(name.Node)
 	if !ok {
 		return b.nxdomain()
@@ -347,7 +360,7 @@ func (b *builder) node(name Name) Result {
 // addr answers <hexip>.addr with the address it encodes, whatever the
 // datacenter label says, as Consul does. The owner is lower case, as
 // Consul's; a question of the other family gets the record as extra.
-func (b *builder) addr(name Name) Result {
+func (b *builder) addr(name *Name) Result {
 	rr := addressRR(b.q.Lower, name.IP, b.opt.TTL.Node)
 	if b.q.Type == rr.Header().Rrtype || b.q.Type == dns.TypeANY {
 		return Result{Answer: []dns.RR{rr}}

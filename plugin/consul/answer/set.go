@@ -1,19 +1,22 @@
 package answer
 
-// bitset marks the ids an answer has used, to de-duplicate records: on the
-// stack for the first 256 ids, which covers nearly every service.
+import "math/rand/v2"
+
+// bitset marks the ids an answer has used, to de-duplicate records: in the
+// builder's own words for the first 256 ids, which covers nearly every
+// service.
 type bitset struct {
 	small [4]uint64
 	large []uint64
 }
 
-// newBitset is a bitset for ids 0 to n-1.
-func newBitset(n int) bitset {
-	var b bitset
+// reset empties b for ids 0 to n-1.
+func (b *bitset) reset(n int) {
+	b.small = [4]uint64{}
+	b.large = nil
 	if n > 64*len(b.small) {
 		b.large = make([]uint64, (n+63)/64)
 	}
-	return b
 }
 
 // add marks id and reports whether it was new.
@@ -28,4 +31,22 @@ func (b *bitset) add(id int) bool {
 	}
 	words[w] |= bit
 	return true
+}
+
+// shuffle puts s in random order. Up to 16 elements it draws one random
+// number and reads it as digits of falling bases: 16! is 2^-20 of 2^64, so
+// no order is favoured by more than that. rand.Shuffle draws one per
+// element, in frames deep enough to make a question's goroutine stack grow.
+func shuffle[T any](s []T) {
+	if len(s) > 16 {
+		rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
+		return
+	}
+	r := rand.Uint64()
+	for i := len(s) - 1; i > 0; i-- {
+		n := uint64(i + 1)
+		j := r % n
+		r /= n
+		s[i], s[j] = s[j], s[i]
+	}
 }
