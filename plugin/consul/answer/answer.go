@@ -4,6 +4,7 @@
 package answer
 
 import (
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -242,6 +243,24 @@ func (b *builder) instances(svc *snapshot.Service, tag string) []*snapshot.Insta
 	}
 	shuffle(out)
 	return out
+}
+
+// shuffle puts s in random order. Up to 16 elements it draws one random
+// number and reads it as digits of falling bases: 16! is 2^-20 of 2^64, so
+// no order is favoured by more than that. rand.Shuffle draws one per
+// element, in frames deep enough to make a question's goroutine stack grow.
+func shuffle[T any](s []T) {
+	if len(s) > 16 {
+		rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
+		return
+	}
+	r := rand.Uint64()
+	for i := len(s) - 1; i > 0; i-- {
+		n := uint64(i + 1)
+		j := r % n
+		r /= n
+		s[i], s[j] = s[j], s[i]
+	}
 }
 
 func hasTag(tags []string, tag string) bool {

@@ -39,7 +39,7 @@ func QueryAnswer(v *View, q *Question, service string, insts []*snapshot.Instanc
 	// already cover, at the query's TTL: the question only picks them, in
 	// the query's order, as a service question does.
 	if svc, ok := v.service(snapshot.Key(service)); ok && svc.ttl == ttl {
-		if picked := svc.lookup(insts); picked != nil {
+		if picked := svc.lookup(insts, b.picked[:0]); picked != nil {
 			b.records(svc, picked)
 			return b.res
 		}
@@ -60,11 +60,10 @@ func QueryAnswer(v *View, q *Question, service string, insts []*snapshot.Instanc
 	return b.res
 }
 
-// lookup returns the prepared instances of insts, which point into the
-// snapshot the service was prepared from, in their order; nil when one of
-// them is not prepared (an instance DNS would not return).
-func (s *service) lookup(insts []*snapshot.Instance) []*instance {
-	out := make([]*instance, 0, len(insts))
+// lookup appends to out the prepared instances of insts, which point into
+// the snapshot the service was prepared from, in their order; nil when one
+// of them is not prepared (an instance DNS would not return).
+func (s *service) lookup(insts []*snapshot.Instance, out []*instance) []*instance {
 	for _, in := range insts {
 		i := -1
 		if s.bySrc != nil {

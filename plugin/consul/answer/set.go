@@ -1,7 +1,5 @@
 package answer
 
-import "math/rand/v2"
-
 // bitset marks the ids an answer has used, to de-duplicate records: in the
 // builder's own words for the first 256 ids, which covers nearly every
 // service.
@@ -31,22 +29,4 @@ func (b *bitset) add(id int) bool {
 	}
 	words[w] |= bit
 	return true
-}
-
-// shuffle puts s in random order. Up to 16 elements it draws one random
-// number and reads it as digits of falling bases: 16! is 2^-20 of 2^64, so
-// no order is favoured by more than that. rand.Shuffle draws one per
-// element, in frames deep enough to make a question's goroutine stack grow.
-func shuffle[T any](s []T) {
-	if len(s) > 16 {
-		rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
-		return
-	}
-	r := rand.Uint64()
-	for i := len(s) - 1; i > 0; i-- {
-		n := uint64(i + 1)
-		j := r % n
-		r /= n
-		s[i], s[j] = s[j], s[i]
-	}
 }

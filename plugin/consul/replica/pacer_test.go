@@ -37,6 +37,23 @@ func TestReadPacer(t *testing.T) {
 	}
 }
 
+// TestSummaryPacingKeepsUp plays the storm the propagation target is set
+// for through the summaries' own pacing: a registration every 100 ms to a
+// service without a watcher, each read taking as long on a busy machine.
+// Reads must follow every change; paying twice their time, they waited
+// from the 21st on.
+func TestSummaryPacingKeepsUp(t *testing.T) {
+	p := readPacer{share: summaryShare, burst: summaryBurst, minGap: 10 * time.Millisecond}
+	now := time.Unix(1000, 0)
+	for i := range 200 {
+		if d := p.wait(now); d > 0 {
+			t.Fatalf("read %d waits %v", i, d)
+		}
+		p.took(now, 100*time.Millisecond)
+		now = now.Add(100 * time.Millisecond)
+	}
+}
+
 func TestExplainAfter(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
