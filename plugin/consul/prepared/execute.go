@@ -83,7 +83,8 @@ func (o Outcome) String() string {
 type Result struct {
 	Outcome Outcome
 	Reason  error // for NotFound and PassOn
-	// Query is the query that answered, rendered when it is a template.
+	// Query is the query that answered, rendered when it is a template; it
+	// may be shared with other questions.
 	Query *snapshot.Query
 	// Instances point into the snapshot of Datacenter, in answer order.
 	Instances  []*snapshot.Instance

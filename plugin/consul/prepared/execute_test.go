@@ -47,8 +47,8 @@ func executeFixture() (*Set, func(string) *snapshot.Snapshot) {
 			Failover: snapshot.QueryFailover{Targets: []snapshot.QueryTarget{{Peer: "other"}}}}},
 		{ID: "f0f2c4e6-1111-2222-3333-444455556666", Name: "", Template: snapshot.QueryTemplate{Type: templateTypeNamePrefixMatch},
 			Service: snapshot.QueryService{Service: "${name.full}", Failover: snapshot.QueryFailover{NearestN: 1, Datacenters: []string{"dc3"}}}},
-		{ID: "q-bad", Name: "bad-", Template: snapshot.QueryTemplate{Type: templateTypeNamePrefixMatch},
-			Service: snapshot.QueryService{Service: "${name.full ? 1 : 2}"}},
+		{ID: "q-bool", Name: "true", Template: snapshot.QueryTemplate{Type: templateTypeNamePrefixMatch},
+			Service: snapshot.QueryService{Service: `${name.full ? "web" : "none"}`}},
 	}
 	remotes := map[string]*snapshot.Snapshot{
 		"dc2": dcSnapshot("dc2", map[string][]string{"db": {"n21", "n22"}}),
@@ -126,7 +126,12 @@ func TestExecute(t *testing.T) {
 		{name: "peer", req: Request{Name: "peer", Agent: agent}, outcome: PassOn, reason: ErrPeer},
 		{name: "sameness group", req: Request{Name: "sg", Agent: agent}, outcome: PassOn, reason: ErrSamenessGroup},
 		{name: "failover to a peer", req: Request{Name: "peerfail", Agent: agent, DatacentersByDistance: byDistance}, outcome: PassOn, reason: ErrPeer},
-		{name: "unsupported template", req: Request{Name: "bad-x", Agent: agent}, outcome: PassOn, reason: ErrUnsupported},
+		{
+			name:    "template with a conditional",
+			req:     Request{Name: "true", Agent: agent, Shuffle: noShuffle},
+			outcome: Answer, nodes: []string{"n1", "n2", "n3", "n4"}, dc: "dc1", service: "web",
+		},
+		{name: "template failing to render", req: Request{Name: "truex", Agent: agent}, outcome: PassOn, reason: ErrTemplate},
 		{name: "template by ID", req: Request{Name: "f0f2c4e6-1111-2222-3333-444455556666", Agent: agent}, outcome: PassOn, reason: errTemplateByID},
 	}
 	set, remote := executeFixture()
@@ -169,7 +174,7 @@ func TestExecuteConcurrent(t *testing.T) {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			for range 50 {
-				for _, name := range []string{"web", "web-ip", "db", "cache"} {
+				for _, name := range []string{"web", "web-ip", "db", "cache", "true", "truex"} {
 					set.Execute(Request{Name: name, Agent: Agent{Datacenter: "dc1", Node: "n2"}, SourceIP: "10.0.0.4",
 						DatacentersByDistance: []string{"dc2", "dc3"}}, remote)
 				}

@@ -21,6 +21,12 @@ import (
 // should let Consul answer.
 var ErrNotFound = errors.New("prepared query not found")
 
+// ErrTemplate wraps a template that Consul would fail to render for the
+// name: its Execute fails, which its DNS answers with SERVFAIL. A template
+// that does not compile here (Consul would have refused to register it) is
+// reported the same way.
+var ErrTemplate = errors.New("prepared query template")
+
 // errTemplateByID is Consul's answer to a template's ID
 // (agent/consul/state/prepared_query.go:325-327); DNS turns it into SERVFAIL.
 var errTemplateByID = errors.New("prepared query templates can only be resolved up by name, not by ID")
@@ -139,11 +145,10 @@ func (s *Set) find(name string) (*entry, error) {
 }
 
 // Resolve returns the query that answers name, rendered for name and the
-// agent's segment when it is a template. name is the query name as the DNS
-// question gives it (see QueryName). An error other than ErrNotFound means
-// Consul would fail the query too, or that the template uses a part of HIL
-// this package does not evaluate (ErrUnsupported): either way Consul should
-// answer it.
+// agent's segment when it is a template, for the caller to read only. name
+// is the query name as the DNS question gives it (see QueryName). An error
+// other than ErrNotFound means that Consul fails the query too (a template
+// that fails to render wraps ErrTemplate): its answer is Consul's to give.
 func (s *Set) Resolve(name, segment string) (*snapshot.Query, error) {
 	e, err := s.find(name)
 	if err != nil {
@@ -153,11 +158,11 @@ func (s *Set) Resolve(name, segment string) (*snapshot.Query, error) {
 		return e.query, nil
 	}
 	if e.err != nil {
-		return nil, fmt.Errorf("prepared query template %q: %w", e.query.Name, e.err)
+		return nil, fmt.Errorf("%w %q: %w", ErrTemplate, e.query.Name, e.err)
 	}
-	q, err := e.tmpl.render(name, segment)
+	q, err := e.tmpl.renderCached(name, segment)
 	if err != nil {
-		return nil, fmt.Errorf("prepared query template %q for %q: %w", e.query.Name, name, err)
+		return nil, fmt.Errorf("%w %q for %q: %w", ErrTemplate, e.query.Name, name, err)
 	}
 	return q, nil
 }

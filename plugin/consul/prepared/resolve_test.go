@@ -23,8 +23,12 @@ func resolveSet(catchAll bool) *Set {
 			Service: snapshot.QueryService{Service: "${name.suffix}"}},
 		{ID: tmpl2ID, Name: "prod-redis", Template: snapshot.QueryTemplate{Type: templateTypeNamePrefixMatch, Regexp: "^prod-(.*)$"},
 			Service: snapshot.QueryService{Service: "${match(1)}-primary"}},
-		{ID: "d0f2c4e6-1111-2222-3333-444455556666", Name: "broken-", Template: snapshot.QueryTemplate{Type: templateTypeNamePrefixMatch},
+		{ID: "d0f2c4e6-1111-2222-3333-444455556666", Name: "cmp-", Template: snapshot.QueryTemplate{Type: templateTypeNamePrefixMatch},
 			Service: snapshot.QueryService{Service: "${name.full == 1}"}},
+		{ID: "70f2c4e6-1111-2222-3333-444455556666", Name: "7", Template: snapshot.QueryTemplate{Type: templateTypeNamePrefixMatch},
+			Service: snapshot.QueryService{Service: "${name.full + 0.5}"}},
+		{ID: "80f2c4e6-1111-2222-3333-444455556666", Name: "bad-", Template: snapshot.QueryTemplate{Type: templateTypeNamePrefixMatch},
+			Service: snapshot.QueryService{Service: "${name.full ? 1 : 2}"}},
 	}
 	if catchAll {
 		queries = append(queries, &snapshot.Query{ID: "e0f2c4e6-1111-2222-3333-444455556666",
@@ -59,7 +63,9 @@ func TestResolve(t *testing.T) {
 		{name: "template by ID", lookup: tmpl1ID, errText: "only be resolved up by name"},
 		{name: "catch-all", catchAll: true, lookup: "anything", wantID: "e0f2c4e6-1111-2222-3333-444455556666", wantSvc: "anything"},
 		{name: "catch-all loses to a longer prefix", catchAll: true, lookup: "prod-db", wantID: tmpl1ID, wantSvc: "db"},
-		{name: "unsupported template passes on", lookup: "broken-x", wantErr: ErrUnsupported},
+		{name: "any HIL expression", lookup: "cmp-x", wantID: "d0f2c4e6-1111-2222-3333-444455556666", wantSvc: "false"},
+		{name: "render fails", lookup: "7x", wantErr: ErrTemplate},
+		{name: "compile failed", lookup: "bad-x", wantErr: ErrTemplate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

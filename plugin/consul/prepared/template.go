@@ -2,10 +2,11 @@ package prepared
 
 import (
 	"fmt"
-	"maps"
 	"regexp"
 	"slices"
-	"strings"
+
+	"github.com/hashicorp/hil"
+	"github.com/hashicorp/hil/ast"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 )
@@ -20,26 +21,35 @@ func IsTemplate(q *snapshot.Query) bool { return q.Template.Type != "" }
 
 // template is a compiled prepared query template: Consul's CompiledTemplate.
 type template struct {
-	query  *snapshot.Query
-	re     *regexp.Regexp
-	fields map[string]hilNode // by field path, as Consul's walk names them
+	query   *snapshot.Query
+	re      *regexp.Regexp
+	fields  []field // every string visitStrings visits, in its order
+	renders renderCache
 }
 
-// compile mirrors prepared_query.Compile (template.go:44-103), including its
-// test render with the query's own name, which makes a template that cannot
-// render fail here rather than at lookup time.
+// field is one string of the query's Service, parsed with HIL.
+type field struct {
+	path  string   // as Consul's walk names it, for errors
+	tree  ast.Node // nil when the field's value is the same for every name
+	value string   // the value when tree is nil
+}
+
+// compile mirrors prepared_query.Compile (template.go:44-103): every string
+// parsed with HIL, the regexp compiled, then a test render with the query's
+// own name, which makes a template that cannot render fail here rather than
+// at lookup time.
 func compile(q *snapshot.Query) (*template, error) {
 	if q.Template.Type != templateTypeNamePrefixMatch {
 		return nil, fmt.Errorf("bad Template.Type '%s'", q.Template.Type)
 	}
-	t := &template{query: q, fields: make(map[string]hilNode)}
+	t := &template{query: q}
 	svc := cloneService(&q.Service)
-	err := visitStrings(&svc, func(path string, v *string) error {
-		n, err := parseHIL(*v)
+	err := visitStrings(&svc, func(path fieldPath, v *string) error {
+		tree, err := hil.Parse(*v)
 		if err != nil {
 			return fmt.Errorf("bad format '%s' in Service%s: %w", *v, path, err)
 		}
-		t.fields[path] = n
+		t.fields = append(t.fields, field{path: path.String(), tree: tree})
 		return nil
 	})
 	if err != nil {
@@ -50,10 +60,36 @@ func compile(q *snapshot.Query) (*template, error) {
 			return nil, fmt.Errorf("bad Regexp: %w", err)
 		}
 	}
-	if _, err := t.render(q.Name, ""); err != nil {
+	if err := t.testRender(&svc); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// testRender is Compile's test render (template.go:91-98), done on the
+// compiled trees themselves: HIL's type check rewrites a tree at its first
+// evaluation, as it does Consul's, and every render then evaluates the tree
+// as rewritten. A field that reads no variable and does not call match()
+// keeps the value a render would give it, so that renders need not
+// evaluate it again; that is the value of a second evaluation, which can
+// differ from the first (see detach).
+func (t *template) testRender(svc *snapshot.QueryService) error {
+	cfg := t.evalConfig(t.query.Name, "")
+	i := 0
+	return visitStrings(svc, func(_ fieldPath, v *string) error {
+		f := &t.fields[i]
+		i++
+		if _, err := f.eval(f.tree, *v, cfg); err != nil {
+			return err
+		}
+		if readsScope(f.tree) {
+			return nil
+		}
+		if s, err := f.eval(detach(f.tree), *v, cfg); err == nil {
+			f.tree, f.value = nil, s
+		}
+		return nil
+	})
 }
 
 // render mirrors CompiledTemplate.Render (template.go:108-209). name is used
@@ -61,32 +97,23 @@ func compile(q *snapshot.Query) (*template, error) {
 // (agent/dns.go:781), and name.suffix is a case-sensitive TrimPrefix of the
 // query's Name, so a template named "Geo-" sees the whole name as its suffix.
 func (t *template) render(name, segment string) (*snapshot.Query, error) {
-	var match []string
-	if t.re != nil {
-		match = t.re.FindStringSubmatch(name)
-	}
-	sc := &hilScope{
-		vars: map[string]string{
-			"name.full":     name,
-			"name.prefix":   t.query.Name,
-			"name.suffix":   strings.TrimPrefix(name, t.query.Name),
-			"agent.segment": segment,
-		},
-		match: match,
-	}
+	var cfg *hil.EvalConfig
 	q := *t.query
 	q.Service = cloneService(&t.query.Service)
-	err := visitStrings(&q.Service, func(path string, v *string) error {
-		n, ok := t.fields[path]
-		if !ok {
+	i := 0
+	err := visitStrings(&q.Service, func(_ fieldPath, v *string) error {
+		f := &t.fields[i]
+		i++
+		if f.tree == nil {
+			*v = f.value
 			return nil
 		}
-		s, err := evalHIL(n, sc)
-		if err != nil {
-			return fmt.Errorf("bad evaluation for '%s' in Service%s: %w", *v, path, err)
+		if cfg == nil {
+			cfg = t.evalConfig(name, segment)
 		}
+		s, err := f.eval(detach(f.tree), *v, cfg)
 		*v = s
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -114,77 +141,4 @@ func Render(q *snapshot.Query, name, segment string) (*snapshot.Query, error) {
 		return nil, fmt.Errorf("prepared query %q: %w", q.Name, err)
 	}
 	return r, nil
-}
-
-// cloneService copies everything a render writes to, so that the definition
-// shared by snapshots is never modified.
-func cloneService(s *snapshot.QueryService) snapshot.QueryService {
-	c := *s
-	c.Failover.Datacenters = slices.Clone(s.Failover.Datacenters)
-	c.Failover.Targets = slices.Clone(s.Failover.Targets)
-	c.IgnoreCheckIDs = slices.Clone(s.IgnoreCheckIDs)
-	c.Tags = slices.Clone(s.Tags)
-	c.NodeMeta = maps.Clone(s.NodeMeta)
-	c.ServiceMeta = maps.Clone(s.ServiceMeta)
-	return c
-}
-
-// visitStrings calls fn on every string of a ServiceQuery that Consul's
-// reflective walk interpolates (agent/consul/prepared_query/walk.go): every
-// string field, slice element and map value, in the struct's field order;
-// map keys are not interpolated. Paths follow walk's naming.
-func visitStrings(s *snapshot.QueryService, fn func(path string, v *string) error) error {
-	visit := func(path string, v *string) error { return fn(path, v) }
-	visitSlice := func(path string, vs []string) error {
-		for i := range vs {
-			if err := visit(fmt.Sprintf("%s[%d]", path, i), &vs[i]); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	visitMap := func(path string, m map[string]string) error {
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			v := m[k]
-			if err := visit(fmt.Sprintf("%s[%s]", path, k), &v); err != nil {
-				return err
-			}
-			m[k] = v
-		}
-		return nil
-	}
-	if err := visit(".Service", &s.Service); err != nil {
-		return err
-	}
-	if err := visit(".SamenessGroup", &s.SamenessGroup); err != nil {
-		return err
-	}
-	if err := visitSlice(".Failover.Datacenters", s.Failover.Datacenters); err != nil {
-		return err
-	}
-	for i := range s.Failover.Targets {
-		t := &s.Failover.Targets[i]
-		if err := visit(fmt.Sprintf(".Failover.Targets[%d].Peer", i), &t.Peer); err != nil {
-			return err
-		}
-		if err := visit(fmt.Sprintf(".Failover.Targets[%d].Datacenter", i), &t.Datacenter); err != nil {
-			return err
-		}
-	}
-	if err := visitSlice(".IgnoreCheckIDs", s.IgnoreCheckIDs); err != nil {
-		return err
-	}
-	if err := visit(".Near", &s.Near); err != nil {
-		return err
-	}
-	if err := visitSlice(".Tags", s.Tags); err != nil {
-		return err
-	}
-	if err := visitMap(".NodeMeta", s.NodeMeta); err != nil {
-		return err
-	}
-	if err := visitMap(".ServiceMeta", s.ServiceMeta); err != nil {
-		return err
-	}
-	return visit(".Peer", &s.Peer)
 }

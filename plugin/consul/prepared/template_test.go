@@ -1,8 +1,6 @@
 package prepared
 
 import (
-	"errors"
-	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -199,34 +197,93 @@ func TestRender(t *testing.T) {
 	}
 }
 
-func TestRenderUnsupported(t *testing.T) {
-	for _, expr := range []string{
-		`${name.full == "a" ? "b" : "c"}`,
-		`${1.5}`,
-		`${true}`,
-		`${!true}`,
-		`${name.full + 1}`,
-		`${match("1")}`,
-		`${"${name.full}"}`,
-		`${name.full[0]}`,
-		`${a.*.b}`,
-		`${1 < 2}`,
-	} {
-		t.Run(expr, func(t *testing.T) {
-			_, err := Render(tmpl("", "", snapshot.QueryService{Service: expr}), "x", "")
-			if !errors.Is(err, ErrUnsupported) {
-				t.Errorf("error = %v, want ErrUnsupported", err)
+// Templates beyond variables and match(): HIL's expressions, which Consul
+// evaluates for any field.
+func TestRenderExpressions(t *testing.T) {
+	tests := []struct{ qname, expr, name, want string }{
+		{"", `${name.full == "a" ? "b" : "c"}`, "a", "b"},
+		{"", `${name.full == "a" ? "b" : "c"}`, "x", "c"},
+		{"", `${name.full != "a" && name.suffix != ""}`, "x", "true"},
+		{"", `${1.5}`, "x", "1.5"},
+		{"", `${1.5 + 1}`, "x", "2.5"},
+		{"", `${true}`, "x", "true"},
+		{"", `${!true}`, "x", "false"},
+		{"", `${1 < 2}`, "x", "true"},
+		{"", `${1 + 1.5 * 2}`, "x", "4"},
+		{"", `${5 % 3}`, "x", "2"},
+		{"", `${-1}`, "x", "-1"},
+		{"", `${name.full == 1}`, "1", "true"},
+		{"", `${match(0.9)}`, "x", "x"},
+		{"", `${"${name.full}-${match(0)}"}`, "x", "x-x"},
+		// The test render converts the query's own name: it must be a number.
+		{"1", `${name.full + 0.5}`, "1", "1.5"},
+		{"1", `${name.full > 0.5 ? "big" : "small"}`, "0.25", "small"},
+		{"true", `${name.full && true}`, "true", "true"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr+" "+tt.name, func(t *testing.T) {
+			got, err := Render(tmpl(tt.qname, "^.*$", snapshot.QueryService{Service: tt.expr}), tt.name, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Service.Service != tt.want {
+				t.Errorf("rendered %q, want %q", got.Service.Service, tt.want)
 			}
 		})
 	}
 }
 
-func TestRenderSyntaxErrors(t *testing.T) {
-	for _, expr := range []string{"${", "${}", "${name.full", `${"abc}`, `${"\x"}`, "${match(1}", "${1 +}", "${=}", "${)}"} {
-		t.Run(expr, func(t *testing.T) {
-			_, err := Render(tmpl("", "", snapshot.QueryService{Service: expr}), "x", "")
-			if err == nil || errors.Is(err, ErrUnsupported) {
-				t.Errorf("error = %v, want a syntax error", err)
+// Consul rejects these at registration: Compile's test render with the
+// query's own name fails (template.go:91-98).
+func TestCompileErrors(t *testing.T) {
+	tests := []struct{ qname, expr, wantErr string }{
+		{"", "${", "bad format"},
+		{"", "${}", "bad format"},
+		{"", "${name.full", "bad format"},
+		{"", `${"abc}`, "bad format"},
+		{"", `${"\x"}`, "bad format"},
+		{"", "${match(1}", "bad format"},
+		{"", "${1 +}", "bad format"},
+		{"", "${=}", "bad format"},
+		{"", "${)}", "bad format"},
+		{"", "${name.full[0]}", "bad evaluation"},
+		{"", "${nope(1)}", "unknown function"},
+		{"", "${match(1, 2)}", "bad evaluation"},
+		{"", "${name.full + 1}", "bad evaluation"},         // "" is no number
+		{"geo-", "${name.full ? 1 : 2}", "bad evaluation"}, // nor a bool
+		{"", "${1 % 0}", "bad evaluation"},
+		{"", "${1.5 % 2}", "bad evaluation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			_, err := compile(tmpl(tt.qname, "", snapshot.QueryService{Service: tt.expr}))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// A template that renders for its own name may fail for another, and one
+// that turns a string into an integer fails at every render: Consul's first
+// render evaluates it again, and HIL wraps the conversion in a second one,
+// which panics. Consul fails the query; the caller lets Consul answer it.
+func TestRenderErrors(t *testing.T) {
+	tests := []struct{ qname, re, expr, lookup, wantErr string }{
+		{"true", "", `${name.full ? "a" : "b"}`, "truex", `bad evaluation for '${name.full ? "a" : "b"}' in Service.Tags[1]`},
+		{"1", "", "${name.full + 0.5}", "1x", "ParseFloat"},
+		{"1", `^(\d+)$`, "${match(1) + 0.5}", "1x", "ParseFloat"}, // no match: "" is no number
+		{"7", "", "${name.full + 1}", "7", "HIL panicked"},
+		{"7", "", "${-name.full}", "8", "HIL panicked"},
+		{"", "", `${match("0")}`, "x", "HIL panicked"},
+		{"", "", `${"1" + 1}`, "x", "HIL panicked"}, // constant, yet evaluated again
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			q := tmpl(tt.qname, tt.re, snapshot.QueryService{Tags: []string{"a", tt.expr}})
+			_, err := Render(q, tt.lookup, "")
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error = %v, want %q", err, tt.wantErr)
 			}
 		})
 	}
@@ -242,8 +299,8 @@ func TestVisitStringsOrder(t *testing.T) {
 		NodeMeta: map[string]string{"foo": "bar", "role": "server"},
 	}
 	var got []string
-	_ = visitStrings(&svc, func(path string, v *string) error {
-		got = append(got, fmt.Sprintf("%s:%s", path, *v))
+	_ = visitStrings(&svc, func(path fieldPath, v *string) error {
+		got = append(got, path.String()+":"+*v)
 		return nil
 	})
 	want := []string{
