@@ -69,27 +69,27 @@ func TestDiffChecks(t *testing.T) {
 }
 
 func TestSummaryDetector(t *testing.T) {
-	base := []uiSummary{
-		{Name: "web", Tags: []string{"a", "b"}, Nodes: []string{"n1", "n2"}, InstanceCount: 2, ChecksPassing: 2},
-		{Name: "db", Nodes: []string{"n1"}, InstanceCount: 1},
+	base := []Summary{
+		{Name: "web", Tags: []string{"a", "b"}, Nodes: []string{"n1", "n2"}, Instances: 2, Passing: 2},
+		{Name: "db", Nodes: []string{"n1"}, Instances: 1},
 	}
-	with := func(f func(s []uiSummary) []uiSummary) []uiSummary {
+	with := func(f func(s []Summary) []Summary) []Summary {
 		s := slices.Clone(base)
 		return f(s)
 	}
 	tests := []struct {
 		name string
-		next []uiSummary
+		next []Summary
 		want []string
 	}{
-		{"nothing changed, in another order", []uiSummary{base[1], {Name: "web", Tags: []string{"b", "a"}, Nodes: []string{"n2", "n1"}, InstanceCount: 2, ChecksPassing: 2}}, nil},
-		{"an instance registered without checks", with(func(s []uiSummary) []uiSummary { s[1].InstanceCount = 2; return s }), []string{"db"}},
-		{"an instance with a check", with(func(s []uiSummary) []uiSummary { s[0].InstanceCount, s[0].ChecksPassing = 3, 3; return s }), []string{"web"}},
-		{"a check turned critical", with(func(s []uiSummary) []uiSummary { s[0].ChecksPassing, s[0].ChecksCritical = 1, 1; return s }), []string{"web"}},
-		{"an instance moved node", with(func(s []uiSummary) []uiSummary { s[1].Nodes = []string{"n3"}; return s }), []string{"db"}},
-		{"a service appeared", append(slices.Clone(base), uiSummary{Name: "New", InstanceCount: 1}), []string{"new"}},
+		{"nothing changed, in another order", []Summary{base[1], {Name: "web", Tags: []string{"b", "a"}, Nodes: []string{"n2", "n1"}, Instances: 2, Passing: 2}}, nil},
+		{"an instance registered without checks", with(func(s []Summary) []Summary { s[1].Instances = 2; return s }), []string{"db"}},
+		{"an instance with a check", with(func(s []Summary) []Summary { s[0].Instances, s[0].Passing = 3, 3; return s }), []string{"web"}},
+		{"a check turned critical", with(func(s []Summary) []Summary { s[0].Passing, s[0].Critical = 1, 1; return s }), []string{"web"}},
+		{"an instance moved node", with(func(s []Summary) []Summary { s[1].Nodes = []string{"n3"}; return s }), []string{"db"}},
+		{"a service appeared", append(slices.Clone(base), Summary{Name: "New", Instances: 1}), []string{"new"}},
 		{"a service went away", base[:1], []string{"db"}},
-		{"a peer's service is not this datacenter's", append(slices.Clone(base), uiSummary{Name: "x", PeerName: "p"}), nil},
+		{"a peer's service is not this datacenter's", append(slices.Clone(base), Summary{Name: "x", Peer: "p"}), nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 // third of its own.
 type Pool struct {
 	mu      sync.Mutex
-	members map[*Replicator]*member
+	members map[*budget]*member
 }
 
 type member struct {
@@ -28,28 +28,28 @@ type member struct {
 }
 
 // NewPool returns an empty pool; replicas join it with Config.Pool.
-func NewPool() *Pool { return &Pool{members: make(map[*Replicator]*member)} }
+func NewPool() *Pool { return &Pool{members: make(map[*budget]*member)} }
 
-// update records r's base budget and how many services it would watch, and
+// update records b's base budget and how many services it would watch, and
 // hands every member its allowance. It returns the members whose allowance
 // changed. It takes no replica's lock: a replica may call it holding its own.
-func (p *Pool) update(r *Replicator, m member) []*Replicator {
+func (p *Pool) update(b *budget, m member) []*budget {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.members[r] = &m
+	p.members[b] = &m
 	return p.allocateLocked()
 }
 
-// leave removes r from the pool: what it held goes to the others.
-func (p *Pool) leave(r *Replicator) []*Replicator {
+// leave removes b from the pool: what it held goes to the others.
+func (p *Pool) leave(b *budget) []*budget {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.members, r)
+	delete(p.members, b)
 	return p.allocateLocked()
 }
 
-func (p *Pool) allocateLocked() []*Replicator {
-	rs := make([]*Replicator, 0, len(p.members))
+func (p *Pool) allocateLocked() []*budget {
+	rs := make([]*budget, 0, len(p.members))
 	bases, wants := make([]int, 0, len(p.members)), make([]int, 0, len(p.members))
 	capacity, overhead, sum, sized := 0, 0, 0, 0
 	for r, m := range p.members {
@@ -71,7 +71,7 @@ func (p *Pool) allocateLocked() []*Replicator {
 		// were sized for.
 		total = max(0, capacity-overhead)
 	}
-	var changed []*Replicator
+	var changed []*budget
 	for i, a := range allocate(total, bases, wants) {
 		// Never past what one replica's connections can carry.
 		a = min(a, p.members[rs[i]].ownLimit())
@@ -113,69 +113,35 @@ func allocate(total int, bases, wants []int) []int {
 	return out
 }
 
-// budgetLocked is how many services may have a watcher now.
-func (r *Replicator) budgetLocked() int {
-	if r.cfg.Pool != nil {
-		return int(r.allowance.Load())
-	}
-	return r.cfg.MaxWatchers
-}
-
 // joinPoolLocked tells the pool what r would watch: every listed service,
 // or its base budget before the list is read (so that a replica still
 // starting is not starved). Members whose allowance changed rebalance.
 func (r *Replicator) joinPoolLocked() {
-	if r.cfg.Pool == nil {
+	b := r.budget
+	if b.pool == nil {
 		return
 	}
-	want := r.cfg.MaxWatchers
-	if r.listed {
-		want = len(r.services)
+	want := b.base
+	if r.data.listed {
+		want = len(r.data.services)
 	}
-	m := member{base: r.cfg.MaxWatchers, want: want, sized: r.cfg.MaxWatchers * max(1, r.cfg.Share),
-		capacity: r.capacity, overhead: r.cfg.overhead()}
-	for _, m := range r.cfg.Pool.update(r, m) {
-		if m == r {
+	m := member{base: b.base, want: want, sized: b.base * b.share, capacity: b.capacity, overhead: b.overhead}
+	for _, c := range b.pool.update(b, m) {
+		if c == b {
 			r.rebalanceLocked()
 		} else {
-			// Not under this replica's lock: m may be waiting for the pool.
-			go m.rebalance()
+			// Not under this replica's lock: c's may be waiting for the pool.
+			go c.rebalance()
 		}
 	}
 }
 
-func (r *Replicator) rebalance() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.rebalanceLocked()
-}
-
-// rebalanceLocked fits the watchers to the allowance: the services that
-// changed least recently lose theirs when it shrank (the detectors cover
-// them), services read once without one are queued for one when it grew.
-func (r *Replicator) rebalanceLocked() {
-	if r.ctx == nil || r.ctx.Err() != nil {
+// leave takes b out of its pool, if any: what it held goes to the others.
+func (b *budget) leave() {
+	if b.pool == nil {
 		return
 	}
-	budget := r.budgetLocked()
-	for r.watchers > budget {
-		var coldest *entry
-		for _, e := range r.services {
-			if e.watcher != nil && (coldest == nil || e.watcher.lastChange.Before(coldest.watcher.lastChange)) {
-				coldest = e
-			}
-		}
-		r.stopWatcherLocked(coldest)
+	for _, c := range b.pool.leave(b) {
+		c.rebalance()
 	}
-	room := budget - r.watchers
-	for key, e := range r.services {
-		if room <= 0 {
-			break
-		}
-		if e.svc != nil && e.watcher == nil {
-			r.ramp.push(key)
-			room--
-		}
-	}
-	r.reportWatchersLocked()
 }

@@ -1,11 +1,11 @@
 package replica
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
-	"github.com/coredns-consul/coredns-consul/test/consulagent"
 )
 
 func TestAllocate(t *testing.T) {
@@ -46,34 +46,25 @@ func TestAllocate(t *testing.T) {
 }
 
 // TestPoolLendsUnusedBudget runs two replicas that share a pool, each with a
-// base budget of 10, against two agents: the one with few services lends the
-// rest of its budget to the one with many, and takes it back (the other
-// evicting watchers) when its own catalog grows.
+// base budget of 10: the one with few services lends the rest of its budget
+// to the one with many, and takes it back (the other evicting watchers) when
+// its own catalog grows.
 func TestPoolLendsUnusedBudget(t *testing.T) {
-	small, large := consulagent.Start(t, nil), consulagent.Start(t, nil)
-	consulagent.Populate(t, consulagent.Client(t, large), 30, 1, 5)
-	pool := NewPool()
-	cfg := DefaultConfig()
-	cfg.MaxWatchers, cfg.Share, cfg.Pool = 10, 2, pool
-	a, aSnap := startReplica(t, consulagent.Config(small), cfg)
-	b, bSnap := startReplica(t, consulagent.Config(large), cfg)
-	waitFor(t, aSnap, "small sync", func(s *snapshot.Snapshot) bool { return s != nil })
-	waitFor(t, bSnap, "large sync", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == 31 })
-	// The small catalog holds only the consul service: 1 watcher, 19 lent.
-	if got := waitWatchers(a, 1); got != 1 {
-		t.Fatalf("small replica watches %d, want 1", got)
+	small, large := newMemCatalog(), newMemCatalog()
+	small.populate(1, 1)
+	large.populate(30, 1)
+	cfg := testConfig()
+	cfg.MaxWatchers, cfg.Share, cfg.Pool = 10, 2, NewPool()
+	_, a := startMem(t, small, cfg)
+	_, b := startMem(t, large, cfg)
+	a.waitFor(t, "the small one watching its service", func() bool { return a.watched.Load() == 1 })
+	b.waitFor(t, "the large one watching its 10 and 9 lent", func() bool { return b.watched.Load() == 19 })
+	for s := 1; s < 13; s++ {
+		small.register(fmt.Sprintf("service-%d", s), "n1", instance(fmt.Sprintf("grown-%d", s), "10.0.0.1", 80))
 	}
-	if got := waitWatchers(b, 19); got != 19 {
-		t.Fatalf("large replica watches %d, want 19 (its 10 and 9 lent)", got)
-	}
-	consulagent.Populate(t, consulagent.Client(t, small), 12, 1, 2)
-	waitFor(t, aSnap, "small grown", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == 13 })
-	if got := waitWatchers(b, 10); got != 10 {
-		t.Errorf("large replica watches %d after the small one grew, want 10", got)
-	}
-	if got := waitWatchers(a, 10); got != 10 {
-		t.Errorf("small replica watches %d after it grew, want 10", got)
-	}
+	a.waitSnap(t, "small grown", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == 13 })
+	b.waitFor(t, "the large one back to 10", func() bool { return b.watched.Load() == 10 })
+	a.waitFor(t, "the small one at 10", func() bool { return a.watched.Load() == 10 })
 }
 
 // TestPoolWithoutTheAgentsLimit checks that replicas whose agent limit is
@@ -81,11 +72,11 @@ func TestPoolLendsUnusedBudget(t *testing.T) {
 // many join ("datacenters *" sizes for four).
 func TestPoolWithoutTheAgentsLimit(t *testing.T) {
 	p := NewPool()
-	big := &Replicator{}
+	big := &budget{}
 	p.update(big, member{base: 32, want: 500, sized: 128, overhead: 20})
-	var small []*Replicator
+	var small []*budget
 	for range 9 {
-		r := &Replicator{}
+		r := &budget{}
 		small = append(small, r)
 		p.update(r, member{base: 32, want: 10, sized: 128, overhead: 20})
 	}

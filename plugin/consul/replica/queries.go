@@ -2,9 +2,6 @@ package replica
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net/http"
 	"reflect"
 	"slices"
 	"strings"
@@ -23,56 +20,66 @@ const CoordinateInterval = 10 * time.Second
 // deniedRetry is how often a list the token may not read is asked again.
 const deniedRetry = time.Minute
 
-// fetchQueries keeps the datacenter's prepared queries: one blocking query
-// on /v1/query, which wakes only when a definition changes.
-func (r *Replicator) fetchQueries(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
-	list, meta, err := client.PreparedQuery().List(opts)
-	var status api.StatusError
-	if errors.As(err, &status) && (status.Code == http.StatusForbidden || status.Code == http.StatusUnauthorized) {
-		// A token without query read: the names are passed on, never
-		// NXDOMAIN. The loop retries after its backoff, in case the token
-		// gains it.
-		r.mu.Lock()
-		first := !r.queriesListed
-		r.queriesListed, r.queriesHidden, r.queries = true, true, nil
-		r.mu.Unlock()
-		if first {
-			log.Warningf("the ACL token may not list prepared queries: .query. names go to the next plugin")
-			r.markDirty()
-		}
-		// Not a failure of Consul's: no backoff, no endpoint change, no
-		// stale answers. Asked again now and then, in case the token
-		// gains the right.
-		sleep(r.ctx, deniedRetry)
-		return &api.QueryMeta{LastIndex: max(opts.WaitIndex, 1), KnownLeader: true}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("listing prepared queries: %w", err)
-	}
-	if meta.LastIndex == opts.WaitIndex {
-		return meta, nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	queries := convertQueries(list, r.queries)
-	if !r.queriesListed || r.queriesHidden != meta.ResultsFilteredByACLs || !slices.Equal(queries, r.queries) {
-		r.queries, r.queriesHidden, r.queriesListed = queries, meta.ResultsFilteredByACLs, true
-		r.markDirty()
-	}
-	return meta, nil
+// watchQueries keeps the datacenter's prepared queries: one blocking query,
+// which wakes only when a definition changes.
+func (r *Replicator) watchQueries() {
+	var refused bool
+	watch(r, r.run.ctx, blocking[queryList]{
+		what: "prepared queries",
+		read: func(ctx context.Context, q Query) (queryList, Meta, error) {
+			if refused && !sleep(ctx, deniedRetry) {
+				return queryList{}, Meta{}, ctx.Err()
+			}
+			list, meta, err := r.src.Queries(ctx, q)
+			refused = denied(err)
+			if refused {
+				// A token without query read: not a failure of Consul's (no
+				// backoff, no endpoint change, no stale answers), and the
+				// names are passed on, never NXDOMAIN. Asked again now and
+				// then, in case the token gains the right.
+				return queryList{hidden: true}, Meta{Index: max(q.Index, 1), KnownLeader: true}, nil
+			}
+			return queryList{list: list, hidden: meta.Filtered}, meta, err
+		},
+		apply: r.applyQueries,
+	})
 }
 
-// convertQueries turns Consul's definitions into the snapshot's, sorted by ID,
-// reusing the values of old that did not change: what answers derive from a
-// query (its compiled template) is kept by the query's identity.
-func convertQueries(list []*api.PreparedQueryDefinition, old []*snapshot.Query) []*snapshot.Query {
+// queryList is a read of the prepared queries; hidden when the token may not
+// read them all.
+type queryList struct {
+	list   []*snapshot.Query
+	hidden bool
+}
+
+// applyQueries takes a new list of prepared queries.
+func (r *Replicator) applyQueries(q queryList, _ Meta, _ bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := &r.data
+	if q.hidden && q.list == nil && !d.queriesListed {
+		log.Warningf("the ACL token may not list prepared queries: .query. names go to the next plugin")
+	}
+	queries := reuseQueries(q.list, d.queries)
+	if !d.queriesListed || d.queriesHidden != q.hidden || !slices.Equal(queries, d.queries) {
+		d.queries, d.queriesHidden, d.queriesListed = queries, q.hidden, true
+		r.markDirty()
+	}
+}
+
+// reuseQueries sorts the definitions by ID, reusing the values of old that
+// did not change: what answers derive from a query (its compiled template)
+// is kept by the query's identity.
+func reuseQueries(list, old []*snapshot.Query) []*snapshot.Query {
+	if list == nil {
+		return nil
+	}
 	byID := make(map[string]*snapshot.Query, len(old))
 	for _, q := range old {
 		byID[q.ID] = q
 	}
 	out := make([]*snapshot.Query, 0, len(list))
-	for _, d := range list {
-		q := convertQuery(d)
+	for _, q := range list {
 		if prev := byID[q.ID]; prev != nil && reflect.DeepEqual(prev, q) {
 			q = prev
 		}
@@ -102,46 +109,15 @@ func convertQuery(d *api.PreparedQueryDefinition) *snapshot.Query {
 	return q
 }
 
-// coordinatesLoop keeps the nodes' network coordinates, read every
-// CoordinateInterval without blocking: a blocking query would hold a
-// connection to wake for every small move of every node's coordinate.
-func (r *Replicator) coordinatesLoop() {
-	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
-	for {
-		var list []*api.CoordinateEntry
-		_, err := r.query(r.ctx, 0, 0, r.cfg.LivenessTimeout, func(_ context.Context, client *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
-			var meta *api.QueryMeta
-			var err error
-			list, meta, err = client.Coordinate().Nodes(opts)
-			return meta, err
-		})
-		delay := CoordinateInterval
-		if err == nil {
-			backoff.reset()
-			r.storeCoordinates(list)
-		} else {
-			delay = min(delay, backoff.next())
-		}
-		if !sleep(r.ctx, delay) {
-			return
-		}
-	}
-}
-
-func (r *Replicator) storeCoordinates(list []*api.CoordinateEntry) {
-	coords := make([]*snapshot.Coordinate, 0, len(list))
-	for _, e := range list {
-		if e.Coord != nil {
-			coords = append(coords, &snapshot.Coordinate{Node: e.Node, Segment: e.Segment, Coord: e.Coord})
-		}
-	}
+// applyCoordinates takes a new read of the nodes' coordinates.
+func (r *Replicator) applyCoordinates(coords []*snapshot.Coordinate) {
 	slices.SortFunc(coords, func(a, b *snapshot.Coordinate) int {
 		return cmpPair(a.Node, b.Node, a.Segment, b.Segment)
 	})
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !reflect.DeepEqual(coords, r.coords) {
-		r.coords = coords
+	if !reflect.DeepEqual(coords, r.data.coords) {
+		r.data.coords = coords
 		r.markDirty()
 	}
 }

@@ -1,469 +1,371 @@
 package replica
 
 import (
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"net/http"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
-	"github.com/coredns-consul/coredns-consul/test/consulagent"
-	"github.com/coredns-consul/coredns-consul/test/faultproxy"
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/goleak"
 )
 
-// waitFor polls the latest published snapshot until cond holds.
-func waitFor(t *testing.T, latest *atomic.Pointer[snapshot.Snapshot], what string, cond func(*snapshot.Snapshot) bool) *snapshot.Snapshot {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if s := latest.Load(); s != nil && cond(s) {
-			return s
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s; last snapshot: %+v", what, latest.Load())
-	return nil
-}
-
-func instanceIDs(s *snapshot.Snapshot, name string) []string {
-	svc, ok := s.Service(name)
-	if !ok {
-		return nil
-	}
-	var ids []string
-	for _, in := range svc.Instances {
-		ids = append(ids, in.ID)
-	}
-	slices.Sort(ids)
-	return ids
-}
-
-func TestReplicatorFollowsCatalog(t *testing.T) {
-	srv := consulagent.Start(t, nil)
-	baseline := goleak.IgnoreCurrent()
-	client := consulagent.Client(t, srv)
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 8080}, "passing")
-	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 8080, Address: "10.1.0.2"}, "warning")
-	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "db-1", Service: "db", Port: 5432}, "critical")
-
-	cfg := DefaultConfig()
-	cfg.Wait = 2 * time.Second // exercise wait expiry without a change
-	r, latest := startReplica(t, consulagent.Config(srv), cfg)
-
-	s := waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool {
-		return len(instanceIDs(s, "web")) == 2 && len(instanceIDs(s, "db")) == 1
-	})
-	if s.Datacenter != "dc1" {
-		t.Errorf("datacenter = %q, want dc1 from the agent", s.Datacenter)
-	}
-	web, _ := s.Service("web")
-	want := []snapshot.Instance{
-		{ID: "web-1", Node: "n1", NodeAddress: "10.0.0.1", Port: 8080, WeightPassing: 1, WeightWarning: 1, Health: snapshot.Passing},
-		{ID: "web-2", Node: "n2", NodeAddress: "10.0.0.2", Address: "10.1.0.2", Port: 8080, WeightPassing: 1, WeightWarning: 1, Health: snapshot.Warning},
-	}
-	for i := range want {
-		got := web.Instances[i]
-		got.Tags = nil
-		if !equalInstance(got, want[i]) {
-			t.Errorf("instance %d = %+v, want %+v", i, got, want[i])
-		}
-	}
-	if db, _ := s.Service("db"); db.Instances[0].Health != snapshot.Critical {
-		t.Errorf("db health = %v, want critical", db.Instances[0].Health)
-	}
-
-	// A new instance, a new service and a removed service all arrive without
-	// restarting anything.
-	consulagent.Register(t, client, "n3", "10.0.0.3", &api.AgentService{ID: "web-3", Service: "web", Port: 8080}, "passing")
-	consulagent.Register(t, client, "n3", "10.0.0.3", &api.AgentService{ID: "cache-1", Service: "cache", Port: 6379}, "passing")
-	consulagent.Deregister(t, client, "n2", "db-1")
-	waitFor(t, latest, "changes", func(s *snapshot.Snapshot) bool {
-		_, hasDB := s.Service("db")
-		return len(instanceIDs(s, "web")) == 3 && len(instanceIDs(s, "cache")) == 1 && !hasDB
-	})
-
-	// Outlive one wait so every loop has returned without a change at least
-	// once: the snapshot must stay complete and correct.
-	time.Sleep(cfg.Wait + cfg.Wait/16 + 500*time.Millisecond)
-	s = latest.Load()
-	if got := instanceIDs(s, "web"); !slices.Equal(got, []string{"web-1", "web-2", "web-3"}) {
-		t.Errorf("after an idle wait, web = %v", got)
-	}
-
-	r.Stop()
-	goleak.VerifyNone(t, baseline) // every goroutine and connection it started is gone
-}
-
-// TestReplicatorWatcherBudget runs one scenario with every service watched,
-// with none watched (detectors and sweeps only), and with one watcher slot
-// (promotion and eviction): every change must reach the snapshot in each.
-func TestReplicatorWatcherBudget(t *testing.T) {
-	for _, budget := range []int{128, 0, 1} {
-		t.Run(fmt.Sprintf("max_watchers=%d", budget), func(t *testing.T) {
-			srv := consulagent.Start(t, nil)
-			client := consulagent.Client(t, srv)
-			for i := range 5 {
-				for j := range 2 {
-					consulagent.Register(t, client, fmt.Sprintf("n%d", j), fmt.Sprintf("10.0.0.%d", j+1),
-						&api.AgentService{ID: fmt.Sprintf("s%d-%d", i, j), Service: fmt.Sprintf("s%d", i), Port: 80}, "passing")
-				}
-			}
-			baseline := goleak.IgnoreCurrent()
-
-			cfg := DefaultConfig()
-			cfg.MaxWatchers = budget
-			cfg.SweepInterval = 50 * time.Millisecond
-			r, latest := startReplica(t, consulagent.Config(srv), cfg)
-			waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool {
-				n, _ := s.Counts()
-				return n == 6 // five services and consul itself
-			})
-			if got, want := waitWatchers(r, min(budget, 6)), min(budget, 6); got != want {
-				t.Errorf("watchers = %d, want %d", got, want)
-			}
-
-			health := func(s *snapshot.Snapshot, svc, id string) snapshot.Health {
-				if v, ok := s.Service(svc); ok {
-					for _, in := range v.Instances {
-						if in.ID == id {
-							return in.Health
-						}
-					}
-				}
-				return 255
-			}
-			// A check turns critical, then passing again: the health detector.
-			consulagent.Register(t, client, "n0", "10.0.0.1", &api.AgentService{ID: "s3-0", Service: "s3", Port: 80}, "critical")
-			waitFor(t, latest, "s3-0 critical", func(s *snapshot.Snapshot) bool { return health(s, "s3", "s3-0") == snapshot.Critical })
-			consulagent.Register(t, client, "n0", "10.0.0.1", &api.AgentService{ID: "s3-0", Service: "s3", Port: 80}, "passing")
-			waitFor(t, latest, "s3-0 passing", func(s *snapshot.Snapshot) bool { return health(s, "s3", "s3-0") == snapshot.Passing })
-			// A new passing instance and a port change: only the service list's
-			// index moves, so without a watcher a sweep must find them.
-			consulagent.Register(t, client, "n2", "10.0.0.3", &api.AgentService{ID: "s4-2", Service: "s4", Port: 80}, "passing")
-			waitFor(t, latest, "s4-2 registered", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "s4")) == 3 })
-			consulagent.Register(t, client, "n1", "10.0.0.2", &api.AgentService{ID: "s2-1", Service: "s2", Port: 81}, "passing")
-			waitFor(t, latest, "s2-1 on port 81", func(s *snapshot.Snapshot) bool {
-				svc, _ := s.Service("s2")
-				return svc != nil && len(svc.Instances) == 2 && svc.Instances[1].Port == 81
-			})
-			// A deregistration, and a whole service going away.
-			consulagent.Deregister(t, client, "n0", "s1-0")
-			waitFor(t, latest, "s1-0 deregistered", func(s *snapshot.Snapshot) bool {
-				return slices.Equal(instanceIDs(s, "s1"), []string{"s1-1"})
-			})
-			consulagent.Deregister(t, client, "n0", "s0-0")
-			consulagent.Deregister(t, client, "n1", "s0-1")
-			waitFor(t, latest, "s0 removed", func(s *snapshot.Snapshot) bool { _, ok := s.Service("s0"); return !ok })
-			// A node moves: every instance on it follows.
-			consulagent.Register(t, client, "n1", "10.0.9.9", &api.AgentService{ID: "s1-1", Service: "s1", Port: 80}, "passing")
-			waitFor(t, latest, "n1 moved", func(s *snapshot.Snapshot) bool {
-				for _, name := range []string{"s1", "s2", "s3", "s4"} {
-					svc, _ := s.Service(name)
-					for _, in := range svc.Instances {
-						if in.Node == "n1" && in.NodeAddress != "10.0.9.9" {
-							return false
-						}
-					}
-				}
-				n, ok := s.Node("n1")
-				return ok && n.Address == "10.0.9.9"
-			})
-			if w := r.Stats().Watchers; w > budget {
-				t.Errorf("%d watchers exceed the budget of %d", w, budget)
-			}
-			r.Stop()
-			goleak.VerifyNone(t, baseline)
-		})
-	}
-}
-
-// TestReplicatorKeepsLastGoodData checks that a Consul that fails, rate
-// limits or hangs never costs the replica the data it has, and that changes
-// made meanwhile arrive once Consul answers again.
-func TestReplicatorKeepsLastGoodData(t *testing.T) {
-	srv := consulagent.Start(t, nil)
-	client := consulagent.Client(t, srv)
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
-	proxy := faultproxy.New(t, srv.HTTPAddr)
-
-	cfg := DefaultConfig()
-	cfg.MaxWatchers = 1 // some services through detectors, one watched
-	cfg.BackoffMin, cfg.BackoffMax = 20*time.Millisecond, 100*time.Millisecond
-	cfg.RequestSlack = 200 * time.Millisecond
-	cfg.Wait = time.Second
-	r, latest := startReplica(t, &api.Config{Address: proxy.Addr}, cfg)
-	waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
-
-	for _, mode := range []faultproxy.Mode{faultproxy.ServerError, faultproxy.TooMany, faultproxy.Hang} {
-		proxy.Set(mode)
-		before := latest.Load()
-		consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 80}, "passing")
-		time.Sleep(cfg.Wait + cfg.RequestSlack + 300*time.Millisecond) // past the request deadline
-		if s := latest.Load(); s != before || len(instanceIDs(s, "web")) != 1 {
-			t.Fatalf("%s: the snapshot changed while Consul failed", mode)
-		}
-		proxy.Set(faultproxy.Pass)
-		waitFor(t, latest, "recovery", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 2 })
-		consulagent.Deregister(t, client, "n2", "web-2")
-		waitFor(t, latest, "deregistration", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
-	}
-	if r.Stats().Errors == 0 {
-		t.Error("no failed request was counted")
-	}
-}
-
-// TestReplicatorFailover checks that the replica moves past an endpoint that
-// fails to the next one.
-func TestReplicatorFailover(t *testing.T) {
-	srv := consulagent.Start(t, nil)
-	client := consulagent.Client(t, srv)
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
-	broken := faultproxy.New(t, srv.HTTPAddr)
-	broken.Set(faultproxy.ServerError)
-
-	cfg := DefaultConfig()
-	cfg.Addresses = []string{broken.Addr, "127.0.0.1:1", srv.HTTPAddr}
-	cfg.BackoffMin = 10 * time.Millisecond
-	_, latest := startReplica(t, &api.Config{}, cfg)
-	waitFor(t, latest, "sync through the third endpoint", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
-	if broken.Requests() == 0 {
-		t.Error("the first endpoint was never tried")
-	}
-}
-
-// TestReplicatorZeroIndex checks the index rules against an agent that
-// answers X-Consul-Index 0: every loop then returns at once, and only the
-// clamp to 1 and each loop's token bucket keep the request rate bounded.
-func TestReplicatorZeroIndex(t *testing.T) {
-	srv := consulagent.Start(t, nil)
-	client := consulagent.Client(t, srv)
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
-	proxy := faultproxy.New(t, srv.HTTPAddr)
-	cfg := DefaultConfig()
-	_, latest := startReplica(t, &api.Config{Address: proxy.Addr}, cfg)
-	waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
-
-	proxy.Set(faultproxy.ZeroIndex)
-	time.Sleep(time.Second) // let every loop use up its burst
-	before := proxy.Requests()
-	time.Sleep(2 * time.Second)
-	perSecond := float64(proxy.Requests()-before) / 2
-	// Five loops: service list, nodes, health, and the watchers of web and consul.
-	if limit := 5 * float64(cfg.RateLimit) * 1.2; perSecond > limit {
-		t.Errorf("%.0f requests/s with index 0; the token buckets allow %.0f", perSecond, limit)
-	}
-	t.Logf("%.0f requests/s while Consul answered index 0", perSecond)
-	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 80}, "passing")
-	waitFor(t, latest, "a change while the index is 0", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 2 })
-}
-
-// TestReplicatorTLS replicates over HTTPS, verifying the agent's certificate
-// with the CA, and refuses an agent whose certificate the CA did not sign.
-func TestReplicatorTLS(t *testing.T) {
-	srv, ca := consulagent.StartTLS(t, nil)
-	client := consulagent.Client(t, srv)
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
-
-	tests := []struct {
-		name   string
-		ca     string
-		synced bool
-	}{
-		{"the agent's CA", ca, true},
-		{"another CA", "", false}, // the system roots did not sign the agent's certificate
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := DefaultConfig()
-			cfg.BackoffMin = 10 * time.Millisecond
-			// From api.DefaultConfig, as setup builds it: its transport
-			// attempts HTTP/2, which once cost the CA (see newEndpoints).
-			consul := api.DefaultConfig()
-			consul.Address, consul.TLSConfig.CAFile = "https://"+srv.HTTPSAddr, tc.ca
-			r, latest := startReplica(t, consul, cfg)
-			if tc.synced {
-				waitFor(t, latest, "sync over HTTPS", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
-				if w := waitWatchers(r, 2); w != 2 {
-					t.Errorf("%d watchers, want every service watched over HTTPS", w)
-				}
-				return
-			}
-			time.Sleep(500 * time.Millisecond)
-			if latest.Load() != nil || r.Stats().Errors == 0 {
-				t.Error("replicated from an agent whose certificate does not verify")
-			}
-		})
-	}
-}
-
-// TestReplicatorChangesWithoutChecks checks the safety net of the sweeps: a
-// registration without any check, landing together with one that a check
-// diff names, still reaches the snapshot.
-func TestReplicatorChangesWithoutChecks(t *testing.T) {
-	srv := consulagent.Start(t, nil)
-	client := consulagent.Client(t, srv)
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "a-1", Service: "a", Port: 80}, "passing")
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "b-1", Service: "b", Port: 80}, "")
-	cfg := DefaultConfig()
-	cfg.MaxWatchers = 0 // detectors and sweeps only
-	_, latest := startReplica(t, consulagent.Config(srv), cfg)
-	waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "b")) == 1 })
-	time.Sleep(200 * time.Millisecond) // the check diff's baseline is read
-
-	// One transaction: a single move of the service list's index, which the
-	// check diff explains by a-2 alone.
-	ok, resp, _, err := client.Txn().Txn(api.TxnOps{
-		{Service: &api.ServiceTxnOp{Verb: api.ServiceSet, Node: "n1", Service: api.AgentService{ID: "b-2", Service: "b", Port: 81}}},
-		{Service: &api.ServiceTxnOp{Verb: api.ServiceSet, Node: "n1", Service: api.AgentService{ID: "a-2", Service: "a", Port: 81}}},
-		{Check: &api.CheckTxnOp{Verb: api.CheckSet, Check: api.HealthCheck{Node: "n1", CheckID: "check:a-2", Name: "a-2", Status: "passing", ServiceID: "a-2"}}},
-	}, nil)
-	if err != nil || !ok {
-		t.Fatalf("txn: %v %+v", err, resp)
-	}
-	waitFor(t, latest, "a-2, named by the check diff", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "a")) == 2 })
-	if got := instanceIDs(latest.Load(), "b"); len(got) != 1 {
-		t.Logf("b-2 arrived with a-2: the diff alone was enough this time (%v)", got)
-	}
-	waitFor(t, latest, "b-2, found by the safety sweep", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "b")) == 2 })
-}
-
-// TestReplicatorFaults runs the replica through a proxy that injects each
-// fault in turn: no crash, the last good data stays, the request rate stays
-// bounded, and once the fault clears a change made during it arrives.
-func TestReplicatorFaults(t *testing.T) {
-	srv := consulagent.Start(t, nil)
-	client := consulagent.Client(t, srv)
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "db-1", Service: "db", Port: 80}, "passing")
-	proxy := faultproxy.New(t, srv.HTTPAddr)
-
-	cfg := DefaultConfig()
-	cfg.MaxWatchers = 1 // one service through a watcher, the others through detectors
-	cfg.Wait = time.Second
-	cfg.RequestSlack = 300 * time.Millisecond
-	_, latest := startReplica(t, &api.Config{Address: proxy.Addr}, cfg)
-	waitFor(t, latest, "initial sync", func(s *snapshot.Snapshot) bool { return len(instanceIDs(s, "web")) == 1 })
-
-	faults := []faultproxy.Mode{faultproxy.ServerError, faultproxy.TooMany, faultproxy.Hang, faultproxy.Reset,
-		faultproxy.SlowBody, faultproxy.TruncatedJSON, faultproxy.InvalidJSON, faultproxy.NoIndex, faultproxy.LowIndex}
-	for i, fault := range faults {
-		id := fmt.Sprintf("web-x%d", i)
-		proxy.Set(fault)
-		before := proxy.Requests()
-		consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: id, Service: "web", Port: 80 + i}, "passing")
-		time.Sleep(2 * time.Second)
-		rate := float64(proxy.Requests()-before) / 2
-		s := latest.Load()
-		if got := instanceIDs(s, "web"); !slices.Contains(got, "web-1") {
-			t.Errorf("%s: web lost its last good data: %v", fault, got)
-		}
-		if _, ok := s.Service("db"); !ok {
-			t.Errorf("%s: db lost", fault)
-		}
-		// Five loops at 20 tokens a second, and sixteen fetchers backing off
-		// from 250ms, bound the rate well below this.
-		if rate > 250 {
-			t.Errorf("%s: %.0f requests/s: retries are not bounded", fault, rate)
-		}
-		proxy.Set(faultproxy.Pass)
-		cleared := time.Now()
-		waitFor(t, latest, fmt.Sprintf("the change made during %s", fault), func(s *snapshot.Snapshot) bool {
-			return slices.Contains(instanceIDs(s, "web"), id)
-		})
-		t.Logf("%s: %.0f requests/s during it; correct %s after it cleared", fault, rate, time.Since(cleared).Round(time.Millisecond))
-		consulagent.Deregister(t, client, "n2", id)
-		waitFor(t, latest, "deregistration", func(s *snapshot.Snapshot) bool { return !slices.Contains(instanceIDs(s, "web"), id) })
-	}
-}
-
-func equalInstance(a, b snapshot.Instance) bool {
-	return a.ID == b.ID && a.Node == b.Node && a.NodeAddress == b.NodeAddress && a.Address == b.Address &&
-		a.Port == b.Port && a.WeightPassing == b.WeightPassing && a.WeightWarning == b.WeightWarning && a.Health == b.Health
-}
-
-// TestReplicatorNoPartialSnapshot checks that nothing is published until every
-// listed service has been read, and that an unreachable Consul publishes nothing.
-func TestReplicatorUnreachable(t *testing.T) {
+// TestFollowsCatalog: the first snapshot holds the whole catalog, and
+// registrations, health changes and removals arrive, each service watched.
+func TestFollowsCatalog(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	cat := newMemCatalog()
+	cat.register("web", "n1", instance("web-1", "10.0.0.1", 80))
+	cat.register("db", "n2", instance("db-1", "10.0.0.2", 5432))
+	r, ev := startMem(t, cat, testConfig())
 
-	var published atomic.Int32
-	rc := DefaultConfig()
-	rc.BackoffMin = 10 * time.Millisecond
-	// Nothing listens on port 1.
-	r, err := New(&api.Config{Address: "127.0.0.1:1"}, rc, func(*snapshot.Snapshot) { published.Add(1) })
-	if err != nil {
-		t.Fatal(err)
+	s := ev.waitSnap(t, "initial sync", func(s *snapshot.Snapshot) bool { return true })
+	if got := ids(s, "web"); !slices.Equal(got, []string{"web-1"}) || s.Datacenter != "dc1" {
+		t.Fatalf("first snapshot: web %v in %q, want [web-1] in dc1", got, s.Datacenter)
 	}
-	r.Start()
-	time.Sleep(300 * time.Millisecond)
+	if ids(s, "db") == nil {
+		t.Fatal("the first snapshot lacks db")
+	}
+	ev.waitFor(t, "every service watched", func() bool { return ev.watched.Load() == 2 })
+	// The summaries' baseline was read while the watchers started.
+	base := r.Stats()
+
+	cat.register("web", "n3", instance("web-2", "10.0.0.3", 80))
+	ev.waitSnap(t, "a new instance", func(s *snapshot.Snapshot) bool { return len(ids(s, "web")) == 2 })
+	cat.register("cache", "n3", instance("cache-1", "10.0.0.3", 6379))
+	ev.waitSnap(t, "a new service", func(s *snapshot.Snapshot) bool { return len(ids(s, "cache")) == 1 })
+	cat.setHealth("web", "web-1", snapshot.Critical)
+	ev.waitSnap(t, "a health change", func(s *snapshot.Snapshot) bool { return health(s, "web", "web-1") == snapshot.Critical })
+	cat.deregister("db", "db-1")
+	ev.waitSnap(t, "a removed service", func(s *snapshot.Snapshot) bool { _, ok := s.Service("db"); return !ok })
+	if st := r.Stats(); st.Sweeps != 0 || st.Summaries != base.Summaries {
+		t.Errorf("with every service watched: %d sweeps, %d reads of the summaries; want none", st.Sweeps, st.Summaries-base.Summaries)
+	}
 	r.Stop()
-	if n := published.Load(); n != 0 {
-		t.Errorf("published %d snapshots without reaching Consul", n)
+}
+
+// TestNothingPartial: no snapshot is published until every listed service
+// has been read; a service whose read fails holds the first one back.
+func TestNothingPartial(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(5, 2)
+	cat.setFail(api.StatusError{Code: http.StatusInternalServerError, Body: "rpc error"})
+	r, ev := startMem(t, cat, testConfig())
+	ev.waitFor(t, "failures", func() bool { return ev.failures.Load() >= 5 })
+	if ev.snap() != nil {
+		t.Fatal("a snapshot was published while Consul failed")
+	}
+	if st := r.Stats(); st.Errors == 0 {
+		t.Error("no failure counted")
+	}
+	cat.setFail(nil)
+	s := ev.waitSnap(t, "sync after recovery", func(*snapshot.Snapshot) bool { return true })
+	if n, _ := s.Counts(); n != 5 {
+		t.Errorf("the first snapshot holds %d services, want all 5", n)
 	}
 }
 
-func TestNextIndex(t *testing.T) {
-	tests := []struct {
-		name      string
-		last, got uint64
-		want      uint64
-	}{
-		{"first call", 0, 42, 42},
-		{"moved forward", 42, 50, 50},
-		{"unchanged", 50, 50, 50},
-		{"went backwards resets to the lower index", 50, 7, 7},
-		{"zero is clamped so the loop keeps blocking", 50, 0, 1},
-		{"zero on the first call", 0, 0, 1},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := nextIndex("test", tc.last, tc.got); got != tc.want {
-				t.Errorf("nextIndex(%d, %d) = %d, want %d", tc.last, tc.got, got, tc.want)
+// TestKeepsLastGoodData: while Consul fails (5xx, 429) the snapshot stays;
+// changes made meanwhile arrive once it answers again.
+func TestKeepsLastGoodData(t *testing.T) {
+	for _, code := range []int{http.StatusInternalServerError, http.StatusTooManyRequests} {
+		t.Run(fmt.Sprint(code), func(t *testing.T) {
+			cat := newMemCatalog()
+			cat.populate(3, 1)
+			cfg := testConfig()
+			cfg.MaxWatchers = 1 // some services through the detectors
+			r, ev := startMem(t, cat, cfg)
+			ev.waitSnap(t, "sync", func(*snapshot.Snapshot) bool { return true })
+			ev.waitFor(t, "a watcher", func() bool { return ev.watched.Load() == 1 })
+			cat.setFail(api.StatusError{Code: code})
+			cat.register("service-1", "n9", instance("late", "10.9.0.1", 80))
+			failed := ev.failures.Load()
+			ev.waitFor(t, "retries", func() bool { return ev.failures.Load() > failed+3 })
+			if got := ids(ev.snap(), "service-1"); len(got) != 1 {
+				t.Fatalf("service-1 holds %v while Consul fails, want its last good data", got)
+			}
+			cat.setFail(nil)
+			ev.waitSnap(t, "the change made meanwhile", func(s *snapshot.Snapshot) bool { return len(ids(s, "service-1")) == 2 })
+			if code == http.StatusTooManyRequests && r.Stats().TooMany == 0 {
+				t.Error("429s not counted")
 			}
 		})
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	b := newBackoff(100*time.Millisecond, time.Second)
-	ceilings := []time.Duration{100, 200, 400, 800, 1000, 1000}
-	for i, ceil := range ceilings {
-		ceil *= time.Millisecond
-		d := b.next()
-		if d < ceil/2 || d > ceil {
-			t.Errorf("attempt %d: delay %s outside [%s, %s]", i, d, ceil/2, ceil)
+// TestIndexGoesBackwards: a catalog restored with lower indexes (another
+// cluster, a restore) replaces what the replica held, watched or not.
+func TestIndexGoesBackwards(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(4, 2)
+	for range 20 { // indexes well past the restored ones
+		cat.setHealth("service-0", "service-0-0", snapshot.Warning)
+		cat.setHealth("service-0", "service-0-0", snapshot.Passing)
+	}
+	cfg := testConfig()
+	cfg.MaxWatchers = 2
+	r, ev := startMem(t, cat, cfg)
+	ev.waitSnap(t, "sync", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == 4 })
+	ev.waitFor(t, "watchers", func() bool { return ev.watched.Load() == 2 })
+	restored := map[string][]snapshot.Instance{}
+	for s := range 4 {
+		name := fmt.Sprintf("service-%d", s)
+		in := instance(name+"-new", "10.1.0.1", 9000)
+		in.Node = "restored"
+		restored[name] = []snapshot.Instance{in}
+	}
+	cat.restore(restored)
+	t.Cleanup(func() {
+		if t.Failed() {
+			r.mu.Lock()
+			for k, e := range r.data.services {
+				t.Logf("%s watched=%v index=%d ids=%v", k, r.watch.has(k), e.index, ids(ev.snap(), e.name))
+			}
+			r.mu.Unlock()
+			t.Logf("stats %+v", r.Stats())
+		}
+	})
+	ev.waitSnap(t, "the restored catalog", func(s *snapshot.Snapshot) bool {
+		for name := range restored {
+			if !slices.Equal(ids(s, name), []string{name + "-new"}) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestWaitExpiryChangesNothing: a blocking read whose wait passes without a
+// change answers the same index: no snapshot, and the loop blocks again.
+func TestWaitExpiryChangesNothing(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(2, 1)
+	_, ev := startMem(t, cat, testConfig())
+	ev.waitSnap(t, "sync", func(*snapshot.Snapshot) bool { return true })
+	ev.waitFor(t, "watchers", func() bool { return ev.watched.Load() == 2 })
+	ev.waitFor(t, "the service list blocking", func() bool { return cat.blocking("services") == 1 })
+	published := ev.count.Load()
+	reads := cat.count("services")
+	cat.clock.advance(2 * time.Hour)
+	ev.waitFor(t, "the service list read again", func() bool { return cat.count("services") > reads })
+	cat.setHealth("service-0", "service-0-0", snapshot.Critical)
+	ev.waitSnap(t, "a change after the expiry", func(s *snapshot.Snapshot) bool {
+		return health(s, "service-0", "service-0-0") == snapshot.Critical
+	})
+	if got := ev.count.Load(); got != published+1 {
+		t.Errorf("%d snapshots after the waits expired and one change, want 1", got-published)
+	}
+}
+
+// TestZeroIndex: a Consul that answers index 0 makes every read return at
+// once; the clamp to 1 and the token buckets bound the request rate, and
+// changes still arrive.
+func TestZeroIndex(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(2, 1)
+	cfg := testConfig()
+	cfg.RateLimit, cfg.RateBurst = 50, 5
+	r, ev := startMem(t, cat, cfg)
+	ev.waitFor(t, "watchers", func() bool { return ev.watched.Load() == 2 })
+	cat.mu.Lock()
+	cat.zeroIndex = true
+	cat.mu.Unlock()
+	before := r.Stats().Requests
+	time.Sleep(time.Second) // the rate over a second is what this test is about
+	rate := float64(r.Stats().Requests - before)
+	// Service list, nodes, queries, health (paused: all watched) and two
+	// watchers: five loops at 50 a second and their bursts.
+	if limit := 5*50 + 5*5.0; rate > limit*1.2 {
+		t.Errorf("%.0f requests/s with index 0; the token buckets allow %.0f", rate, limit)
+	}
+	cat.register("service-1", "n9", instance("x", "10.9.0.1", 80))
+	ev.waitSnap(t, "a change while the index is 0", func(s *snapshot.Snapshot) bool { return len(ids(s, "service-1")) == 2 })
+}
+
+// TestUnwatchedChanges: services past the budget are kept current by the
+// detectors, each kind of change by the cheapest that can see it:
+// registrations by the summaries, health by the non-passing checks, a port
+// change (no count moves) by a sweep.
+func TestUnwatchedChanges(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(40, 2)
+	cfg := testConfig()
+	cfg.MaxWatchers = 5
+	r, ev := startMem(t, cat, cfg)
+	ev.waitSnap(t, "sync", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == 40 })
+	ev.waitFor(t, "the budget filled", func() bool { return ev.watched.Load() == 5 })
+	unwatched := func() []string {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var out []string
+		for key, e := range r.data.services {
+			if !r.watch.has(key) {
+				out = append(out, e.name)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}()
+
+	svc := unwatched[0]
+	before := r.Stats()
+	cat.register(svc, "n9", instance("reg", "10.9.0.1", 80))
+	ev.waitSnap(t, "a registration", func(s *snapshot.Snapshot) bool { return len(ids(s, svc)) == 3 })
+	if after := r.Stats(); after.Sweeps != before.Sweeps || after.Requests-before.Requests > 10 {
+		t.Errorf("a registration cost %d requests and %d sweeps", after.Requests-before.Requests, after.Sweeps-before.Sweeps)
+	}
+
+	svc = unwatched[1]
+	cat.setHealth(svc, svc+"-0", snapshot.Critical)
+	ev.waitSnap(t, "a health change", func(s *snapshot.Snapshot) bool { return health(s, svc, svc+"-0") == snapshot.Critical })
+
+	svc = unwatched[2]
+	sweeps := r.Stats().Sweeps
+	in := instance(svc+"-1", "10.0.0.2", 9999)
+	cat.register(svc, "node-1", in)
+	ev.waitSnap(t, "a port change", func(s *snapshot.Snapshot) bool { return port(s, svc, svc+"-1") == 9999 })
+	ev.waitFor(t, "the sweep counted", func() bool { return ev.sweeps.Load() > int64(sweeps) })
+}
+
+// TestPromotion: a service found changed without a watcher takes the slot of
+// the watched service that changed least recently.
+func TestPromotion(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(6, 1)
+	cfg := testConfig()
+	cfg.MaxWatchers = 2
+	r, ev := startMem(t, cat, cfg)
+	ev.waitSnap(t, "sync", func(*snapshot.Snapshot) bool { return true })
+	ev.waitFor(t, "watchers", func() bool { return ev.watched.Load() == 2 })
+	watched := func(name string) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.watch.has(snapshot.Key(name))
+	}
+	var cold string
+	for s := range 6 {
+		if name := fmt.Sprintf("service-%d", s); !watched(name) {
+			cold = name
+			break
 		}
 	}
-	b.reset()
-	if d := b.next(); d > 100*time.Millisecond {
-		t.Errorf("after reset: delay %s, want at most 100ms", d)
+	cat.setHealth(cold, cold+"-0", snapshot.Warning)
+	ev.waitSnap(t, "the change", func(s *snapshot.Snapshot) bool { return health(s, cold, cold+"-0") == snapshot.Warning })
+	ev.waitFor(t, "the promotion", func() bool { return ev.watched.Load() == 2 && watched(cold) })
+	// Now watched: its next change arrives through its own watcher.
+	cat.setHealth(cold, cold+"-0", snapshot.Passing)
+	ev.waitSnap(t, "the next change", func(s *snapshot.Snapshot) bool { return health(s, cold, cold+"-0") == snapshot.Passing })
+}
+
+// TestWatchersStartBounded: watchers start as fast as their first answers
+// come back, never more than WatchStarts waiting for one at a time; a
+// service waiting for its watcher is covered by the detectors meanwhile.
+func TestWatchersStartBounded(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(60, 1)
+	cat.firstReadDelay = 20 * time.Millisecond
+	cfg := testConfig()
+	cfg.WatchStarts = 4
+	_, ev := startMem(t, cat, cfg)
+	ev.waitSnap(t, "sync", func(*snapshot.Snapshot) bool { return true })
+	// A registration while most services wait for their watcher.
+	cat.register("service-59", "n9", instance("early", "10.9.0.1", 80))
+	ev.waitSnap(t, "a change before the watcher", func(s *snapshot.Snapshot) bool { return len(ids(s, "service-59")) == 2 })
+	ev.waitFor(t, "every watcher", func() bool { return ev.watched.Load() == 60 })
+	cat.mu.Lock()
+	most := cat.most
+	cat.mu.Unlock()
+	// Promotions start at once, beside the ramp: one here.
+	if most > cfg.WatchStarts+1 {
+		t.Errorf("%d watchers waited for their first answer at once, want at most %d", most, cfg.WatchStarts+1)
 	}
 }
 
-// startReplica starts a replica publishing into the pointer it returns, and
-// stops it when the test ends.
-// waitWatchers waits up to 5s for n watchers, which start at the ramp's pace
-// after the first snapshot, and returns how many there are.
-func waitWatchers(r *Replicator, n int) int {
-	deadline := time.Now().Add(5 * time.Second)
-	for r.Stats().Watchers != n && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+// TestChurn churns instances between services (an instance registered again
+// under another service's name leaves the first without moving its index)
+// with one watcher per three services: once it settles, the replica holds
+// exactly the catalog.
+func TestChurn(t *testing.T) {
+	const services = 30
+	cat := newMemCatalog()
+	cat.populate(services, 3)
+	cfg := testConfig()
+	cfg.MaxWatchers = 10
+	r, ev := startMem(t, cat, cfg)
+	ev.waitSnap(t, "sync", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == services })
+	for range 300 {
+		extra := rand.N(20)
+		id, node := fmt.Sprintf("churn-%d", extra), fmt.Sprintf("churn-node-%d", extra)
+		svc := fmt.Sprintf("service-%d", rand.N(services))
+		if rand.N(4) == 0 {
+			for s := range services {
+				cat.deregister(fmt.Sprintf("service-%d", s), id)
+			}
+			continue
+		}
+		in := instance(id, fmt.Sprintf("10.200.0.%d", extra+1), 9000)
+		in.Health = []snapshot.Health{snapshot.Passing, snapshot.Warning, snapshot.Critical}[rand.N(3)]
+		cat.register(svc, node, in)
 	}
-	return r.Stats().Watchers
+	want := func() map[string][]string {
+		cat.mu.Lock()
+		defer cat.mu.Unlock()
+		out := make(map[string][]string)
+		for name, s := range cat.services {
+			for id := range s.instances {
+				out[name] = append(out[name], id)
+			}
+			slices.Sort(out[name])
+		}
+		return out
+	}()
+	ev.waitSnap(t, "the replica to settle on the catalog", func(s *snapshot.Snapshot) bool {
+		for name, ids0 := range want {
+			if !slices.Equal(ids(s, name), ids0) {
+				return false
+			}
+		}
+		n, _ := s.Counts()
+		return n == len(want)
+	})
+	t.Logf("%d requests, %d summaries, %d sweeps", r.Stats().Requests, r.Stats().Summaries, r.Stats().Sweeps)
 }
 
-func startReplica(t *testing.T, consul *api.Config, cfg Config) (*Replicator, *atomic.Pointer[snapshot.Snapshot]) {
-	t.Helper()
-	var latest atomic.Pointer[snapshot.Snapshot]
-	r, err := New(consul, cfg, func(s *snapshot.Snapshot) { latest.Store(s) })
-	if err != nil {
-		t.Fatal(err)
+// TestQueriesDenied: a token that may not list prepared queries is not an
+// outage: the first snapshot is published, with the queries hidden.
+func TestQueriesDenied(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(1, 1)
+	cat.denyQueries = true
+	r, ev := startMem(t, cat, testConfig())
+	s := ev.waitSnap(t, "sync", func(*snapshot.Snapshot) bool { return true })
+	if !s.QueriesHidden {
+		t.Error("the queries are not marked hidden")
 	}
+	if st := r.Stats(); st.Errors != 0 {
+		t.Errorf("%d errors counted for a denied list", st.Errors)
+	}
+}
+
+// TestStopEndsEverything: Stop returns with no goroutine left, also while
+// reads block and fail.
+func TestStopEndsEverything(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	cat := newMemCatalog()
+	cat.populate(10, 1)
+	cfg := testConfig()
+	cfg.MaxWatchers = 3
+	ev := newEvents()
+	cfg.Observer = ev
+	r := newReplicator(cat, cfg, newBudget(cfg, false), ev.publish)
 	r.Start()
-	t.Cleanup(r.Stop)
-	return r, &latest
+	ev.waitFor(t, "watchers", func() bool { return ev.watched.Load() == 3 })
+	cat.setFail(errors.New("connection refused"))
+	ev.waitFor(t, "a failure", func() bool { return ev.failures.Load() > 0 })
+	r.Stop()
 }

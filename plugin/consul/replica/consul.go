@@ -1,0 +1,273 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// consulSource reads Consul's HTTP API through the endpoints, the active one
+// first: a request that fails in a way another endpoint might not moves
+// every later request to the next.
+type consulSource struct {
+	base  *api.Config // to rebuild the endpoints for another connection cap
+	addrs []string
+	eps   atomic.Pointer[endpoints]
+	// opts are sent with every request but the agent's own.
+	dc, namespace, partition string
+	consistency              Consistency
+}
+
+func newConsulSource(base *api.Config, cfg Config, maxConns int) (*consulSource, error) {
+	s := &consulSource{base: base, addrs: cfg.Addresses, dc: cfg.Datacenter, namespace: cfg.Namespace,
+		partition: cfg.Partition, consistency: cfg.Consistency}
+	eps, err := newEndpoints(base, cfg.Addresses, maxConns)
+	if err != nil {
+		return nil, err
+	}
+	s.eps.Store(eps)
+	return s, nil
+}
+
+// capConns rebuilds the endpoints with at most maxConns connections per
+// agent. It runs before any loop sends requests.
+func (s *consulSource) capConns(maxConns int) error {
+	eps, err := newEndpoints(s.base, s.addrs, maxConns)
+	if err != nil {
+		return err
+	}
+	s.eps.Swap(eps).close()
+	return nil
+}
+
+// multiplexed reports whether every address is reached over HTTPS, where
+// HTTP/2 carries many blocking queries on each connection.
+func (s *consulSource) multiplexed() bool { return allHTTPS(s.base, s.addrs) }
+
+func (s *consulSource) close() { s.eps.Load().close() }
+
+// call sends one request through the active endpoint; a failure may move
+// later requests to the next endpoint.
+func (s *consulSource) call(ctx context.Context, q Query, req func(*api.Client, *api.QueryOptions) (*api.QueryMeta, error)) (Meta, error) {
+	eps := s.eps.Load()
+	i, client := eps.client()
+	opts := (&api.QueryOptions{
+		Datacenter:        s.dc,
+		Namespace:         s.namespace,
+		Partition:         s.partition,
+		AllowStale:        s.consistency == Stale,
+		RequireConsistent: s.consistency == Consistent,
+		WaitIndex:         q.Index,
+		WaitTime:          q.Wait,
+	}).WithContext(ctx)
+	meta, err := req(client, opts)
+	if err != nil {
+		// With several addresses, a log line must say which one failed.
+		err = eps.named(i, err)
+		// A request cut short by its deadline is the endpoint's failure;
+		// one canceled because the replica stops is not.
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			eps.failed(i, err)
+		}
+		return Meta{}, err
+	}
+	if meta == nil {
+		return Meta{KnownLeader: true}, nil
+	}
+	return Meta{Index: meta.LastIndex, KnownLeader: meta.KnownLeader, LastContact: meta.LastContact,
+		Filtered: meta.ResultsFilteredByACLs}, nil
+}
+
+// raw reads path into out; the agent answers requests without an index.
+func (s *consulSource) raw(ctx context.Context, path string, out any, local bool) (Meta, error) {
+	return s.call(ctx, Query{}, func(c *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		if local {
+			// The agent answers from its own view: no ?dc=.
+			opts.Datacenter = ""
+		}
+		meta, err := c.Raw().Query(path, out, opts)
+		if err == nil {
+			// These endpoints carry no index; a reply is a known leader's.
+			meta.KnownLeader = true
+		}
+		return meta, err
+	})
+}
+
+func (s *consulSource) Agent(ctx context.Context) (Agent, error) {
+	var self struct {
+		Config      struct{ Datacenter, NodeName string }
+		DebugConfig struct{ HTTPMaxConnsPerClient *int }
+	}
+	// Agent().Self() takes no context; a hung agent would hold Stop.
+	if _, err := s.raw(ctx, "/v1/agent/self", &self, true); err != nil {
+		return Agent{}, err
+	}
+	return Agent{Datacenter: self.Config.Datacenter, NodeName: self.Config.NodeName,
+		MaxConnsPerClient: self.DebugConfig.HTTPMaxConnsPerClient}, nil
+}
+
+func (s *consulSource) Services(ctx context.Context, q Query) (list map[string][]string, meta Meta, err error) {
+	meta, err = s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
+		list, m, err = c.Catalog().Services(opts)
+		return m, err
+	})
+	if err != nil {
+		return nil, meta, fmt.Errorf("listing services: %w", err)
+	}
+	return list, meta, nil
+}
+
+func (s *consulSource) Service(ctx context.Context, name string, q Query) (*snapshot.Service, Meta, error) {
+	var entries []*api.ServiceEntry
+	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
+		entries, m, err = c.Health().Service(name, "", false, opts)
+		return m, err
+	})
+	if err != nil {
+		return nil, meta, fmt.Errorf("reading service %q: %w", name, err)
+	}
+	for _, e := range entries {
+		if e == nil || e.Service == nil || e.Node == nil {
+			// Well-formed JSON, but not an answer Consul gives: keep the
+			// last good data rather than an empty service.
+			return nil, meta, fmt.Errorf("reading service %q: an entry without its node or service", name)
+		}
+	}
+	return buildService(name, entries, meta.Index), meta, nil
+}
+
+// matchNothing is a filter no service instance matches: a probe's answer
+// carries the index and no body.
+const matchNothing = `Service.ID == "" and Service.ID != ""`
+
+func (s *consulSource) ServiceIndex(ctx context.Context, name string) (Meta, error) {
+	return s.call(ctx, Query{}, func(c *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		opts.Filter = matchNothing
+		_, meta, err := c.Health().Service(name, "", false, opts)
+		return meta, err
+	})
+}
+
+func (s *consulSource) Nodes(ctx context.Context, q Query) ([]*snapshot.Node, Meta, error) {
+	var list []*api.Node
+	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
+		list, m, err = c.Catalog().Nodes(opts)
+		return m, err
+	})
+	if err != nil {
+		return nil, meta, fmt.Errorf("listing nodes: %w", err)
+	}
+	nodes := make([]*snapshot.Node, 0, len(list))
+	for _, n := range list {
+		nodes = append(nodes, buildNode(n))
+	}
+	return nodes, meta, nil
+}
+
+// nonPassingFilter keeps the health detector's answers small: only checks
+// that are warning or critical, usually few.
+const nonPassingFilter = `Status != "passing"`
+
+func (s *consulSource) NonPassing(ctx context.Context, q Query) ([]Check, Meta, error) {
+	var list api.HealthChecks
+	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
+		opts.Filter = nonPassingFilter
+		list, m, err = c.Health().State(api.HealthAny, opts)
+		return m, err
+	})
+	if err != nil {
+		return nil, meta, fmt.Errorf("reading non-passing checks: %w", err)
+	}
+	checks := make([]Check, 0, len(list))
+	for _, c := range list {
+		checks = append(checks, Check{Node: c.Node, ID: c.CheckID, Status: c.Status, Service: c.ServiceName})
+	}
+	return checks, meta, nil
+}
+
+// uiSummary is one service of /v1/internal/ui/services (internal: the UI's;
+// absent or different in other Consul versions, which only cost sweeps).
+type uiSummary struct {
+	Name                                         string
+	Tags, Nodes                                  []string
+	InstanceCount                                int
+	ChecksPassing, ChecksWarning, ChecksCritical int
+	PeerName                                     string
+}
+
+func (s *consulSource) Summaries(ctx context.Context) ([]Summary, Meta, error) {
+	var list []uiSummary
+	meta, err := s.raw(ctx, "/v1/internal/ui/services", &list, false)
+	if err != nil {
+		return nil, meta, fmt.Errorf("reading the services' summaries: %w", err)
+	}
+	out := make([]Summary, 0, len(list))
+	for _, u := range list {
+		out = append(out, Summary{Name: u.Name, Tags: u.Tags, Nodes: u.Nodes, Instances: u.InstanceCount,
+			Passing: u.ChecksPassing, Warning: u.ChecksWarning, Critical: u.ChecksCritical, Peer: u.PeerName})
+	}
+	return out, meta, nil
+}
+
+func (s *consulSource) Queries(ctx context.Context, q Query) ([]*snapshot.Query, Meta, error) {
+	var list []*api.PreparedQueryDefinition
+	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
+		list, m, err = c.PreparedQuery().List(opts)
+		return m, err
+	})
+	if err != nil {
+		return nil, meta, fmt.Errorf("listing prepared queries: %w", err)
+	}
+	out := make([]*snapshot.Query, 0, len(list))
+	for _, d := range list {
+		out = append(out, convertQuery(d))
+	}
+	return out, meta, nil
+}
+
+func (s *consulSource) Coordinates(ctx context.Context) ([]*snapshot.Coordinate, Meta, error) {
+	var list []*api.CoordinateEntry
+	meta, err := s.call(ctx, Query{}, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
+		list, m, err = c.Coordinate().Nodes(opts)
+		return m, err
+	})
+	if err != nil {
+		return nil, meta, fmt.Errorf("reading coordinates: %w", err)
+	}
+	coords := make([]*snapshot.Coordinate, 0, len(list))
+	for _, e := range list {
+		if e.Coord != nil {
+			coords = append(coords, &snapshot.Coordinate{Node: e.Node, Segment: e.Segment, Coord: e.Coord})
+		}
+	}
+	return coords, meta, nil
+}
+
+func (s *consulSource) Datacenters(ctx context.Context) ([]string, Meta, error) {
+	var dcs []string
+	meta, err := s.raw(ctx, "/v1/catalog/datacenters", &dcs, true)
+	if err != nil {
+		return nil, meta, fmt.Errorf("listing datacenters: %w", err)
+	}
+	// Consul's list is already ordered by distance from the server that
+	// answered (router.GetDatacentersByDistance), the order its prepared
+	// queries fail over in.
+	for i, dc := range dcs {
+		dcs[i] = strings.ToLower(dc)
+	}
+	return dcs, meta, nil
+}
+
+func (s *consulSource) Leader(ctx context.Context) (Meta, error) {
+	var leader string
+	meta, err := s.raw(ctx, "/v1/status/leader", &leader, false)
+	meta.KnownLeader = err == nil && leader != ""
+	return meta, err
+}
