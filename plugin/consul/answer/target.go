@@ -1,0 +1,128 @@
+package answer
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/miekg/dns"
+)
+
+// target is where an instance is reached for one address class, the way
+// Consul's DNS picks it (agent/dns.go makeNodeServiceRecords): the service's
+// address, else its node's.
+type target struct {
+	ip   net.IP // nil for a hostname
+	host string // the hostname, fully qualified, when ip is nil
+	// alt is where a service whose hostname is the very name asked for is
+	// reached instead: its node's address.
+	alt *target
+	// byNode: the target is named after the node (the service has no
+	// address of its own and the node's was not replaced by a tagged one).
+	byNode bool
+	addrID int32 // distinct address within the service; -1 for a hostname
+	// SRV (targets of class other): the keys that de-duplicate SRV records
+	// and glue, and the target's name and glue in each zone.
+	srvID, glueID int32
+	srv           []srvTarget
+}
+
+type srvTarget struct {
+	name string
+	glue dns.RR // nil for a hostname, which resolves elsewhere
+}
+
+// serviceBuilder prepares the targets of one service.
+type serviceBuilder struct {
+	*preparer
+	ttl     uint32
+	addrIDs idAssigner[[16]byte]
+	srvIDs  idAssigner[uint64] // glue id and port
+	glueIDs idAssigner[string]
+	nodeIDs idAssigner[string]
+	targets []target    // a slab for the service's targets
+	srv     []srvTarget // a slab for their names in every zone
+}
+
+func (b *serviceBuilder) newTarget(t target) *target {
+	if len(b.targets) == cap(b.targets) {
+		// A full slab is left to the targets it holds; pointers into it stay
+		// valid.
+		b.targets = make([]target, 0, max(4, cap(b.targets)))
+	}
+	b.targets = append(b.targets, t)
+	return &b.targets[len(b.targets)-1]
+}
+
+// resolve picks an instance's target for an address class; nil for none.
+func (b *serviceBuilder) resolve(in *snapshot.Instance, class int) *target {
+	qtype := classTypes[class]
+	svcAddr := pickAddress(in.Address, in.TaggedAddresses, qtype)
+	nodeAddr := pickAddress(in.NodeAddress, in.NodeTaggedAddresses, qtype)
+	switch {
+	case svcAddr == "" && nodeAddr == "":
+		return nil
+	case svcAddr == "":
+		ip := parseIP(nodeAddr)
+		return b.named(in, class, target{ip: ip, host: nodeAddr, byNode: ip != nil && nodeAddr == in.NodeAddress})
+	}
+	t := target{ip: parseIP(svcAddr), host: svcAddr}
+	if t.ip == nil {
+		if ip := parseIP(nodeAddr); ip != nil {
+			t.alt = b.named(in, class, target{ip: ip, host: nodeAddr, byNode: nodeAddr == in.NodeAddress})
+		}
+	}
+	return b.named(in, class, t)
+}
+
+// parseIP parses an address to its 4-byte form for IPv4; nil when it is not
+// an IP address.
+func parseIP(s string) net.IP {
+	addr, err := netip.ParseAddr(s)
+	if err != nil || addr.Zone() != "" {
+		return nil
+	}
+	return net.IP(addr.Unmap().AsSlice())
+}
+
+// named completes a target: its ids, and for class other, its SRV names and
+// glue in every zone.
+func (b *serviceBuilder) named(in *snapshot.Instance, class int, t target) *target {
+	if t.ip == nil {
+		t.host = dns.Fqdn(t.host)
+		t.addrID = -1
+	} else {
+		t.addrID = b.addrIDs.id([16]byte(t.ip.To16()))
+	}
+	if class == classOther {
+		start := len(b.srv)
+		for _, z := range b.zones {
+			b.srv = append(b.srv, b.srvTarget(in, &t, z, b.ttl))
+		}
+		t.srv = b.srv[start:len(b.srv):len(b.srv)]
+		// Zones differ only in the suffix: one zone's names tell keys apart.
+		key := t.host
+		if len(t.srv) > 0 {
+			key = t.srv[0].name
+		}
+		t.glueID = b.glueIDs.id(key)
+		t.srvID = b.srvIDs.id(uint64(t.glueID)<<16 | uint64(in.Port))
+	}
+	return b.newTarget(t)
+}
+
+// srvTarget names a target the way Consul does: <node>.node.<dc>.<zone> when
+// it is the node's own address, <hexip>.addr.<dc>.<zone> for any other
+// address, and a hostname as itself; with its address as glue.
+func (v *preparer) srvTarget(in *snapshot.Instance, t *target, zone string, ttl uint32) srvTarget {
+	switch {
+	case t.ip == nil:
+		return srvTarget{name: t.host}
+	case t.byNode:
+		name := in.Node + ".node." + v.dc + "." + zone
+		return srvTarget{name: name, glue: addressRR(name, t.ip, ttl)}
+	}
+	name := hexIP(t.ip) + ".addr." + v.dc + "." + zone
+	return srvTarget{name: name, glue: addressRR(name, t.ip, ttl)}
+}
