@@ -163,10 +163,10 @@ func (c *memCatalog) dropEmpty() {
 	}
 }
 
+// setFail makes every read fail with err (nil: answer again); reads that
+// wait fail at once, as a Consul that fails drops them.
 func (c *memCatalog) setFail(err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.fail = err
+	c.write(func(uint64) { c.fail = err })
 }
 
 func (c *memCatalog) count(method string) int {

@@ -3,6 +3,7 @@ package replica
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -32,8 +33,6 @@ func TestFollowsCatalog(t *testing.T) {
 		t.Fatal("the first snapshot lacks db")
 	}
 	ev.waitFor(t, "every service watched", func() bool { return ev.watched.Load() == 2 })
-	// The summaries' baseline was read while the watchers started.
-	base := r.Stats()
 
 	cat.register("web", "n3", instance("web-2", "10.0.0.3", 80))
 	ev.waitSnap(t, "a new instance", func(s *snapshot.Snapshot) bool { return len(ids(s, "web")) == 2 })
@@ -43,8 +42,10 @@ func TestFollowsCatalog(t *testing.T) {
 	ev.waitSnap(t, "a health change", func(s *snapshot.Snapshot) bool { return health(s, "web", "web-1") == snapshot.Critical })
 	cat.deregister("db", "db-1")
 	ev.waitSnap(t, "a removed service", func(s *snapshot.Snapshot) bool { _, ok := s.Service("db"); return !ok })
-	if st := r.Stats(); st.Sweeps != 0 || st.Summaries != base.Summaries {
-		t.Errorf("with every service watched: %d sweeps, %d reads of the summaries; want none", st.Sweeps, st.Summaries-base.Summaries)
+	// One read of the summaries at most: the baseline, while the watchers
+	// first started.
+	if st := r.Stats(); st.Sweeps != 0 || st.Summaries > 1 {
+		t.Errorf("with every service watched: %d sweeps, %d reads of the summaries; want none but a baseline", st.Sweeps, st.Summaries)
 	}
 	r.Stop()
 }
@@ -119,6 +120,9 @@ func TestIndexGoesBackwards(t *testing.T) {
 		in.Node = "restored"
 		restored[name] = []snapshot.Instance{in}
 	}
+	// A restore abandons the reads blocked on the store (a read sent after
+	// it, with an index above the new ones, would wait out its wait).
+	ev.waitFor(t, "the service list blocking", func() bool { return cat.blocking("services") == 1 })
 	cat.restore(restored)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -198,7 +202,9 @@ func TestUnwatchedChanges(t *testing.T) {
 	cfg.MaxWatchers = 5
 	r, ev := startMem(t, cat, cfg)
 	ev.waitSnap(t, "sync", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == 40 })
-	ev.waitFor(t, "the budget filled", func() bool { return ev.watched.Load() == 5 })
+	ev.waitFor(t, "the budget filled and the summaries' baseline read", func() bool {
+		return cat.blocking("service") == 5 && r.Stats().Summaries > 0
+	})
 	unwatched := func() []string {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -214,10 +220,12 @@ func TestUnwatchedChanges(t *testing.T) {
 
 	svc := unwatched[0]
 	before := r.Stats()
+	calls := func() map[string]int { cat.mu.Lock(); defer cat.mu.Unlock(); return maps.Clone(cat.calls) }
+	c0 := calls()
 	cat.register(svc, "n9", instance("reg", "10.9.0.1", 80))
 	ev.waitSnap(t, "a registration", func(s *snapshot.Snapshot) bool { return len(ids(s, svc)) == 3 })
 	if after := r.Stats(); after.Sweeps != before.Sweeps || after.Requests-before.Requests > 10 {
-		t.Errorf("a registration cost %d requests and %d sweeps", after.Requests-before.Requests, after.Sweeps-before.Sweeps)
+		t.Errorf("a registration cost %d requests and %d sweeps: %v then %v", after.Requests-before.Requests, after.Sweeps-before.Sweeps, c0, calls())
 	}
 
 	svc = unwatched[1]

@@ -72,13 +72,12 @@ func (r *Replicator) readSummaries() ([]Summary, bool) {
 	var list []Summary
 	_, err := r.request(r.run.ctx, r.cfg.RequestSlack, func(ctx context.Context) (m Meta, err error) {
 		list, m, err = r.src.Summaries(ctx)
+		if err == nil {
+			r.stats.summaries.Add(1) // before the observer hears of it
+		}
 		return m, err
 	})
-	if err != nil {
-		return nil, false
-	}
-	r.stats.summaries.Add(1)
-	return list, true
+	return list, err == nil
 }
 
 // applySummaries compares a read of the summaries with the last and reads
