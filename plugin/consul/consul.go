@@ -44,6 +44,15 @@ type Consul struct {
 	// synced. The other replicated datacenters are in remote.
 	local *datacenter
 	datacenters
+
+	// cfg is what the Corefile says, for the datacenters made as Consul
+	// names them; gen the Corefile load the block belongs to. Both are
+	// nil in tests that publish by hand.
+	cfg *config
+	gen *generation
+	// changed wakes start-up's wait whenever what it waits for may have
+	// come: a snapshot served, a datacenter list read, a datacenter added.
+	changed signal
 }
 
 // ServeDNS implements the plugin.Handler interface.
@@ -150,11 +159,6 @@ func countAnswer(ctx context.Context, counter *prometheus.CounterVec) {
 
 // Name implements the plugin.Handler interface.
 func (c *Consul) Name() string { return pluginName }
-
-// Ready implements the ready.Readiness interface: ready once a complete
-// snapshot of the local datacenter can answer. Other datacenters answer
-// SERVFAIL until they have synced.
-func (c *Consul) Ready() bool { return c.local.view.Load() != nil }
 
 // current is the local snapshot answers are read from; nil before the first.
 func (c *Consul) current() *snapshot.Snapshot { return c.local.current() }

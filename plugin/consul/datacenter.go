@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
-	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 )
 
@@ -17,20 +16,26 @@ import (
 type datacenter struct {
 	name  string // lower case; empty for the local one until its first snapshot names it
 	label string // the datacenter label of metrics
-	key   string // what it replicates, for lastSnapshots
+	key   string // what it replicates: a reloaded block's datacenter of the same key takes its place
 	zones []string
 	opts  answer.Options
 
-	replica *replica.Replicator // nil in tests that publish by hand
+	// feed brings the replica's snapshots; nil in tests that publish by
+	// hand. Set before the datacenter answers, never changed after.
+	feed *feed
 	// served hears of every snapshot served, for the snapshot file.
 	served func()
+	// lists hears of the datacenters Consul knows; the local one's only.
+	lists func(known, byDistance []string)
+	// changed is woken by every snapshot served, for start-up's wait.
+	changed *signal
 
 	// publishMu is held by whatever decides what is served: publish, called
 	// by the replica, and recheck, called by the guard's timer. The fields
 	// below it are theirs.
 	publishMu  sync.Mutex
 	guard      *guard             // nil without the removal guard
-	guardTimer *time.Timer        // asks the guard again while it holds
+	guardTimer timer              // asks the guard again while it holds
 	received   *snapshot.Snapshot // the newest snapshot the replica published
 	stopped    bool               // after stop: the timer must not serve again
 
@@ -52,6 +57,9 @@ func (d *datacenter) current() *snapshot.Snapshot {
 // from. Only publish and start-up call it, one at a time.
 func (d *datacenter) serve(snap *snapshot.Snapshot) {
 	d.view.Store(answer.NewView(snap, d.view.Load(), d.zones, d.opts))
+	if d.changed != nil {
+		d.changed.notify()
+	}
 }
 
 // start serves snap, read from the snapshot file or kept from a reloaded
@@ -61,7 +69,7 @@ func (d *datacenter) start(snap *snapshot.Snapshot) {
 	d.serve(snap)
 	if d.guard != nil {
 		_, instances := snap.Counts()
-		d.guard.remember(time.Now(), instances, snap)
+		d.guard.remember(d.guard.clock.Now(), instances, snap)
 	}
 }
 
@@ -84,10 +92,11 @@ func (d *datacenter) recheck() {
 	}
 }
 
-// stop stops the replica and the guard's timer for good.
+// stop stops the replica, unless it was handed over, and the guard's timer
+// for good.
 func (d *datacenter) stop() {
-	if d.replica != nil {
-		d.replica.Stop()
+	if d.feed != nil {
+		d.feed.release(d)
 	}
 	d.publishMu.Lock()
 	defer d.publishMu.Unlock()
@@ -101,7 +110,7 @@ func (d *datacenter) decideLocked() {
 	snap := d.received
 	if d.guard != nil {
 		var recheck time.Duration
-		snap, recheck = d.guard.decide(time.Now(), snap)
+		snap, recheck = d.guard.decide(d.guard.clock.Now(), snap)
 		holding := 0.0
 		if d.guard.holding() {
 			holding = 1
@@ -109,7 +118,7 @@ func (d *datacenter) decideLocked() {
 		guardHolding.WithLabelValues(d.label).Set(holding)
 		if recheck > 0 {
 			if d.guardTimer == nil {
-				d.guardTimer = time.AfterFunc(recheck, d.recheck)
+				d.guardTimer = d.guard.clock.AfterFunc(recheck, d.recheck)
 			} else {
 				d.guardTimer.Reset(recheck)
 			}
@@ -119,7 +128,6 @@ func (d *datacenter) decideLocked() {
 		}
 	}
 	d.serve(snap)
-	lastSnapshots.Store(d.key, snap)
 	if d.served != nil {
 		d.served()
 	}
@@ -133,10 +141,10 @@ func (d *datacenter) decideLocked() {
 // stale reports whether answers from view are stale (Consul cannot be
 // reached), and expired when they are older than maxStale allows.
 func (d *datacenter) stale(view *answer.View, maxStale time.Duration) (stale, expired bool) {
-	if d.replica == nil {
+	if d.feed == nil {
 		return false, false
 	}
-	last, failing := d.replica.Contact()
+	last, failing := d.feed.replica.Contact()
 	if failing.IsZero() {
 		return false, false
 	}
@@ -146,4 +154,52 @@ func (d *datacenter) stale(view *answer.View, maxStale time.Duration) (stale, ex
 		last = view.Snap.Built
 	}
 	return true, maxStale > 0 && time.Since(last) > maxStale
+}
+
+// newDatacenter makes the datacenter that serves dc for c ("" for the local
+// one) and the replica that feeds it, not started: at setup (gen set) the
+// running replica a reloaded block hands over when it reads Consul with the
+// same settings, else a new one, lent the reloaded block's until it has
+// published. The datacenter answers at once from the snapshot a running
+// block serves for it, else from the snapshot file's.
+func (c *Consul) newDatacenter(dc string, gen *generation, file *snapshot.Set) (*datacenter, error) {
+	cfg := c.cfg
+	d := &datacenter{name: dc, label: dc, key: cfg.replicaKey(), zones: cfg.zones, opts: cfg.answer, served: c.remoteServed, changed: &c.changed}
+	rc := cfg.replica
+	rc.Share = cfg.share()
+	inFile := dc
+	if dc == "" {
+		d.name, d.label = snapshot.Key(rc.Datacenter), cfg.dcLabel()
+		d.served, d.lists = c.localServed, c.datacentersRead
+		rc.Coordinates = true
+		if file != nil {
+			inFile = file.Local
+		}
+	} else {
+		rc.Datacenter = dc
+		d.key += "|" + dc
+	}
+	if cfg.guardFraction > 0 {
+		d.guard = newGuard(cfg.guardFraction, cfg.guardHold)
+	}
+	settings := settingsOf(cfg.client, rc)
+	running, same := gen.claim(d.key, &settings)
+	if same {
+		d.feed = running
+	} else {
+		f, err := newFeed(cfg.client, rc, settings, d, c.pool)
+		if err != nil {
+			return nil, err
+		}
+		f.predecessor = running
+		d.feed = f
+	}
+	snap := live.snapshot(d.key)
+	if snap == nil && file != nil {
+		snap = file.Snapshot(inFile)
+	}
+	if snap != nil {
+		d.start(snap)
+	}
+	return d, nil
 }

@@ -112,6 +112,11 @@ func (c *Consul) remoteNamed(dc string) *datacenter {
 	return nil
 }
 
+// all returns every replicated datacenter, the local one first.
+func (c *Consul) all() []*datacenter {
+	return append([]*datacenter{c.local}, c.remotes()...)
+}
+
 // remotes returns the replicated datacenters other than the local one.
 func (c *Consul) remotes() []*datacenter {
 	remote := c.remote.Load()
@@ -129,6 +134,7 @@ func (c *Consul) addRemoteLocked(d *datacenter) {
 	}
 	next[d.name] = d
 	c.remote.Store(&next)
+	c.changed.notify()
 }
 
 // dropRemoteLocked stops replicating dc.
@@ -163,10 +169,12 @@ func (c *Consul) datacentersRead(dcs, byDistance []string) {
 		c.byDistance.Store(&byDistance)
 		changed = true
 	}
-	if changed && c.persist != nil {
-		c.persist.offer()
+	if changed {
+		c.changed.notify()
+		if c.persist != nil {
+			c.persist.offer()
+		}
 	}
-	lastDatacenters.Store(c.local.key, datacenterLists{known: known, byDistance: byDistance})
 	c.syncRemotesLocked(true)
 }
 
@@ -213,8 +221,8 @@ func (c *Consul) syncRemotesLocked(listed bool) {
 		}
 		log.Infof("replicating datacenter %s", dc)
 		c.addRemoteLocked(d)
-		if c.started && d.replica != nil {
-			d.replica.Start()
+		if c.started && d.feed != nil {
+			d.feed.serve(d)
 		}
 	}
 	for _, d := range c.remotes() {
@@ -248,16 +256,20 @@ func (c *Consul) syncRemotesLocked(listed bool) {
 	}
 }
 
-// startRemotes starts the replicas of the other datacenters.
+// startRemotes makes the replicas of the other datacenters feed them: those
+// made for them start, those a reloaded block hands over pass to them. One
+// stopped since setup found it (its datacenter left meanwhile) is made
+// again if still wanted.
 func (c *Consul) startRemotes() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.started = true
 	for _, d := range c.remotes() {
-		if d.replica != nil {
-			d.replica.Start()
+		if d.feed != nil && !d.feed.serve(d) {
+			c.dropRemoteLocked(d.name)
 		}
 	}
+	c.syncRemotesLocked(false)
 }
 
 // stopRemotes stops every other datacenter's replica for good.
@@ -295,14 +307,3 @@ func (c *Consul) collect() *snapshot.Set {
 	}
 	return set
 }
-
-// datacenterLists are the datacenters Consul knows and their order by
-// distance, as last read.
-type datacenterLists struct {
-	known      map[string]bool
-	byDistance []string
-}
-
-// lastDatacenters holds the datacenter lists of each replicated block, by
-// replicaKey, so that a reloaded block starts with them, as lastSnapshots.
-var lastDatacenters sync.Map

@@ -23,11 +23,34 @@ import (
 type guard struct {
 	fraction float64       // a drop to below (1-fraction) of the instances trips the guard
 	hold     time.Duration // how long the drop must persist to be believed
+	clock    clock         // the owner's: what it passes and its timer
 
 	since time.Time // when the current drop was first seen; zero when none
 	// recent are the snapshots served within the last hold time.
 	recent []sample
 }
+
+func newGuard(fraction float64, hold time.Duration) *guard {
+	return &guard{fraction: fraction, hold: hold, clock: realClock{}}
+}
+
+// clock is the time as the guard's owner sees it: the real one, or a test's
+// that moves only when told to.
+type clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) timer
+}
+
+// timer is the part of *time.Timer the guard's owner uses.
+type timer interface {
+	Reset(d time.Duration) bool
+	Stop() bool
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                            { return time.Now() }
+func (realClock) AfterFunc(d time.Duration, f func()) timer { return time.AfterFunc(d, f) }
 
 type sample struct {
 	at        time.Time

@@ -75,25 +75,77 @@ func indexOf(snaps []*snapshot.Snapshot, s *snapshot.Snapshot) int {
 // then published N+1 after the hold time (served), and the timer's late
 // republish of N, with the same instance count, was accepted: N was served
 // until Consul's next change. The timer now only asks again about the newest
-// snapshot received.
+// snapshot received, so whichever of the two runs first, N+1 is served.
 func TestGuardTimerNeverRevertsANewerSnapshot(t *testing.T) {
-	const hold = 50 * time.Millisecond
-	for range 5 {
-		c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
-		c.local.guard = &guard{fraction: 0.5, hold: hold}
-		c.publish(sized(10, 1))
-		c.publish(sized(1, 2)) // held; the timer fires after hold
-		time.Sleep(hold - 10*time.Millisecond)
-		// The timer fires while publish is busy and must wait for it.
-		c.local.publishMu.Lock()
-		time.Sleep(30 * time.Millisecond)
-		c.local.publishMu.Unlock()
-		newer := sized(1, 3)
-		c.publish(newer) // past the hold time: served
-		time.Sleep(20 * time.Millisecond)
-		if got := c.current(); got != newer {
-			t.Fatalf("serving the snapshot at index %d, want the newer one at %d", got.Index, newer.Index)
-		}
-		c.local.stop()
+	const hold = time.Minute
+	for _, timerFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("timer first %v", timerFirst), func(t *testing.T) {
+			clock := &testClock{now: time.Unix(1000, 0)}
+			c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
+			c.local.guard = &guard{fraction: 0.5, hold: hold, clock: clock}
+			defer c.local.stop()
+			c.publish(sized(10, 1))
+			c.publish(sized(1, 2)) // held; the timer is due after hold
+			if got := c.current().Index; got != 1 {
+				t.Fatalf("serving index %d after a drop to a tenth, want the held 1", got)
+			}
+			clock.now = clock.now.Add(hold)
+			newer := sized(1, 3)
+			if timerFirst {
+				clock.fire()
+				c.publish(newer)
+			} else {
+				c.publish(newer) // past the hold time: served
+				clock.fire()
+			}
+			if got := c.current(); got != newer {
+				t.Fatalf("serving the snapshot at index %d, want the newer one at %d", got.Index, newer.Index)
+			}
+		})
 	}
+}
+
+// testClock is a clock that moves, and whose timers fire, only when a test
+// says so.
+type testClock struct {
+	now    time.Time
+	timers []*testTimer
+}
+
+type testTimer struct {
+	clock *testClock
+	at    time.Time
+	f     func()
+	armed bool
+}
+
+func (c *testClock) Now() time.Time { return c.now }
+
+func (c *testClock) AfterFunc(d time.Duration, f func()) timer {
+	t := &testTimer{clock: c, f: f}
+	t.Reset(d)
+	c.timers = append(c.timers, t)
+	return t
+}
+
+// fire runs the timers due, as their goroutines would.
+func (c *testClock) fire() {
+	for _, t := range c.timers {
+		if t.armed && !t.at.After(c.now) {
+			t.armed = false
+			t.f()
+		}
+	}
+}
+
+func (t *testTimer) Reset(d time.Duration) bool {
+	was := t.armed
+	t.at, t.armed = t.clock.now.Add(d), true
+	return was
+}
+
+func (t *testTimer) Stop() bool {
+	was := t.armed
+	t.armed = false
+	return was
 }

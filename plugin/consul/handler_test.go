@@ -12,7 +12,7 @@ import (
 // withLocal gives c a local datacenter that nothing replicates: tests publish
 // its snapshots by hand.
 func withLocal(c *Consul) *Consul {
-	c.local = &datacenter{label: "local", zones: c.Zones, opts: c.opts}
+	c.local = &datacenter{label: "local", zones: c.Zones, opts: c.opts, changed: &c.changed}
 	return c
 }
 

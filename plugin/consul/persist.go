@@ -25,6 +25,8 @@ type persister struct {
 	wake    chan struct{} // capacity 1
 	stop    chan struct{}
 	done    chan struct{}
+	// writeLast: the latest snapshots go to disk when it stops too.
+	writeLast bool
 }
 
 func newPersister(path string, interval time.Duration, collect func() *snapshot.Set) *persister {
@@ -52,17 +54,23 @@ func (p *persister) run() {
 	for {
 		select {
 		case <-p.stop:
-			p.write() // the last snapshot goes to disk on shutdown too
+			p.stopped()
 			return
 		case <-p.wake:
 		}
 		p.write()
 		select {
 		case <-p.stop:
-			p.write()
+			p.stopped()
 			return
 		case <-time.After(p.interval):
 		}
+	}
+}
+
+func (p *persister) stopped() {
+	if p.writeLast {
+		p.write()
 	}
 }
 
@@ -80,10 +88,13 @@ func (p *persister) write() {
 	snapshotWrites.WithLabelValues("ok").Inc()
 }
 
-func (p *persister) close() {
+// close stops the writes; writeLast writes what is served first, unless it
+// is on disk already.
+func (p *persister) close(writeLast bool) {
 	if p.stop == nil {
 		return
 	}
+	p.writeLast = writeLast
 	close(p.stop)
 	<-p.done
 	p.stop = nil

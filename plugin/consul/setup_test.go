@@ -19,7 +19,6 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 
 	"github.com/coredns/caddy"
-	"github.com/coredns/coredns/core/dnsserver"
 )
 
 func TestParse(t *testing.T) {
@@ -178,29 +177,6 @@ func TestSetup(t *testing.T) {
 	c = caddy.NewTestController("dns", "consul {\n bogus\n}")
 	if err := setup(c); err == nil || !strings.Contains(err.Error(), "plugin/consul") {
 		t.Fatalf("setup error = %v, want one naming the plugin", err)
-	}
-}
-
-// TestSetupReloadKeepsSnapshot checks that a reloaded block answers from the
-// snapshot its predecessor held, not SERVFAIL while it syncs again.
-func TestSetupReloadKeepsSnapshot(t *testing.T) {
-	handler := func() *Consul {
-		c := caddy.NewTestController("dns", "consul {\n address 127.0.0.1:1\n datacenter reload-test\n}")
-		c.ServerBlockKeys = []string{"consul.:53"}
-		if err := setup(c); err != nil {
-			t.Fatalf("setup: %v", err)
-		}
-		plugins := dnsserver.GetConfig(c).Plugin
-		return plugins[len(plugins)-1](nil).(*Consul)
-	}
-	first := handler()
-	if first.Ready() {
-		t.Fatal("a fresh block is ready before any sync")
-	}
-	first.publish(testSnapshot())
-	second := handler()
-	if !second.Ready() || second.current() != first.current() {
-		t.Fatal("the reloaded block does not start from its predecessor's snapshot")
 	}
 }
 

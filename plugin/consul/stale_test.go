@@ -2,6 +2,7 @@ package consul
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,23 +20,42 @@ import (
 func unreachable(t *testing.T) *replica.Replicator {
 	cfg := replica.DefaultConfig()
 	cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
+	failed := make(failures, 1)
+	cfg.Observer = failed
 	r, err := replica.New(&api.Config{Address: "127.0.0.1:1"}, cfg, func(*snapshot.Snapshot) {})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.Start()
 	t.Cleanup(r.Stop)
-	deadline := time.Now().Add(5 * time.Second)
+	timeout := time.After(5 * time.Second)
 	for {
+		select {
+		case <-failed:
+		case <-timeout:
+			t.Fatal("the replica never noticed Consul was unreachable")
+		}
 		if _, failing := r.Contact(); !failing.IsZero() {
 			return r
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the replica never noticed Consul was unreachable")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// failures is a replica.Observer that tells of failed requests.
+type failures chan struct{}
+
+func (f failures) Request(err error) {
+	if err != nil {
+		select {
+		case f <- struct{}{}:
+		default:
+		}
+	}
+}
+func (failures) Published(time.Duration) {}
+func (failures) Filtered()               {}
+func (failures) Swept(int)               {}
+func (failures) Watching(int, int, int)  {}
 
 func TestServeStale(t *testing.T) {
 	r := unreachable(t)
@@ -58,7 +78,7 @@ func TestServeStale(t *testing.T) {
 			opts := answer.DefaultOptions()
 			opts.TTL.SetService("*", tc.serviceTT)
 			c := withLocal(&Consul{Zones: []string{"consul."}, opts: opts, maxStale: tc.maxStale, staleTTL: tc.staleTTL})
-			c.local.replica = r
+			c.local.feed = &feed{replica: r}
 			snap := testSnapshot()
 			snap.Built = time.Now().Add(-tc.built)
 			c.local.serve(snap)
@@ -93,20 +113,73 @@ func TestServeStale(t *testing.T) {
 	}
 }
 
+// TestWaitReady checks that start-up waits for the local datacenter and the
+// listed ones, up to its timeout, and no longer than they take.
 func TestWaitReady(t *testing.T) {
-	c := withLocal(&Consul{Zones: []string{"consul."}})
-	start := time.Now()
-	c.waitReady(100 * time.Millisecond)
-	if waited := time.Since(start); waited < 100*time.Millisecond {
-		t.Errorf("returned after %s without a snapshot, before the 100ms timeout", waited)
+	dc2 := snapshot.New("dc2", 1, nil, nil, time.Unix(0, 0))
+	tests := []struct {
+		name string
+		want []string
+		// arrive happens while waitReady waits.
+		arrive func(c *Consul)
+	}{
+		{"the local snapshot", nil, func(c *Consul) { c.publish(testSnapshot()) }},
+		{"a listed datacenter's snapshot", []string{"dc2"}, func(c *Consul) {
+			c.publish(testSnapshot())
+			d := &datacenter{name: "dc2", label: "dc2", zones: c.Zones, changed: &c.changed}
+			c.addRemoteLocked(d)
+			d.publish(dc2)
+		}},
+		{"a listed datacenter Consul does not know", []string{"dc9"}, func(c *Consul) {
+			c.publish(testSnapshot())
+			c.datacentersRead([]string{"dc1"}, nil)
+		}},
 	}
-	go func() {
-		time.Sleep(50 * time.Millisecond)
-		c.publish(testSnapshot())
-	}()
-	start = time.Now()
-	c.waitReady(10 * time.Second)
-	if waited := time.Since(start); waited > 2*time.Second {
-		t.Errorf("waited %s although a snapshot arrived after 50ms", waited)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
+			c.want = tc.want
+			start := time.Now()
+			c.waitReady(50 * time.Millisecond)
+			if waited := time.Since(start); waited < 50*time.Millisecond {
+				t.Errorf("returned after %s with nothing to answer from, before the 50ms timeout", waited)
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				c.waitReady(time.Hour)
+			}()
+			tc.arrive(c)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("still waiting 10s after what it waits for arrived")
+			}
+		})
+	}
+}
+
+// TestSignalAwait checks that a notify between await's look at the
+// condition and its wait is not lost.
+func TestSignalAwait(t *testing.T) {
+	var s signal
+	var ready atomic.Bool
+	looked := 0
+	cond := func() bool {
+		if looked++; looked == 1 {
+			// The condition comes true, and is notified, right after
+			// this first look: await must see it without another notify.
+			go func() {
+				ready.Store(true)
+				s.notify()
+			}()
+		}
+		return ready.Load()
+	}
+	if !s.await(cond, time.After(10*time.Second)) {
+		t.Fatal("await missed a notify that came while it looked at the condition")
+	}
+	if s.await(func() bool { return false }, time.After(time.Millisecond)) {
+		t.Error("await reported a condition that never held")
 	}
 }

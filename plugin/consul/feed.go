@@ -1,0 +1,265 @@
+package consul
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// feed carries what one replica reads to the datacenter that serves it. A
+// replica's callbacks are fixed when it is made: the feed lets a reload point
+// them at the new block's datacenter. A reload that keeps the replica's
+// settings hands it over as it runs, with its watchers and connections: no
+// new request to Consul, no new sync. One that changes them makes a new
+// replica, and lends the old one to the new datacenter until the new one
+// has published, so that changes keep flowing meanwhile.
+type feed struct {
+	replica  *replica.Replicator
+	settings readSettings // what the replica was made with
+
+	// mu orders publications and handovers: a snapshot published while a
+	// reload hands the replica over reaches the new datacenter.
+	mu sync.Mutex
+	// to serves what the replica publishes; nil once a successor replica
+	// has published in its place.
+	to *datacenter
+	// owner's block stops the replica: the datacenter it was made for or
+	// handed over to. A block that shuts down while its replica is lent
+	// passes it to the borrower.
+	owner   *datacenter
+	latest  *snapshot.Snapshot // the newest snapshot the replica published
+	started bool
+	stopped bool
+	// predecessor is the replica of the reloaded block, lent to this one's
+	// datacenter until this one publishes; nil after.
+	predecessor *feed
+}
+
+// newFeed makes the replica of rc, read through client, that feeds to.
+func newFeed(client *api.Config, rc replica.Config, settings readSettings, to *datacenter, pool *replica.Pool) (*feed, error) {
+	f := &feed{settings: settings, to: to, owner: to}
+	if rc.Share > 1 {
+		rc.Pool = pool
+	}
+	rc.Observer = observer{dc: to.label}
+	if to.lists != nil {
+		rc.OnDatacenters = f.datacentersRead
+	}
+	r, err := replica.New(client, rc, f.publish)
+	if err != nil {
+		return nil, fmt.Errorf("datacenter %s: %w", to.label, err)
+	}
+	f.replica = r
+	return f, nil
+}
+
+func (f *feed) publish(snap *snapshot.Snapshot) {
+	f.mu.Lock()
+	f.latest = snap
+	if f.stopped || f.to == nil {
+		f.mu.Unlock()
+		return
+	}
+	pred := f.predecessor
+	f.predecessor = nil
+	// Before this snapshot is served: none of the predecessor's may follow.
+	stopPred := pred != nil && pred.yield(f.to)
+	f.to.publish(snap)
+	f.mu.Unlock()
+	if stopPred {
+		pred.replica.Stop()
+	}
+}
+
+// datacentersRead passes the datacenter lists the local replica read on.
+// Not under mu: what they start or stop may wait for a publication.
+func (f *feed) datacentersRead(known, byDistance []string) {
+	f.mu.Lock()
+	to := f.to
+	f.mu.Unlock()
+	if to != nil {
+		to.lists(known, byDistance)
+	}
+}
+
+// serve makes the replica feed d, and d's block the one that stops it: one
+// made for d starts, and one that feeds a running block's datacenter passes
+// to d. False when the replica was stopped meanwhile.
+func (f *feed) serve(d *datacenter) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return false
+	}
+	from := f.to
+	f.feedLocked(d)
+	f.owner = d
+	if !f.started {
+		f.started = true
+		f.replica.Start()
+	}
+	if f.predecessor != nil {
+		f.predecessor.lend(d, from)
+	}
+	return true
+}
+
+// lend makes the replica feed d until d's own replica has published; from
+// is the datacenter that borrowed it so far, which passes it on with what
+// it was passed.
+func (f *feed) lend(d, from *datacenter) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return
+	}
+	if f.owner == from {
+		f.owner = d
+	}
+	f.feedLocked(d)
+}
+
+// feedLocked points the replica at d, which serves its latest snapshot at
+// once, with its own answer options.
+func (f *feed) feedLocked(d *datacenter) {
+	prev := f.to
+	f.to = d
+	if prev == d {
+		return
+	}
+	// What prev served first, so that a removal guard measures the newest
+	// snapshot against it as prev's did.
+	if prev != nil {
+		if cur := prev.current(); cur != nil && cur != d.current() {
+			d.start(cur)
+		}
+	}
+	if f.latest != nil && f.latest != d.current() {
+		d.publish(f.latest)
+	}
+}
+
+// yield stops feeding d, whose own replica publishes. True when the replica
+// is to stop: d's block was passed it.
+func (f *feed) yield(d *datacenter) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.to != d {
+		return false // taken back by the block that lent it
+	}
+	f.to = nil
+	if f.owner != d || f.stopped {
+		return false // its block runs on, and stops it when it shuts down
+	}
+	f.stopped = true
+	return true
+}
+
+// feeds reports whether the replica, running or to start, feeds d, d's
+// block being the one to stop it.
+func (f *feed) feeds(d *datacenter) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.to == d && f.owner == d && !f.stopped
+}
+
+// handedOver reports whether d's replica feeds another datacenter now.
+func (f *feed) handedOver(d *datacenter) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.to != nil && f.to != d
+}
+
+// release is d's block stopping: the replica stops unless d handed it over.
+// One lent to a reloaded block is passed to it.
+func (f *feed) release(d *datacenter) {
+	f.mu.Lock()
+	if f.owner != d || f.stopped {
+		f.mu.Unlock()
+		return
+	}
+	if f.to != nil && f.to != d {
+		f.owner = f.to
+		f.mu.Unlock()
+		return
+	}
+	f.stopped = true
+	pred := f.predecessor
+	f.predecessor = nil
+	f.mu.Unlock()
+	// Not under mu: the replica's last publication may be waiting for it.
+	f.replica.Stop()
+	if pred != nil {
+		pred.release(d)
+	}
+}
+
+// readSettings decide how a replica reads Consul: all it is made with but
+// the callbacks that say where what it reads goes, and the contents of the
+// files its client reads once (token, TLS), so that a reload after a token
+// or a certificate was renewed in place makes a new replica. A field added
+// to either config is compared without anyone listing it.
+type readSettings struct {
+	client  api.Config
+	replica replica.Config
+	files   [sha256.Size]byte
+}
+
+func settingsOf(client *api.Config, rc replica.Config) readSettings {
+	s := readSettings{client: *client, replica: rc}
+	// Each parse makes a transport of its own; what it carries comes from
+	// the fields compared.
+	s.client.Transport, s.client.HttpClient = nil, nil
+	s.replica.Observer, s.replica.OnDatacenters, s.replica.Pool = nil, nil, nil
+	s.files = digestFiles(client)
+	return s
+}
+
+func (s *readSettings) equal(o *readSettings) bool { return reflect.DeepEqual(s, o) }
+
+// digestFiles digests the token, CA, certificate and key files client names.
+func digestFiles(client *api.Config) [sha256.Size]byte {
+	h := sha256.New()
+	tls := client.TLSConfig
+	for _, path := range []string{client.TokenFile, tls.CAFile, tls.CertFile, tls.KeyFile} {
+		if path != "" {
+			digestFile(h, path)
+		}
+	}
+	if tls.CAPath != "" {
+		// Every file under it, as the client loads them.
+		err := filepath.WalkDir(tls.CAPath, func(path string, e fs.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() {
+				digestFile(h, path)
+			}
+			return err
+		})
+		fmt.Fprintf(h, "%v\x00", err)
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// digestFile adds path and its contents to h, or why it cannot be read: a
+// file that becomes readable is a change too.
+func digestFile(h hash.Hash, path string) {
+	fmt.Fprintf(h, "%s\x00", path)
+	err := readable(path)
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(path)
+	}
+	fmt.Fprintf(h, "%d\x00%v\x00", len(data), err)
+	h.Write(data)
+}
