@@ -142,6 +142,22 @@ func TestIndexGoesBackwards(t *testing.T) {
 		}
 		return true
 	})
+	// Every loop now blocks on the restored indexes, not the old higher
+	// ones: later changes arrive, watched or not.
+	for s := range 4 {
+		name := fmt.Sprintf("service-%d", s)
+		cat.setHealth(name, name+"-new", snapshot.Critical)
+	}
+	cat.register("later", "n9", instance("later-1", "10.9.0.1", 80))
+	ev.waitSnap(t, "changes after the restore", func(s *snapshot.Snapshot) bool {
+		for s2 := range 4 {
+			name := fmt.Sprintf("service-%d", s2)
+			if health(s, name, name+"-new") != snapshot.Critical {
+				return false
+			}
+		}
+		return len(ids(s, "later")) == 1
+	})
 }
 
 // TestWaitExpiryChangesNothing: a blocking read whose wait passes without a
