@@ -2,12 +2,12 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul"
+	"github.com/coredns-consul/coredns-consul/test/corednsproc"
 
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
@@ -51,41 +51,34 @@ func TestWriteVersion(t *testing.T) {
 	}
 }
 
-// TestMainVersion runs main with -version in a child process, since
-// CoreDNS exits after printing: both the plugin's line and CoreDNS's must
-// be there.
-func TestMainVersion(t *testing.T) {
+// TestMainFlags runs main in a child process, since CoreDNS exits after
+// printing: -version prints the plugin's line beside CoreDNS's, and -plugins
+// does not, since scripts read its output one plugin name per line.
+func TestMainFlags(t *testing.T) {
 	if os.Getenv("COREDNS_CONSUL_RUN_MAIN") == "1" {
 		main()
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMainVersion$", "-version")
-	cmd.Env = append(os.Environ(), "COREDNS_CONSUL_RUN_MAIN=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("coredns -version: %v\n%s", err, out)
+	tests := []struct {
+		flag           string
+		want, unwanted []string
+	}{
+		{"-version", []string{"consul plugin (coredns-consul) " + consul.Version + "\n", "CoreDNS-" + coremain.CoreVersion + "\n"}, nil},
+		{"-plugins", []string{"consul\n"}, []string{"coredns-consul"}},
 	}
-	for _, want := range []string{"consul plugin (coredns-consul) " + consul.Version + "\n", "CoreDNS-" + coremain.CoreVersion + "\n"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("coredns -version printed %q, want a line %q", out, want)
-		}
-	}
-}
-
-// TestMainNoVersion checks the plugin's line is not printed without -version:
-// -plugins output is read by scripts, one plugin name per line.
-func TestMainNoVersion(t *testing.T) {
-	if os.Getenv("COREDNS_CONSUL_RUN_MAIN") == "1" {
-		main()
-		return
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMainNoVersion$", "-plugins")
-	cmd.Env = append(os.Environ(), "COREDNS_CONSUL_RUN_MAIN=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("coredns -plugins: %v\n%s", err, out)
-	}
-	if strings.Contains(string(out), "coredns-consul") || !strings.Contains(string(out), "consul\n") {
-		t.Errorf("coredns -plugins printed %q", out)
+	for _, tc := range tests {
+		t.Run(tc.flag, func(t *testing.T) {
+			out := corednsproc.Run(t, os.Args[0], []string{"COREDNS_CONSUL_RUN_MAIN=1"}, "-test.run=^TestMainFlags$", tc.flag)
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("coredns %s printed %q, want a line %q", tc.flag, out, w)
+				}
+			}
+			for _, u := range tc.unwanted {
+				if strings.Contains(out, u) {
+					t.Errorf("coredns %s printed %q, with %q", tc.flag, out, u)
+				}
+			}
+		})
 	}
 }

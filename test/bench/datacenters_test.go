@@ -16,6 +16,7 @@ import (
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
@@ -42,22 +43,14 @@ func datacentersRun(t *testing.T, out *strings.Builder, setup, hcl string, servi
 	dc1, dc2 := dcs[0], dcs[1]
 	client := dc2.Client()
 	consulagent.Populate(t, client, services, instances, max(instances, services*instances/25))
-	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n prometheus 127.0.0.1:%d\n consul {\n  address %s\n  datacenters dc2\n }\n}\n",
-			p.DNS, p.Ready, p.Metrics, dc1.HTTPAddr)
-	})
-	// dc2 synced: its last service answers.
-	last := fmt.Sprintf("service-%d.service.dc2.consul.", services-1)
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		if m, err := dns.Exchange(question(last, dns.TypeA), server.Addr); err == nil && len(m.Answer) == instances {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not answered after a minute", last)
-		}
-	}
-
-	time.Sleep(3 * time.Second) // the ramp: 100 watchers a second
+	server := corednsproc.Start(t, corednsproc.Corefile{Metrics: true, Consul: []string{"address " + dc1.HTTPAddr, "datacenters dc2"}}.Build)
+	// dc2 synced: its last service answers; then its watchers started.
+	dnsq.Wait(t, server.Addr, fmt.Sprintf("service-%d.service.dc2.consul.", services-1), dns.TypeA, time.Minute,
+		func(m *dns.Msg) bool { return len(m.Answer) == instances })
+	settle(time.Minute, time.Second, 3, func() float64 {
+		v, _ := server.Metric(t, "coredns_consul_watched_services")
+		return v
+	}, equal)
 	var watching []string
 	for _, line := range strings.Split(server.Metrics(t), "\n") {
 		if strings.HasPrefix(line, "coredns_consul_watched_services") {
@@ -70,27 +63,11 @@ func datacentersRun(t *testing.T, out *strings.Builder, setup, hcl string, servi
 	setA, setH := perm[:changes], perm[changes:2*changes]
 	name := func(s int) string { return fmt.Sprintf("service-%d.service.dc2.consul.", s) }
 	ip := func(i int) net.IP { return net.IPv4(192, 168, 203, byte(i+1)) }
-	checks := make([]api.HealthCheck, changes)
-	addrs := make([]net.IP, changes)
-	for i, s := range setH {
-		entries, _, err := client.Health().Service(fmt.Sprintf("service-%d", s), "", false, nil)
-		if err != nil || len(entries) == 0 || len(entries[0].Checks) == 0 {
-			t.Fatalf("service-%d: %v", s, err)
-		}
-		for _, c := range entries[0].Checks {
-			if c.ServiceID == entries[0].Service.ID {
-				checks[i] = *c
-			}
-		}
-		addrs[i] = net.ParseIP(entries[0].Node.Address)
+	var hNames []string
+	for _, s := range setH {
+		hNames = append(hNames, fmt.Sprintf("service-%d", s))
 	}
-	setCheck := func(i int, status string) {
-		c := checks[i]
-		c.Status = status
-		if ok, resp, _, err := client.Txn().Txn(api.TxnOps{{Check: &api.CheckTxnOp{Verb: api.CheckSet, Check: c}}}, nil); err != nil || !ok {
-			t.Fatalf("setting %s to %s: %v %+v", c.CheckID, status, err, resp)
-		}
-	}
+	health := targets(t, client, hNames)
 	const node, nodeAddr = "dc-bench-node", "10.254.1.1"
 	register := func(i, port int) {
 		consulagent.Register(t, client, node, nodeAddr, &api.AgentService{ID: fmt.Sprintf("dc-bench-%d", i),
@@ -99,45 +76,39 @@ func datacentersRun(t *testing.T, out *strings.Builder, setup, hcl string, servi
 	type kind struct {
 		name  string
 		write func(i int)
-		c     func(i int) costChange
+		c     func(i int) change
 	}
 	kinds := []kind{
-		{"new instance, with a check", func(i int) { register(i, 80) }, func(i int) costChange {
-			return costChange{name: name(setA[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return costHasA(m, ip(i)) }}
+		{"new instance, with a check", func(i int) { register(i, 80) }, func(i int) change {
+			return change{name: name(setA[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return dnsq.HasA(m, ip(i)) }}
 		}},
-		{"check passing -> critical", func(i int) { setCheck(i, api.HealthCritical) }, func(i int) costChange {
-			return costChange{name: name(setH[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return costAnswered(m) && !costHasA(m, addrs[i]) }}
+		{"check passing -> critical", func(i int) { health[i].set(t, client, api.HealthCritical) }, func(i int) change {
+			return change{name: name(setH[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return dnsq.Answered(m) && !dnsq.HasA(m, health[i].ip) }}
 		}},
-		{"port change", func(i int) { register(i, 9000+i) }, func(i int) costChange {
-			return costChange{name: name(setA[i]), qtype: dns.TypeSRV, done: func(m *dns.Msg) bool { return costHasPort(m, uint16(9000+i)) }}
+		{"port change", func(i int) { register(i, 9000+i) }, func(i int) change {
+			return change{name: name(setA[i]), qtype: dns.TypeSRV, done: func(m *dns.Msg) bool { return dnsq.HasPort(m, uint16(9000+i)) }}
 		}},
-		{"check critical -> passing", func(i int) { setCheck(i, api.HealthPassing) }, func(i int) costChange {
-			return costChange{name: name(setH[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return costHasA(m, addrs[i]) }}
+		{"check critical -> passing", func(i int) { health[i].set(t, client, api.HealthPassing) }, func(i int) change {
+			return change{name: name(setH[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return dnsq.HasA(m, health[i].ip) }}
 		}},
-		{"deregister", func(i int) { consulagent.Deregister(t, client, node, fmt.Sprintf("dc-bench-%d", i)) }, func(i int) costChange {
-			return costChange{name: name(setA[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return costAnswered(m) && !costHasA(m, ip(i)) }}
+		{"deregister", func(i int) { consulagent.Deregister(t, client, node, fmt.Sprintf("dc-bench-%d", i)) }, func(i int) change {
+			return change{name: name(setA[i]), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return dnsq.Answered(m) && !dnsq.HasA(m, ip(i)) }}
 		}},
 	}
 
 	fmt.Fprintf(out, "\n### %s\n\nWatchers: %s.\n\n", setup, strings.Join(watching, ", "))
 	fmt.Fprintf(out, "| change in dc2 | plugin p50 / p99 (ms) | Consul DNS p50 / p99 (ms) | plugin p99 / Consul DNS p99 |\n|---|---|---|---|\n")
 	for _, k := range kinds {
-		seen := costTime([]string{server.Addr, dc1.DNSAddr}, changes, pace, timeout, k.write, k.c)
+		seen := timeChanges([]string{server.Addr, dc1.DNSAddr}, changes, pace, timeout, k.write, k.c)
 		plugin, consul := seen[0], seen[1]
-		p99, c99 := costQuantile(plugin, 99), costQuantile(consul, 99)
+		p99, c99 := quantile(plugin, 99), quantile(consul, 99)
 		missing := ""
 		if len(plugin) < changes || len(consul) < changes {
 			missing = fmt.Sprintf(" (seen: plugin %d, Consul DNS %d of %d)", len(plugin), len(consul), changes)
 		}
 		fmt.Fprintf(out, "| %s%s | %.1f / %.1f | %.1f / %.1f | %.2f |\n", k.name, missing,
-			costQuantile(plugin, 50), p99, costQuantile(consul, 50), c99, p99/c99)
+			quantile(plugin, 50), p99, quantile(consul, 50), c99, p99/c99)
 		t.Logf("datacenters, %s: plugin p50 %.1f p99 %.1f ms; Consul DNS p50 %.1f p99 %.1f ms%s", k.name,
-			costQuantile(plugin, 50), p99, costQuantile(consul, 50), c99, missing)
+			quantile(plugin, 50), p99, quantile(consul, 50), c99, missing)
 	}
-}
-
-func question(name string, qtype uint16) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	return m
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-cleanhttp"
@@ -41,20 +42,20 @@ import (
 // service) and counts, per change, the blocking queries that returned on
 // each client agent by endpoint, the server's RPCs, and each instance's
 // requests, publishes and bytes read. FLEET_REPORT=path writes the tables
-// as markdown; FLEET_SETTLE (seconds, default 10) is the quiet time before
-// each sample.
+// as markdown; FLEET_SETTLE (seconds, default 10) is how long every agent's
+// goroutine count must hold steady before each sample.
 //
 //	go test -run '^$' -bench FleetCost -benchtime 1x -timeout 30m ./test/bench/
 func BenchmarkFleetCost(b *testing.B) {
 	sizes := fleetSizes(os.Getenv("FLEET_SERVICES"))
 	instances := envInt("FLEET_INSTANCES", 3)
 	changes := envInt("FLEET_CHANGES", 20)
-	settle := time.Duration(envInt("FLEET_SETTLE", 10)) * time.Second
+	steadyFor := time.Duration(envInt("FLEET_SETTLE", 10)) * time.Second
 	for range b.N {
 		began := time.Now()
 		var results []*fleetResult
 		for _, s := range sizes {
-			results = append(results, fleetMeasure(b, s, instances, changes, settle))
+			results = append(results, fleetMeasure(b, s, instances, changes, steadyFor))
 		}
 		out := fleetReport(results, instances, time.Since(began))
 		fmt.Print(out)
@@ -149,7 +150,7 @@ func (c *fleetConnCounter) transport() *http.Transport {
 // fleetStartInstance starts a replica on agent that watches up to watchers
 // services, and waits until it published its first snapshot and runs every
 // watcher.
-func fleetStartInstance(b *testing.B, name string, agent *consulagent.FleetAgent, watchers int) (*fleetInstance, time.Duration) {
+func fleetStartInstance(b *testing.B, name string, agent *consulagent.Process, watchers int) (*fleetInstance, time.Duration) {
 	b.Helper()
 	inst := &fleetInstance{name: name, counter: &fleetConnCounter{}}
 	cfg := replica.DefaultConfig()
@@ -174,13 +175,12 @@ func fleetStartInstance(b *testing.B, name string, agent *consulagent.FleetAgent
 		b.Fatalf("%s: no snapshot after 3 minutes (%+v)", name, r.Stats())
 	}
 	synced := time.Since(start)
-	deadline := time.Now().Add(time.Minute)
-	for r.Stats().Watchers != watchers {
-		if time.Now().After(deadline) {
-			b.Fatalf("%s: %d watchers, not %d, after a minute", name, r.Stats().Watchers, watchers)
+	wait.Until(b, time.Minute, func() error {
+		if n := r.Stats().Watchers; n != watchers {
+			return fmt.Errorf("%s: %d watchers, not %d", name, n, watchers)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	return inst, synced
 }
 
@@ -188,22 +188,15 @@ const fleetStreams = `consul_grpc_server_streams{server_type="internal"}`
 
 // fleetWaitStreams waits until the server holds at least want streams from
 // client agents (one per client agent and watched service).
-func fleetWaitStreams(b *testing.B, server *consulagent.FleetAgent, want float64) {
+func fleetWaitStreams(b *testing.B, server *consulagent.Process, want float64) {
 	b.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	wait.Until(b, 2*time.Minute, func() error {
 		m, err := server.Metrics()
-		if err != nil {
-			b.Fatal(err)
+		if err == nil && m[fleetStreams] < want {
+			err = fmt.Errorf("the server holds %.0f streams, not %.0f", m[fleetStreams], want)
 		}
-		if m[fleetStreams] >= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("the server holds %.0f streams, not %.0f, after 2 minutes", m[fleetStreams], want)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 func fleetSample(b *testing.B, f *consulagent.Fleet, name string) fleetPhase {
@@ -233,6 +226,34 @@ func fleetResetPeaks(b *testing.B, f *consulagent.Fleet) {
 			b.Logf("resetting the peak RSS of %s: %v (peaks are since the start)", a.Name, err)
 		}
 	}
+}
+
+// fleetSettle waits until every agent's goroutine count has held steady
+// (within 1%) for the settle time, polled every second, at most a minute
+// past it: the step's watchers and views are all in place, or gone.
+func fleetSettle(b *testing.B, f *consulagent.Fleet, quiet time.Duration) {
+	b.Helper()
+	for _, a := range f.Agents() {
+		n := max(1, int(quiet/time.Second))
+		if _, ok := settle(quiet+time.Minute, time.Second, n, func() float64 {
+			g, err := a.Goroutines()
+			if err != nil {
+				b.Fatal(err)
+			}
+			return g
+		}, within1pct); !ok {
+			b.Logf("%s: goroutines not steady after %s", a.Name, quiet+time.Minute)
+		}
+	}
+}
+
+// fleetRequests is the instances' requests to Consul so far.
+func fleetRequests(insts []*fleetInstance) float64 {
+	n := 0.0
+	for _, in := range insts {
+		n += float64(in.r.Stats().Requests)
+	}
+	return n
 }
 
 // fleetCounters are the cumulative counters read around each change.
@@ -312,7 +333,7 @@ func fleetAdd(t *fleetChangeTotals, before, after fleetCounters) {
 }
 
 // fleetMeasure runs the steps for one size on a fresh fleet.
-func fleetMeasure(b *testing.B, services, instances, changes int, settle time.Duration) *fleetResult {
+func fleetMeasure(b *testing.B, services, instances, changes int, steadyFor time.Duration) *fleetResult {
 	b.Helper()
 	began := time.Now()
 	f := consulagent.StartFleet(b, 2, "limits { http_max_conns_per_client = 10000 }")
@@ -328,7 +349,7 @@ func fleetMeasure(b *testing.B, services, instances, changes int, settle time.Du
 	b.Logf("S=%d: fleet up and catalog loaded in %s", services, time.Since(began).Round(time.Millisecond))
 
 	res := &fleetResult{services: services, watchers: services + 1, changes: map[string]*fleetChangeTotals{}}
-	time.Sleep(settle)
+	fleetSettle(b, f, steadyFor)
 	res.phases = append(res.phases, fleetSample(b, f, "no plugin"))
 	base, err := f.Server.Metrics()
 	if err != nil {
@@ -337,13 +358,13 @@ func fleetMeasure(b *testing.B, services, instances, changes int, settle time.Du
 	baseStreams := base[fleetStreams]
 
 	var insts []*fleetInstance
-	step := func(name string, agent *consulagent.FleetAgent, streams float64) {
+	step := func(name string, agent *consulagent.Process, streams float64) {
 		fleetResetPeaks(b, f)
 		inst, synced := fleetStartInstance(b, name, agent, res.watchers)
 		insts = append(insts, inst)
 		res.syncTimes = append(res.syncTimes, synced)
 		fleetWaitStreams(b, f.Server, streams)
-		time.Sleep(settle)
+		fleetSettle(b, f, steadyFor)
 		res.phases = append(res.phases, fleetSample(b, f, "+ instance "+name))
 	}
 	step("A on client-0", f.Clients[0], baseStreams+float64(res.watchers))
@@ -371,16 +392,14 @@ func fleetMeasure(b *testing.B, services, instances, changes int, settle time.Du
 				status := map[string]string{"register": api.HealthPassing, "critical": api.HealthCritical, "passing": api.HealthPassing}[kind]
 				consulagent.Register(b, writer, node, nodeAddr, &api.AgentService{ID: id, Service: service, Port: 80, Address: "192.168.0.1"}, status)
 			}
-			deadline := time.Now().Add(10 * time.Second)
 			for i, in := range insts {
-				for float64(in.publishes.Load()) == before.publishes[i] {
-					if time.Now().After(deadline) {
-						b.Fatalf("change %d (%s %s): instance %s published nothing in 10s", c, kind, service, in.name)
-					}
-					time.Sleep(time.Millisecond)
+				if !wait.Poll(10*time.Second, time.Millisecond, nil, func() bool { return float64(in.publishes.Load()) != before.publishes[i] }) {
+					b.Fatalf("change %d (%s %s): instance %s published nothing in 10s", c, kind, service, in.name)
 				}
 			}
-			time.Sleep(quiet) // detectors and their follow-ups
+			// The detectors and their follow-ups are over when no instance
+			// has made a request for quiet.
+			settle(10*time.Second, quiet/4, 4, func() float64 { return fleetRequests(insts) }, equal)
 			after := fleetRead(b, f, insts)
 			if res.changes[kind] == nil {
 				res.changes[kind] = &fleetChangeTotals{}
@@ -390,7 +409,7 @@ func fleetMeasure(b *testing.B, services, instances, changes int, settle time.Du
 		// The same counters over an idle window as long as the changes took.
 		idle := time.Duration(changes) * (quiet + 100*time.Millisecond)
 		before := fleetRead(b, f, insts)
-		time.Sleep(idle)
+		pause(idle)
 		res.changes["idle"] = &fleetChangeTotals{}
 		fleetAdd(res.changes["idle"], before, fleetRead(b, f, insts))
 		res.changes["idle"].n = changes // per window of one change's length
@@ -401,7 +420,7 @@ func fleetMeasure(b *testing.B, services, instances, changes int, settle time.Du
 	for _, in := range insts {
 		in.r.Stop()
 	}
-	time.Sleep(settle)
+	fleetSettle(b, f, steadyFor)
 	res.phases = append(res.phases, fleetSample(b, f, "all instances stopped"))
 	b.Logf("S=%d measured in %s", services, time.Since(began).Round(time.Second))
 	return res

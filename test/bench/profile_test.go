@@ -2,7 +2,6 @@ package bench
 
 import (
 	"flag"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -31,23 +30,24 @@ func TestProfileUnderLoad(t *testing.T) {
 	agent := consulagent.StartProcessTLS(t)
 	consulagent.Populate(t, agent.Client(), 1000, 5, 200)
 	queries := queryMix(t, 800)
-	for _, c := range []struct{ name, body string }{
-		{"plugin", fmt.Sprintf(" consul consul. {\n  address %s\n }", agent.HTTPAddr)},
-		{"whoami", " whoami"},
+	for _, c := range []struct {
+		name     string
+		corefile corednsproc.Corefile
+	}{
+		{"plugin", corednsproc.Corefile{ConsulZones: "consul.", Consul: []string{"address " + agent.HTTPAddr}}},
+		{"whoami", corednsproc.Corefile{After: []string{"whoami"}}},
 	} {
-		pprofPort := corednsproc.FreePort(t)
-		s := corednsproc.Start(t, func(p corednsproc.Ports) string {
-			return fmt.Sprintf(".:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n pprof 127.0.0.1:%d\n%s\n}\n", p.DNS, p.Ready, pprofPort, c.body)
-		})
+		c.corefile.Zone, c.corefile.Pprof = ".", true
+		s := corednsproc.Start(t, c.corefile.Build)
 		target := contender{c.name, s.Addr, s.Pid(), true}
 		pin(target.pid, "0")
 		dnsperf(t, target, queries) // warm up
 		done := make(chan perf)
 		go func() { done <- dnsperf(t, target, queries) }()
 		// The CPU profile covers 8 s of dnsperf's 10.
-		fetch(t, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=8", pprofPort), filepath.Join(*profileDir, "cpu-"+c.name+".pprof"))
+		fetch(t, "http://"+s.PprofAddr+"/debug/pprof/profile?seconds=8", filepath.Join(*profileDir, "cpu-"+c.name+".pprof"))
 		r := <-done
-		fetch(t, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/allocs", pprofPort), filepath.Join(*profileDir, "allocs-"+c.name+".pprof"))
+		fetch(t, "http://"+s.PprofAddr+"/debug/pprof/allocs", filepath.Join(*profileDir, "allocs-"+c.name+".pprof"))
 		t.Logf("%s: %.0f qps while profiled", c.name, r.qps)
 		s.Stop(t)
 	}

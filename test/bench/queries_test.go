@@ -24,9 +24,7 @@ func queriesSection(t *testing.T, out *strings.Builder) {
 	agent := consulagent.StartProcess(t)
 	client := agent.Client()
 	consulagent.Populate(t, client, services, instances, 25)
-	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n consul {\n  address %s\n }\n}\n", p.DNS, p.Ready, agent.HTTPAddr)
-	})
+	server := corednsproc.Start(t, corednsproc.Corefile{Consul: []string{"address " + agent.HTTPAddr}}.Build)
 	ids := make([]string, changes)
 	name := func(i int) string { return fmt.Sprintf("bench-query-%d", i) }
 	def := func(i int, service string) *api.PreparedQueryDefinition {
@@ -64,16 +62,16 @@ func queriesSection(t *testing.T, out *strings.Builder) {
 		"first, so the new answer differs).\n\n", services, instances, changes, pace)
 	fmt.Fprintf(out, "| definition | plugin p50 / p99 (ms) | Consul DNS p50 / p99 (ms) |\n|---|---|---|\n")
 	for _, k := range kinds {
-		seen := costTime([]string{server.Addr, agent.DNSAddr}, changes, pace, timeout, k.write, func(i int) costChange {
-			return costChange{name: qname(i), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return k.done(i, m) }}
+		seen := timeChanges([]string{server.Addr, agent.DNSAddr}, changes, pace, timeout, k.write, func(i int) change {
+			return change{name: qname(i), qtype: dns.TypeA, done: func(m *dns.Msg) bool { return k.done(i, m) }}
 		})
 		missing := ""
 		if len(seen[0]) < changes || len(seen[1]) < changes {
 			missing = fmt.Sprintf(" (seen: plugin %d, Consul DNS %d of %d)", len(seen[0]), len(seen[1]), changes)
 		}
 		fmt.Fprintf(out, "| %s%s | %.1f / %.1f | %.1f / %.1f |\n", k.name, missing,
-			costQuantile(seen[0], 50), costQuantile(seen[0], 99), costQuantile(seen[1], 50), costQuantile(seen[1], 99))
+			quantile(seen[0], 50), quantile(seen[0], 99), quantile(seen[1], 50), quantile(seen[1], 99))
 		t.Logf("queries, %s: plugin p50 %.1f p99 %.1f ms; Consul DNS p50 %.1f p99 %.1f ms%s", k.name,
-			costQuantile(seen[0], 50), costQuantile(seen[0], 99), costQuantile(seen[1], 50), costQuantile(seen[1], 99), missing)
+			quantile(seen[0], 50), quantile(seen[0], 99), quantile(seen[1], 50), quantile(seen[1], 99), missing)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,68 +19,33 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
+	"github.com/coredns-consul/coredns-consul/test/procfs"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/hashicorp/consul/sdk/testutil"
 	"github.com/miekg/dns"
 )
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
-}
 
 // startAgent starts the agent the benchmarks run against and returns the
 // consul block's settings for it. BENCH_TLS=1 serves the API over HTTPS;
 // BENCH_MAX_CONNS raises the agent's limits.http_max_conns_per_client and
 // BENCH_MAX_WATCHERS sets the plugin's max_watchers.
-func startAgent(b *testing.B) (*testutil.TestServer, string) {
-	configure := func(c *testutil.TestServerConfig) {
-		if n := envInt("BENCH_MAX_CONNS", 0); n > 0 {
-			c.Args = append(c.Args, "-hcl", fmt.Sprintf("limits { http_max_conns_per_client = %d }", n))
-		}
+func startAgent(b *testing.B) (*consulagent.Process, []string) {
+	opts := consulagent.Options{TLS: os.Getenv("BENCH_TLS") == "1"}
+	if n := envInt("BENCH_MAX_CONNS", 0); n > 0 {
+		opts.HCL = []string{fmt.Sprintf("limits { http_max_conns_per_client = %d }", n)}
 	}
-	settings := ""
-	if n := envInt("BENCH_MAX_WATCHERS", -1); n >= 0 {
-		settings += fmt.Sprintf("        max_watchers %d\n", n)
-	}
-	if os.Getenv("BENCH_TLS") == "1" {
-		agent, ca := consulagent.StartTLS(b, configure)
+	agent := consulagent.StartProcessWith(b, opts)
+	settings := []string{"address " + agent.HTTPAddr}
+	if opts.TLS {
 		b.Log("Consul API over HTTPS")
-		return agent, settings + fmt.Sprintf("        address https://%s\n        tls %s\n", agent.HTTPSAddr, ca)
+		settings = []string{"address https://" + agent.HTTPSAddr, "tls " + agent.CAFile}
 	}
-	agent := consulagent.Start(b, configure)
-	return agent, settings + "        address " + agent.HTTPAddr + "\n"
-}
-
-func corefile(settings string) func(corednsproc.Ports) string {
-	return func(p corednsproc.Ports) string {
-		return fmt.Sprintf(`consul.:%d {
-    bind 127.0.0.1
-    ready 127.0.0.1:%d
-    consul {
-%s    }
-}
-`, p.DNS, p.Ready, settings)
+	if n := envInt("BENCH_MAX_WATCHERS", -1); n >= 0 {
+		settings = append(settings, fmt.Sprintf("max_watchers %d", n))
 	}
-}
-
-// peakRSS is a process's peak resident set size in bytes (VmHWM).
-func peakRSS(b *testing.B, pid int) float64 {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb * 1024
-		}
-	}
-	b.Fatal("no VmHWM")
-	return 0
+	return agent, settings
 }
 
 // BenchmarkInitialSync loads a large catalog (5,000 services x 10 instances
@@ -93,7 +57,7 @@ func BenchmarkInitialSync(b *testing.B) {
 	services, instances := envInt("BENCH_SERVICES", 5000), envInt("BENCH_INSTANCES", 10)
 	idle := time.Duration(envInt("BENCH_IDLE", 60)) * time.Second
 	agent, settings := startAgent(b)
-	client := consulagent.Client(b, agent)
+	client := agent.Client()
 	began := time.Now()
 	consulagent.Populate(b, client, services, instances, max(1, services*instances/20))
 	b.Logf("catalog of %d services x %d instances loaded in %s", services, instances, time.Since(began).Round(time.Millisecond))
@@ -102,7 +66,7 @@ func BenchmarkInitialSync(b *testing.B) {
 		var synced atomic.Pointer[snapshot.Snapshot]
 		done := make(chan time.Duration, 1)
 		start := time.Now()
-		r, err := replica.New(consulagent.Config(agent), replica.DefaultConfig(), func(s *snapshot.Snapshot) {
+		r, err := replica.New(agent.Config(), replica.DefaultConfig(), func(s *snapshot.Snapshot) {
 			if synced.Load() == nil {
 				done <- time.Since(start)
 			}
@@ -117,7 +81,7 @@ func BenchmarkInitialSync(b *testing.B) {
 			b.Fatalf("first snapshot has %d services, %d instances", n, in)
 		}
 		atSync := r.Stats()
-		time.Sleep(idle)
+		pause(idle)
 		afterIdle := r.Stats()
 		r.Stop()
 		b.ReportMetric(syncTime.Seconds(), "sync-s")
@@ -136,9 +100,12 @@ func BenchmarkInitialSync(b *testing.B) {
 
 		corednsproc.Binary(b) // built before the clock starts
 		start = time.Now()
-		server := corednsproc.Start(b, corefile(settings))
+		server := corednsproc.Start(b, corednsproc.Corefile{Consul: settings}.Build)
 		ready := time.Since(start)
-		rss := peakRSS(b, server.Pid())
+		_, rss, err := procfs.Memory(server.Pid())
+		if err != nil {
+			b.Fatal(err)
+		}
 		if strings.Contains(server.Output(), " 429 ") {
 			b.Errorf("CoreDNS met 429s:\n%s", server.Output())
 		}
@@ -157,25 +124,13 @@ func BenchmarkPropagation(b *testing.B) {
 	services := envInt("BENCH_SERVICES", 1000)
 	changes := envInt("BENCH_CHANGES", 200)
 	agent, settings := startAgent(b)
-	client := consulagent.Client(b, agent)
+	client := agent.Client()
 	consulagent.Populate(b, client, services, 5, 200)
-	server := corednsproc.Start(b, corefile(settings))
-	dnsClient := &dns.Client{Net: "udp", Timeout: time.Second}
+	server := corednsproc.Start(b, corednsproc.Corefile{Consul: settings}.Build)
 
 	// has reports whether service's A answer holds ip.
 	has := func(service string, ip net.IP) bool {
-		m := new(dns.Msg)
-		m.SetQuestion(service+".service.consul.", dns.TypeA)
-		resp, _, err := dnsClient.Exchange(m, server.Addr)
-		if err != nil {
-			b.Fatalf("query: %v", err)
-		}
-		for _, rr := range resp.Answer {
-			if a, ok := rr.(*dns.A); ok && a.A.Equal(ip) {
-				return true
-			}
-		}
-		return false
+		return dnsq.HasA(dnsq.Query(b, server.Addr, service+".service.consul.", dns.TypeA), ip)
 	}
 	kinds := []string{"register", "critical", "passing", "deregister"}
 	for range b.N {
@@ -199,11 +154,8 @@ func BenchmarkPropagation(b *testing.B) {
 			}
 			written := time.Now()
 			want := kind == "register" || kind == "passing"
-			for has(service, ip) != want {
-				if time.Since(written) > 10*time.Second {
-					b.Fatalf("change %d (%s %s) not answered after 10s", c, kind, service)
-				}
-				time.Sleep(200 * time.Microsecond)
+			if !wait.Poll(10*time.Second, 200*time.Microsecond, nil, func() bool { return has(service, ip) == want }) {
+				b.Fatalf("change %d (%s %s) not answered after 10s", c, kind, service)
 			}
 			d := time.Since(written)
 			byKind[kind] = append(byKind[kind], d)
@@ -225,5 +177,3 @@ func BenchmarkPropagation(b *testing.B) {
 		report("all", all)
 	}
 }
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

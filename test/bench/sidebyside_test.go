@@ -22,6 +22,9 @@ import (
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
+	"github.com/coredns-consul/coredns-consul/test/procfs"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
@@ -94,18 +97,17 @@ func sideBySide(t *testing.T, out *strings.Builder) {
 	stopRegen := regenerate(t, client, zoneFile, 5*time.Second)
 	defer stopRegen()
 
-	start := func(body string) *corednsproc.Server {
-		return corednsproc.Start(t, func(p corednsproc.Ports) string {
-			return fmt.Sprintf(".:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n%s\n}\n", p.DNS, p.Ready, body)
-		})
+	start := func(cf corednsproc.Corefile) *corednsproc.Server {
+		cf.Zone = "."
+		return corednsproc.Start(t, cf.Build)
 	}
-	plugin := start(fmt.Sprintf(" consul consul. {\n  address %s\n }", agent.HTTPAddr))
+	plugin := start(corednsproc.Corefile{ConsulZones: "consul.", Consul: []string{"address " + agent.HTTPAddr}})
 	// The same plugin over HTTPS, where HTTP/2 lets every service have its
 	// own blocking query within the agent's connection limit.
-	pluginTLS := start(fmt.Sprintf(" consul consul. {\n  address https://%s\n  tls %s\n }", agent.HTTPSAddr, agent.CAFile))
-	forward := start(fmt.Sprintf(" cache {\n  serve_stale\n }\n forward consul. %s", agent.DNSAddr))
-	file := start(fmt.Sprintf(" file %s consul. {\n  reload 1s\n }", zoneFile))
-	whoami := start(" whoami")
+	pluginTLS := start(corednsproc.Corefile{ConsulZones: "consul.", Consul: []string{"address https://" + agent.HTTPSAddr, "tls " + agent.CAFile}})
+	forward := start(corednsproc.Corefile{After: []string{"cache {\n    serve_stale\n}", "forward consul. " + agent.DNSAddr}})
+	file := start(corednsproc.Corefile{After: []string{"file " + zoneFile + " consul. {\n    reload 1s\n}"}})
+	whoami := start(corednsproc.Corefile{After: []string{"whoami"}})
 	contenders := []contender{
 		{"consul plugin", plugin.Addr, plugin.Pid(), true},
 		{"consul plugin over HTTPS", pluginTLS.Addr, pluginTLS.Pid(), true},
@@ -373,95 +375,40 @@ func latencies(t *testing.T, c contender, queries string, d time.Duration) (p50,
 }
 
 // propagation registers new instances and times, for each contender, the
-// first answer that holds them. Watchers poll while the registrations go on.
+// first answer that holds them; then it removes them, and waits until no
+// contender answers them, so that the outage starts from the catalog it
+// was given.
 func propagation(t *testing.T, out *strings.Builder, client *api.Client, contenders []contender, asked int) {
-	const changes = 100
-	type change struct {
-		service string
-		ip      net.IP
-		at      time.Time
+	const changes, pace, timeout = 100, 50 * time.Millisecond, 120 * time.Second
+	service := func(i int) string { return fmt.Sprintf("service-%d", i*7%asked) }
+	ip := func(i int) net.IP { return net.IPv4(192, 168, 200, byte(i+1)) }
+	var addrs []string
+	for _, c := range contenders {
+		addrs = append(addrs, c.addr)
 	}
-	seen := make([][]time.Duration, len(contenders))
-	feeds := make([]chan change, len(contenders))
-	var wg sync.WaitGroup
-	for ci, con := range contenders {
-		feeds[ci] = make(chan change, changes)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &dns.Client{Net: "udp", Timeout: time.Second}
-			var left []change
-			open := true
-			deadline := time.Now().Add(120 * time.Second)
-			for (open || len(left) > 0) && time.Now().Before(deadline) {
-				for more := true; more && open; {
-					select {
-					case c, ok := <-feeds[ci]:
-						if !ok {
-							open = false
-						} else {
-							left = append(left, c)
-						}
-					default:
-						more = false
-					}
-				}
-				next := left[:0]
-				for _, c := range left {
-					m := new(dns.Msg)
-					m.SetQuestion(c.service+".service.consul.", dns.TypeA)
-					m.SetEdns0(4096, false)
-					resp, _, err := client.Exchange(m, con.addr)
-					found := false
-					if err == nil {
-						for _, rr := range resp.Answer {
-							if a, ok := rr.(*dns.A); ok && a.A.Equal(c.ip) {
-								found = true
-							}
-						}
-					}
-					if found {
-						seen[ci] = append(seen[ci], time.Since(c.at))
-					} else {
-						next = append(next, c)
-					}
-				}
-				left = next
-				time.Sleep(time.Millisecond)
-			}
-		}()
-	}
-	for i := range changes {
-		c := change{service: fmt.Sprintf("service-%d", i*7%asked), ip: net.IPv4(192, 168, 200, byte(i+1))}
+	register := func(i int) {
 		consulagent.Register(t, client, "prop-node", "10.255.0.1", &api.AgentService{
-			ID: fmt.Sprintf("prop-%d", i), Service: c.service, Port: 80, Address: c.ip.String(),
+			ID: fmt.Sprintf("prop-%d", i), Service: service(i), Port: 80, Address: ip(i).String(),
 		}, api.HealthPassing)
-		c.at = time.Now()
-		for _, feed := range feeds {
-			feed <- c
-		}
-		time.Sleep(50 * time.Millisecond) // a change every 50 ms, watched concurrently
 	}
-	for _, feed := range feeds {
-		close(feed)
-	}
-	wg.Wait()
-	fmt.Fprintf(out, "## Propagation\n\n%d registrations of new instances, one every 50 ms, each to another service; for each\ncontender, the time from the registration returning to the first answer holding the new instance\n(each pending name is asked again every millisecond or so, so the figures include up to a few ms of\npolling). Not answered within 120 s counts as missing.\n\n", changes)
+	seen := timeChanges(addrs, changes, pace, timeout, register, func(i int) change {
+		return change{name: service(i) + ".service.consul.", qtype: dns.TypeA, done: func(m *dns.Msg) bool { return dnsq.HasA(m, ip(i)) }}
+	})
+	fmt.Fprintf(out, "## Propagation\n\n%d registrations of new instances, one every 50 ms, each to another service; for each\ncontender, the time from the registration returning to the first answer holding the new instance\n(each pending name is asked again every millisecond or so, so the figures include up to a few ms of\npolling). Not answered within 120 s of the last registration counts as missing.\n\n", changes)
 	fmt.Fprintf(out, "| contender | seen | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n")
 	for ci, con := range contenders {
 		d := seen[ci]
-		slices.Sort(d)
 		if len(d) == 0 {
 			fmt.Fprintf(out, "| %s | 0/%d | - | - | - |\n", con.name, changes)
 			continue
 		}
-		fmt.Fprintf(out, "| %s | %d/%d | %.1f | %.1f | %.1f |\n", con.name, len(d), changes,
-			ms(d[len(d)/2]), ms(d[(len(d)*99+99)/100-1]), ms(d[len(d)-1]))
+		fmt.Fprintf(out, "| %s | %d/%d | %.1f | %.1f | %.1f |\n", con.name, len(d), changes, quantile(d, 50), quantile(d, 99), quantile(d, 100))
 	}
 	out.WriteString("\n")
-	for i := range changes {
-		consulagent.Deregister(t, client, "prop-node", fmt.Sprintf("prop-%d", i))
-	}
+	deregister := func(i int) { consulagent.Deregister(t, client, "prop-node", fmt.Sprintf("prop-%d", i)) }
+	timeChanges(addrs, changes, time.Millisecond, timeout, deregister, func(i int) change {
+		return change{name: service(i) + ".service.consul.", qtype: dns.TypeA, done: func(m *dns.Msg) bool { return !dnsq.HasA(m, ip(i)) }}
+	})
 }
 
 // outage kills Consul and asks every contender, for the outage's duration,
@@ -469,15 +416,10 @@ func propagation(t *testing.T, out *strings.Builder, client *api.Client, contend
 func outage(t *testing.T, out *strings.Builder, agent *consulagent.Process, contenders []contender, asked, services, instances int) {
 	duration := time.Duration(envInt("BENCH_OUTAGE", 60)) * time.Second
 	warm := asked // services 0..asked-1 were asked before the outage; the rest never
-	c := &dns.Client{Net: "udp", Timeout: 500 * time.Millisecond}
 	ask := func(addr string, s int, qtype uint16) bool {
-		m := new(dns.Msg)
-		m.SetQuestion(fmt.Sprintf("service-%d.service.consul.", s), qtype)
-		m.SetEdns0(4096, false)
-		resp, _, err := c.Exchange(m, addr)
+		resp, err := dnsq.Ask(addr, fmt.Sprintf("service-%d.service.consul.", s), qtype, dnsq.EDNS(4096), dnsq.Timeout(500*time.Millisecond))
 		return err == nil && resp.Rcode == dns.RcodeSuccess && len(resp.Answer) == instances
 	}
-	time.Sleep(6 * time.Second) // let the propagation test's removals settle everywhere
 	for _, con := range contenders {
 		for s := range warm {
 			ask(con.addr, s, dns.TypeA)
@@ -493,8 +435,8 @@ func outage(t *testing.T, out *strings.Builder, agent *consulagent.Process, cont
 		go func() {
 			defer wg.Done()
 			deadline := time.Now().Add(duration)
-			cold := asked
-			for i := 0; time.Now().Before(deadline); i++ {
+			cold, i := asked, 0
+			wait.Every(5*time.Millisecond, nil, func() bool {
 				if ask(con.addr, i%warm, dns.TypeA) {
 					tallies[ci].warmOK++
 				}
@@ -506,8 +448,9 @@ func outage(t *testing.T, out *strings.Builder, agent *consulagent.Process, cont
 					tallies[ci].coldN++
 					cold++
 				}
-				time.Sleep(5 * time.Millisecond)
-			}
+				i++
+				return time.Now().Before(deadline)
+			})
 		}()
 	}
 	wg.Wait()
@@ -535,30 +478,17 @@ func scale(t *testing.T, out *strings.Builder) {
 	consulagent.Populate(t, agent.Client(), services, instances, services*instances/20)
 	corednsproc.Binary(t)
 	start := time.Now()
-	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n consul {\n  address %s\n }\n}\n", p.DNS, p.Ready, agent.HTTPAddr)
-	})
+	server := corednsproc.Start(t, corednsproc.Corefile{Consul: []string{"address " + agent.HTTPAddr}}.Build)
 	ready := time.Since(start)
 	pin(server.Pid(), "0")
 	queries := queryMix(t, services)
 	r := dnsperf(t, contender{name: "plugin at scale", addr: server.Addr}, queries)
-	rss := rssBytes(server.Pid(), "VmHWM:")
+	_, rss, err := procfs.Memory(server.Pid())
+	if err != nil {
+		t.Error(err)
+	}
 	fmt.Fprintf(out, "## Scale\n\n%d services x %d instances: the plugin's CoreDNS ready (first complete sync) %.1f s after start,\npeak RSS %.0f MB, %.0f qps with the A/SRV mix over all %d services (dnsperf, as above).\n\n",
 		services, instances, ready.Seconds(), rss/1e6, r.qps, services)
-}
-
-func rssBytes(pid int, field string) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }
 
 // writeZone writes the zone a consul-template job would generate: for each
@@ -616,16 +546,12 @@ func regenerate(t *testing.T, client *api.Client, path string, interval time.Dur
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(interval):
-				if !regenerationPaused.Load() {
-					writeZone(t, client, path)
-				}
+		wait.Every(interval, stop, func() bool {
+			if !regenerationPaused.Load() {
+				writeZone(t, client, path)
 			}
-		}
+			return true
+		})
 	}()
 	return func() { close(stop); <-done }
 }

@@ -8,216 +8,232 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/freeport"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 )
 
-// Pid is the agent's process ID.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
-
-// Process is a single-server Consul agent run as a process the test
-// controls: it can be killed, frozen, thawed and restarted on the same ports,
-// with its data (Restart) or without (RestartEmpty).
+// Process is a Consul agent run as a process the test controls, on its own
+// free loopback ports: it can be killed, frozen, thawed and restarted on the
+// same ports, with its data (Restart) or without (RestartEmpty). Every agent
+// the tests and benchmarks under test/ run is one: single servers, clusters,
+// datacenters and fleets of client agents.
 type Process struct {
 	Name     string // the node name
 	HTTPAddr string
 	DNSAddr  string // Consul's own DNS interface
 	// HTTPSAddr and CAFile are set when the agent also serves HTTPS.
 	HTTPSAddr, CAFile string
-	extraArgs         []string // TLS settings, extra configuration
-	t                 testing.TB
-	dataDir           string
-	ports             []int    // http, server, serf lan, serf wan, dns
-	expect            int      // servers to bootstrap with
-	join              []string // serf LAN addresses to join
-	datacenter        string   // empty for dc1
-	joinWAN           []string // serf WAN addresses to join
-	cmd               *exec.Cmd
-	done              chan struct{}
+	// SerfLANAddr is the address other agents join.
+	SerfLANAddr string
+	// LogFile holds the agent's output.
+	LogFile string
+
+	t       testing.TB
+	opts    Options
+	args    []string // every argument but the data directory
+	dataDir string
+	ports   ports
+	cmd     *exec.Cmd
+	exit    error // how the process ended, once done is closed
+	done    chan struct{}
 }
 
-// StartProcess starts an agent on free loopback ports and stops it when the
-// test ends.
+type ports struct{ http, server, serfLAN, serfWAN, dns int }
+
+// Options say what kind of agent to run.
+type Options struct {
+	// Name is the node name; "consul-test" when empty.
+	Name string
+	// Client runs a client agent rather than a server.
+	Client bool
+	// Expect is how many servers bootstrap the cluster; 1 when 0.
+	Expect int
+	// Datacenter is the agent's datacenter; dc1 when empty.
+	Datacenter string
+	// Join and JoinWAN are serf LAN and WAN addresses to join.
+	Join, JoinWAN []string
+	// TLS serves the HTTP API over HTTPS too, with a certificate from a CA
+	// made by `consul tls`.
+	TLS bool
+	// HCL is more agent configuration, e.g. Observable or
+	// "limits { http_max_conns_per_client = 10000 }".
+	HCL []string
+	// ReadyWithin is how long the agent may take to answer catalog reads
+	// with a known leader; 90 s when 0 (a make bench once saw a fresh agent
+	// without a leader after 30 s, while the previous agents were still
+	// shutting down).
+	ReadyWithin time.Duration
+}
+
+// Observable is configuration for agents a benchmark measures: the debug
+// endpoints (goroutine and heap profiles) and cumulative metrics in
+// /v1/agent/metrics?format=prometheus.
+var Observable = []string{
+	"enable_debug = true",
+	`telemetry { prometheus_retention_time = "24h" disable_hostname = true }`,
+}
+
+// StartProcess starts a single-server agent on free loopback ports, waits
+// until it has a leader, and kills it when the test ends.
 func StartProcess(t testing.TB) *Process {
 	t.Helper()
-	return startProcess(t, false)
+	return StartProcessWith(t, Options{})
 }
 
-// StartProcessTLS is StartProcess with the HTTP API also served over HTTPS,
-// with a certificate from a CA made by `consul tls`.
+// StartProcessTLS is StartProcess with the HTTP API also served over HTTPS.
 func StartProcessTLS(t testing.TB) *Process {
 	t.Helper()
-	return startProcess(t, true)
+	return StartProcessWith(t, Options{TLS: true})
 }
 
-func startProcess(t testing.TB, withTLS bool) *Process {
+// StartProcessWith is StartProcess for any kind of agent.
+func StartProcessWith(t testing.TB, opts Options) *Process {
 	t.Helper()
-	p := newProcess(t, "consul-test", 1)
-	if withTLS {
-		p.enableTLS()
+	p := Launch(t, opts)
+	p.WaitReady()
+	return p
+}
+
+// Launch starts an agent and kills it when the test ends, without waiting
+// for it: agents that must find each other start together.
+func Launch(t testing.TB, opts Options) *Process {
+	t.Helper()
+	if _, err := os.Stat(Binary()); err != nil {
+		t.Fatalf("no consul binary at %s (run `make consul`): %v", Binary(), err)
 	}
+	if opts.Name == "" {
+		opts.Name = "consul-test"
+	}
+	if opts.ReadyWithin == 0 {
+		opts.ReadyWithin = 90 * time.Second
+	}
+	p := &Process{t: t, Name: opts.Name, opts: opts, dataDir: t.TempDir(), LogFile: filepath.Join(t.TempDir(), "consul.log")}
+	p.ports = ports{freeport.Port(t), freeport.Port(t), freeport.Port(t), freeport.Port(t), freeport.Port(t)}
+	p.HTTPAddr = loopback(p.ports.http)
+	p.DNSAddr = loopback(p.ports.dns)
+	p.SerfLANAddr = loopback(p.ports.serfLAN)
+	p.args = p.arguments()
 	p.start()
-	p.waitLeader()
-	t.Cleanup(func() { p.Kill() })
+	t.Cleanup(p.Kill)
 	return p
 }
 
-// StartCluster starts n servers that form one cluster, and waits until it
-// has a leader.
-func StartCluster(t testing.TB, n int) []*Process {
-	t.Helper()
-	var cluster []*Process
-	for i := range n {
-		p := newProcess(t, fmt.Sprintf("consul-%d", i), n)
-		if i > 0 {
-			p.join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(cluster[0].ports[2]))}
-		}
-		p.start()
-		t.Cleanup(func() { p.Kill() })
-		cluster = append(cluster, p)
-	}
-	for _, p := range cluster {
-		p.waitLeader()
-	}
-	return cluster
-}
+func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// StartDatacenters starts one single-server datacenter for each name, the
-// later ones WAN-joined to the first, and waits until each has a leader and
-// the first sees them all.
-func StartDatacenters(t testing.TB, names ...string) []*Process {
-	t.Helper()
-	return StartDatacentersHCL(t, "", names...)
-}
-
-// StartDatacentersHCL is StartDatacenters with extra agent configuration
-// (HCL) for every agent.
-func StartDatacentersHCL(t testing.TB, hcl string, names ...string) []*Process {
-	t.Helper()
-	var dcs []*Process
-	for i, dc := range names {
-		p := newProcess(t, "consul-"+dc, 1)
-		p.datacenter = dc
-		if hcl != "" {
-			p.extraArgs = append(p.extraArgs, "-hcl", hcl)
-		}
-		if i > 0 {
-			p.joinWAN = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(dcs[0].ports[3]))}
-		}
-		p.start()
-		t.Cleanup(func() { p.Kill() })
-		dcs = append(dcs, p)
+func (p *Process) arguments() []string {
+	o := p.opts
+	args := []string{"agent", "-node", p.Name, "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn",
+		"-http-port", strconv.Itoa(p.ports.http), "-server-port", strconv.Itoa(p.ports.server),
+		"-serf-lan-port", strconv.Itoa(p.ports.serfLAN), "-serf-wan-port", strconv.Itoa(p.ports.serfWAN),
+		"-dns-port", strconv.Itoa(p.ports.dns), "-grpc-port", "-1", "-grpc-tls-port", "-1",
+		"-hcl", "disable_update_check = true"}
+	if !o.Client {
+		args = append(args, "-server", "-bootstrap-expect", strconv.Itoa(max(1, o.Expect)),
+			"-hcl", "performance { raft_multiplier = 1 }")
 	}
-	for _, p := range dcs {
-		p.waitLeader()
+	if o.Datacenter != "" {
+		args = append(args, "-datacenter", o.Datacenter)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		known, err := dcs[0].Client().Catalog().Datacenters()
-		if err == nil && len(known) == len(names) {
-			return dcs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the first datacenter knows %v after 30s (%v), want %v", known, err, names)
-		}
-		time.Sleep(50 * time.Millisecond)
+	for _, addr := range o.Join {
+		args = append(args, "-retry-join", addr)
 	}
-}
-
-// ServerAddr is the server's RPC address, as /v1/status/leader names it.
-func (p *Process) ServerAddr() string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[1]))
-}
-
-func newProcess(t testing.TB, name string, expect int) *Process {
-	p := &Process{t: t, Name: name, expect: expect}
-	for range 5 {
-		p.ports = append(p.ports, freeport.Port(t))
+	if len(o.Join) > 0 {
+		// The default 30 s between attempts outlasts the wait for a leader
+		// when the first attempt comes before the first server listens
+		// (seen under make test's load).
+		args = append(args, "-retry-interval", "1s")
 	}
-	p.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[0]))
-	p.DNSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.ports[4]))
-	p.dataDir = t.TempDir()
-	return p
-}
-
-// enableTLS makes the agent serve its HTTP API over HTTPS too.
-func (p *Process) enableTLS() {
-	ca, cert, key := certificates(p.t)
-	p.CAFile = ca
-	https := freeport.Port(p.t)
-	p.HTTPSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(https))
-	p.extraArgs = append(p.extraArgs, "-https-port", strconv.Itoa(https), "-hcl", fmt.Sprintf(
-		`tls { defaults { ca_file = %q cert_file = %q key_file = %q } }`, ca, cert, key))
+	for _, addr := range o.JoinWAN {
+		args = append(args, "-retry-join-wan", addr, "-retry-interval-wan", "1s")
+	}
+	if o.TLS {
+		ca, cert, key := certificates(p.t)
+		https := freeport.Port(p.t)
+		p.CAFile, p.HTTPSAddr = ca, loopback(https)
+		args = append(args, "-https-port", strconv.Itoa(https), "-hcl",
+			fmt.Sprintf(`tls { defaults { ca_file = %q cert_file = %q key_file = %q } }`, ca, cert, key))
+	}
+	for _, h := range o.HCL {
+		args = append(args, "-hcl", h)
+	}
+	return args
 }
 
 func (p *Process) start() {
 	p.t.Helper()
-	p.cmd = exec.Command(Binary(), "agent", "-server", "-bootstrap-expect", strconv.Itoa(p.expect), "-node", p.Name,
-		"-data-dir", p.dataDir, "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn",
-		"-http-port", strconv.Itoa(p.ports[0]), "-server-port", strconv.Itoa(p.ports[1]),
-		"-serf-lan-port", strconv.Itoa(p.ports[2]), "-serf-wan-port", strconv.Itoa(p.ports[3]),
-		"-dns-port", strconv.Itoa(p.ports[4]), "-grpc-port", "-1", "-grpc-tls-port", "-1",
-		"-hcl", "performance { raft_multiplier = 1 }", "-hcl", "disable_update_check = true")
-	p.cmd.Args = append(p.cmd.Args, p.extraArgs...)
-	for _, addr := range p.join {
-		p.cmd.Args = append(p.cmd.Args, "-retry-join", addr)
-	}
-	for _, addr := range p.joinWAN {
-		p.cmd.Args = append(p.cmd.Args, "-retry-join-wan", addr, "-retry-interval-wan", "1s")
-	}
-	if p.datacenter != "" {
-		p.cmd.Args = append(p.cmd.Args, "-datacenter", p.datacenter)
-	}
-	if len(p.join) > 0 {
-		// The default 30s between attempts outlasts waitLeader when the
-		// first attempt comes before the first server listens (seen under
-		// make test's load: "no leader after 30s").
-		p.cmd.Args = append(p.cmd.Args, "-retry-interval", "1s")
-	}
-	logFile, err := os.Create(filepath.Join(p.t.TempDir(), "consul.log"))
+	p.cmd = exec.Command(Binary(), append(p.args, "-data-dir", p.dataDir)...)
+	logFile, err := os.OpenFile(p.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		p.t.Fatal(err)
+		p.t.Fatalf("consul log: %v", err)
 	}
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
-		p.t.Fatalf("starting consul: %v", err)
+		p.t.Fatalf("starting consul %s: %v", p.Name, err)
 	}
 	p.done = make(chan struct{})
-	go func() { p.cmd.Wait(); logFile.Close(); close(p.done) }()
+	go func() { p.exit = p.cmd.Wait(); logFile.Close(); close(p.done) }()
 }
 
-// waitLeader waits until the agent answers catalog reads.
-func (p *Process) waitLeader() {
+// WaitReady waits until the agent answers catalog reads with a known leader:
+// for a client agent, until it has joined and reaches a server.
+func (p *Process) WaitReady() {
 	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + p.HTTPAddr + "/v1/catalog/services")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && resp.Header.Get("X-Consul-Knownleader") == "true" {
-				return
-			}
+	began := time.Now()
+	err := wait.For(p.opts.ReadyWithin, func() error {
+		select {
+		case <-p.done:
+			return wait.Abort(fmt.Errorf("exited: %v", p.exit))
+		default:
 		}
-		time.Sleep(50 * time.Millisecond)
+		resp, err := http.Get("http://" + p.HTTPAddr + "/v1/catalog/services")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Consul-Knownleader") != "true" {
+			return fmt.Errorf("%s, known leader %q", resp.Status, resp.Header.Get("X-Consul-Knownleader"))
+		}
+		return nil
+	})
+	if err != nil {
+		p.t.Fatalf("%s not ready: %v; its log ends:\n%s", p, err, p.logTail(30))
 	}
-	p.t.Fatalf("consul at %s has no leader after 30s", p.HTTPAddr)
+	p.t.Logf("%s ready in %s", p, time.Since(began).Round(time.Millisecond))
 }
+
+func (p *Process) logTail(n int) string {
+	data, _ := os.ReadFile(p.LogFile)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// Pid is the agent's process ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// ServerAddr is the server's RPC address, as /v1/status/leader names it.
+func (p *Process) ServerAddr() string { return loopback(p.ports.server) }
+
+// Config returns a client configuration for the agent's HTTP API.
+func (p *Process) Config() *api.Config { return &api.Config{Address: p.HTTPAddr, Scheme: "http"} }
 
 // Client returns an API client for the agent.
 func (p *Process) Client() *api.Client {
-	client, err := api.NewClient(&api.Config{Address: p.HTTPAddr})
+	client, err := api.NewClient(p.Config())
 	if err != nil {
-		p.t.Fatal(err)
+		p.t.Fatalf("consul client: %v", err)
 	}
 	return client
 }
 
-// Kill ends the agent with SIGKILL, as a crash would.
+// Kill ends the agent with SIGKILL, as a crash would. It may be called more
+// than once.
 func (p *Process) Kill() {
 	select {
 	case <-p.done:
@@ -239,7 +255,7 @@ func (p *Process) Restart() {
 	p.t.Helper()
 	p.Kill()
 	p.start()
-	p.waitLeader()
+	p.WaitReady()
 }
 
 // RestartEmpty starts a new, empty agent on the killed agent's ports: a
@@ -249,7 +265,61 @@ func (p *Process) RestartEmpty() {
 	p.Kill()
 	p.dataDir = p.t.TempDir()
 	p.start()
-	p.waitLeader()
+	p.WaitReady()
 }
 
-func (p *Process) String() string { return fmt.Sprintf("consul at %s", p.HTTPAddr) }
+func (p *Process) String() string { return fmt.Sprintf("consul %s at %s", p.Name, p.HTTPAddr) }
+
+// StartCluster starts n servers that form one cluster, and waits until it
+// has a leader.
+func StartCluster(t testing.TB, n int) []*Process {
+	t.Helper()
+	var cluster []*Process
+	for i := range n {
+		opts := Options{Name: fmt.Sprintf("consul-%d", i), Expect: n}
+		if i > 0 {
+			opts.Join = []string{cluster[0].SerfLANAddr}
+		}
+		cluster = append(cluster, Launch(t, opts))
+	}
+	for _, p := range cluster {
+		p.WaitReady()
+	}
+	return cluster
+}
+
+// StartDatacenters starts one single-server datacenter for each name, the
+// later ones WAN-joined to the first, and waits until each has a leader and
+// the first sees them all.
+func StartDatacenters(t testing.TB, names ...string) []*Process {
+	t.Helper()
+	return StartDatacentersHCL(t, "", names...)
+}
+
+// StartDatacentersHCL is StartDatacenters with extra agent configuration
+// (HCL) for every agent.
+func StartDatacentersHCL(t testing.TB, hcl string, names ...string) []*Process {
+	t.Helper()
+	var dcs []*Process
+	for i, dc := range names {
+		opts := Options{Name: "consul-" + dc, Datacenter: dc}
+		if hcl != "" {
+			opts.HCL = []string{hcl}
+		}
+		if i > 0 {
+			opts.JoinWAN = []string{loopback(dcs[0].ports.serfWAN)}
+		}
+		dcs = append(dcs, Launch(t, opts))
+	}
+	for _, p := range dcs {
+		p.WaitReady()
+	}
+	wait.Until(t, 30*time.Second, func() error {
+		known, err := dcs[0].Client().Catalog().Datacenters()
+		if err == nil && len(known) != len(names) {
+			err = fmt.Errorf("the first datacenter knows %v, want %v", known, names)
+		}
+		return err
+	})
+	return dcs
+}

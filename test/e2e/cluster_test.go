@@ -1,13 +1,13 @@
 package e2e
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
-	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -23,12 +23,9 @@ func TestClusterLeaderLoss(t *testing.T) {
 	for _, p := range cluster {
 		addresses = append(addresses, p.HTTPAddr)
 	}
-	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n consul {\n  address %s\n }\n}\n",
-			p.DNS, p.Ready, strings.Join(addresses, " "))
-	})
+	server := startPlugin(t, strings.Join(addresses, " "))
 	probe := startProber(t, server.Addr, services, instances)
-	time.Sleep(time.Second)
+	probe.waitAsked()
 
 	leaderAddr, err := cluster[1].Client().Status().Leader()
 	if err != nil {
@@ -52,24 +49,17 @@ func TestClusterLeaderLoss(t *testing.T) {
 
 	// Write through a survivor until the new leader takes the write.
 	client := survivors[0].Client()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	wait.Until(t, 30*time.Second, func() error {
 		_, err := client.Catalog().Register(&api.CatalogRegistration{Node: "node-extra", Address: "10.99.0.1",
 			Service: &api.AgentService{ID: "extra", Service: "service-0", Port: 80}}, nil)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no new leader took a write within 30s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	t.Logf("a new leader took a write %s after the kill", time.Since(killed).Round(time.Millisecond))
-	waitAnswers(t, server.Addr, "service-0.service.consul.", instances+1, 15*time.Second)
+	dnsq.WaitCount(t, server.Addr, "service-0.service.consul.", instances+1, 15*time.Second)
 	t.Logf("the change was answered %s after the kill", time.Since(killed).Round(time.Millisecond))
 	consulagent.Deregister(t, client, "node-extra", "extra")
-	waitAnswers(t, server.Addr, "service-0.service.consul.", instances, 15*time.Second)
-	time.Sleep(time.Second)
+	dnsq.WaitCount(t, server.Addr, "service-0.service.consul.", instances, 15*time.Second)
+	probe.waitAsked()
 	probe.halt()
 	probe.check("leader killed")
 }

@@ -1,16 +1,18 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
@@ -32,7 +34,8 @@ func TestOtherDatacenters(t *testing.T) {
 	services2 = append(services2, "only-in-dc2")
 	nodes2 = append(nodes2, "dc2-only-node")
 
-	corefile := twoDatacenters(t, dc1.HTTPAddr)
+	snapshotPath := filepath.Join(t.TempDir(), "consul.snapshot")
+	corefile := twoDatacenters(dc1.HTTPAddr, snapshotPath)
 	plugin := corednsproc.Start(t, corefile)
 	waitFor(t, plugin.Addr, "only-in-dc2.service.dc2.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
 
@@ -56,10 +59,7 @@ func TestOtherDatacenters(t *testing.T) {
 	})
 
 	t.Run("datacenters *", func(t *testing.T) {
-		every := corednsproc.Start(t, func(p corednsproc.Ports) string {
-			return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n consul {\n  address %s\n  datacenters *\n }\n}\n",
-				p.DNS, p.Ready, dc1.HTTPAddr)
-		})
+		every := startPlugin(t, dc1.HTTPAddr, "datacenters *")
 		defer every.Stop(t)
 		waitFor(t, every.Addr, "only-in-dc2.service.dc2.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
 		compare(t, dc1.DNSAddr, every.Addr, questions)
@@ -73,22 +73,25 @@ func TestOtherDatacenters(t *testing.T) {
 	t.Run("dc2 partitioned", func(t *testing.T) {
 		dc2.Freeze()
 		defer dc2.Thaw()
-		// Long enough for dc1's agent to give up on dc2 (Consul's DNS then
-		// fails dc2 names) and for the replica to notice.
-		time.Sleep(3 * time.Second)
+		// Partitioned as Consul sees it: its DNS in dc1 no longer answers
+		// dc2's names.
+		wait.Until(t, time.Minute, func() error {
+			r, err := dnsq.Ask(dc1.DNSAddr, "only-in-dc2.service.dc2.consul.", dns.TypeA, dnsq.TCP)
+			switch {
+			case err != nil:
+				t.Logf("Consul's DNS in dc1 meanwhile: %v", err)
+			case !dnsq.Answered(r):
+				t.Logf("Consul's DNS in dc1 meanwhile: %s", dns.RcodeToString[r.Rcode])
+			default:
+				return errors.New("Consul's DNS in dc1 still answers dc2's names")
+			}
+			return nil
+		})
 		partitioned(t, plugin.Addr)
-		m := new(dns.Msg)
-		m.SetQuestion("only-in-dc2.service.dc2.consul.", dns.TypeA)
-		if r, _, err := (&dns.Client{Net: "tcp", Timeout: 2 * time.Second}).Exchange(m, dc1.DNSAddr); err != nil {
-			t.Logf("Consul's DNS in dc1 meanwhile: %v", err)
-		} else {
-			t.Logf("Consul's DNS in dc1 meanwhile: %s with %d answers", dns.RcodeToString[r.Rcode], len(r.Answer))
-		}
 	})
 
 	t.Run("restarted with both datacenters down", func(t *testing.T) {
-		// The file is written at most every 100ms.
-		time.Sleep(300 * time.Millisecond)
+		waitSnapshotFile(t, plugin, snapshotPath)
 		plugin.Stop(t)
 		dc1.Kill()
 		dc2.Kill()
@@ -106,17 +109,9 @@ func TestDatacenterNotReplicated(t *testing.T) {
 	dc1, dc2 := dcs[0], dcs[1]
 	consulagent.Register(t, dc2.Client(), "n2", "10.20.0.2", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, api.HealthPassing)
 	consulagent.Register(t, dc1.Client(), "n1", "10.10.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, api.HealthPassing)
-	plugin := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf(`consul.:%d {
-    bind 127.0.0.1
-    ready 127.0.0.1:%d
-    consul {
-        address %s
-    }
-    forward . %s
-}
-`, p.DNS, p.Ready, dc1.HTTPAddr, dc1.DNSAddr)
-	})
+	cf := pluginCorefile(dc1.HTTPAddr)
+	cf.After = []string{"forward . " + dc1.DNSAddr}
+	plugin := corednsproc.Start(t, cf.Build)
 	waitFor(t, plugin.Addr, "web.service.dc2.consul.", dns.TypeA, func(m *dns.Msg) bool {
 		return len(m.Answer) == 1 && m.Answer[0].(*dns.A).A.String() == "10.20.0.2"
 	})
@@ -132,20 +127,8 @@ func TestDatacenterNotReplicated(t *testing.T) {
 
 // twoDatacenters is the Corefile of a CoreDNS that replicates dc2 too
 // through the agent at addr, with a snapshot file written every 100ms.
-func twoDatacenters(t *testing.T, addr string) func(corednsproc.Ports) string {
-	snapshotFile := filepath.Join(t.TempDir(), "consul.snapshot")
-	return func(p corednsproc.Ports) string {
-		return fmt.Sprintf(`consul.:%d {
-    bind 127.0.0.1
-    ready 127.0.0.1:%d
-    consul {
-        address %s
-        datacenters dc2
-        snapshot %s 100ms
-    }
-}
-`, p.DNS, p.Ready, addr, snapshotFile)
-	}
+func twoDatacenters(addr, snapshotFile string) func(corednsproc.Ports) string {
+	return pluginCorefile(addr, "datacenters dc2", "snapshot "+snapshotFile+" 100ms").Build
 }
 
 type question struct {
@@ -196,22 +179,17 @@ func compare(t *testing.T, want, got string, questions []question) {
 		if len(w.Answer) > 0 {
 			withRecords++
 		}
-		sections := []struct {
-			name      string
-			want, got []dns.RR
-		}{{"answer", w.Answer, g.Answer}, {"authority", w.Ns, g.Ns}, {"additional", w.Extra, g.Extra}}
-		diff := w.Rcode != g.Rcode
-		for _, s := range sections {
-			diff = diff || !slices.Equal(normalize(s.want), normalize(s.got))
-		}
-		if !diff {
+		if sameAnswer(w, g) {
 			continue
 		}
 		differences++
 		msg := fmt.Sprintf("%s %s: rcode consul %s, plugin %s", q.name, dns.TypeToString[q.qtype],
 			dns.RcodeToString[w.Rcode], dns.RcodeToString[g.Rcode])
-		for _, s := range sections {
-			if a, b := normalize(s.want), normalize(s.got); !slices.Equal(a, b) {
+		for _, s := range []struct {
+			name      string
+			want, got []dns.RR
+		}{{"answer", w.Answer, g.Answer}, {"authority", w.Ns, g.Ns}, {"additional", w.Extra, g.Extra}} {
+			if a, b := dnsq.Normalize(s.want), dnsq.Normalize(s.got); !slices.Equal(a, b) {
 				msg += fmt.Sprintf("\n  %s:\n    consul %q\n    plugin %q", s.name, a, b)
 			}
 		}
@@ -249,33 +227,17 @@ func sameAnswers(t *testing.T, server string, questions []question, want map[que
 // sameAnswer reports whether two answers hold the same rcode and record
 // sets.
 func sameAnswer(a, b *dns.Msg) bool {
-	return a.Rcode == b.Rcode && slices.Equal(normalize(a.Answer), normalize(b.Answer)) &&
-		slices.Equal(normalize(a.Ns), normalize(b.Ns)) && slices.Equal(normalize(a.Extra), normalize(b.Extra))
+	return a.Rcode == b.Rcode && slices.Equal(dnsq.Normalize(a.Answer), dnsq.Normalize(b.Answer)) &&
+		slices.Equal(dnsq.Normalize(a.Ns), dnsq.Normalize(b.Ns)) && slices.Equal(dnsq.Normalize(a.Extra), dnsq.Normalize(b.Extra))
 }
 
 func exchangeTCP(t *testing.T, server string, q question) *dns.Msg {
 	t.Helper()
-	c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second}
-	m := new(dns.Msg)
-	m.SetQuestion(q.name, q.qtype)
-	resp, _, err := c.Exchange(m, server)
-	if err != nil {
-		t.Fatalf("%s %s to %s: %v", q.name, dns.TypeToString[q.qtype], server, err)
-	}
-	return resp
+	return dnsq.Query(t, server, q.name, q.qtype, dnsq.TCP, dnsq.Timeout(10*time.Second))
 }
 
 // waitFor asks name until ok accepts the answer, for up to 10s.
 func waitFor(t *testing.T, server, name string, qtype uint16, ok func(*dns.Msg) bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	var last *dns.Msg
-	for time.Now().Before(deadline) {
-		last = exchangeTCP(t, server, question{name, qtype})
-		if ok(last) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s %s: still %s after 10s", name, dns.TypeToString[qtype], strings.ReplaceAll(fmt.Sprint(last), "\n", " | "))
+	dnsq.Wait(t, server, name, qtype, 10*time.Second, ok)
 }

@@ -18,7 +18,10 @@ import (
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
 	"github.com/coredns-consul/coredns-consul/test/freeport"
+	"github.com/coredns-consul/coredns-consul/test/haproxyproc"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
@@ -59,8 +62,7 @@ func kubernetesCorefile(t *testing.T) string {
 // TestDeployCorefiles runs every Corefile the deployment guides ship with the
 // real binary, moved to loopback test ports and a test agent.
 func TestDeployCorefiles(t *testing.T) {
-	agent := consulagent.Start(t, nil)
-	client := consulagent.Client(t, agent)
+	agent, client := startAgent(t)
 	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
 	token := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(token, []byte("test-token\n"), 0o600); err != nil {
@@ -98,8 +100,7 @@ func TestDeployCorefiles(t *testing.T) {
 				}
 				return corefile
 			})
-			resp := query(t, "udp", server.Addr, "web.service.consul.", dns.TypeA)
-			if len(resp.Answer) != 1 {
+			if resp := dnsq.Query(t, server.Addr, "web.service.consul.", dns.TypeA); len(resp.Answer) != 1 {
 				t.Errorf("web: %v", resp)
 			}
 		})
@@ -472,12 +473,12 @@ func TestDeployNodeLocal(t *testing.T) {
 	coredns := corefileListeners(t, corefile)
 	haproxy := haproxyListeners(t, haproxyCfg)
 
-	agent := consulagent.Start(t, nil)
+	agent, client := startAgent(t)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "backend web-1")
 	}))
 	t.Cleanup(backend.Close)
-	consulagent.Register(t, consulagent.Client(t, agent), "n1", "127.0.0.1", &api.AgentService{
+	consulagent.Register(t, client, "n1", "127.0.0.1", &api.AgentService{
 		ID: "web-1", Service: "web", Port: backend.Listener.Addr().(*net.TCPAddr).Port,
 	}, api.HealthPassing)
 
@@ -519,7 +520,7 @@ func TestDeployNodeLocal(t *testing.T) {
 
 	ports := corednsproc.Ports{DNS: testPorts[coredns.port(t, "dns")], Ready: testPorts[coredns.port(t, "ready")], Metrics: testPorts[coredns.port(t, "prometheus")]}
 	server := corednsproc.StartOn(t, ports, func(corednsproc.Ports) string { return corefile })
-	startHAProxy(t, haproxyCfg, test(haproxy[0].port))
+	haproxyproc.StartConfig(t, haproxyCfg, test(haproxy[0].port))
 
 	get := func(addr, path string) (int, string) {
 		t.Helper()
@@ -543,7 +544,7 @@ func TestDeployNodeLocal(t *testing.T) {
 	expect("CoreDNS health", coredns.port(t, "health"), "/health", is("OK"))
 	expect("CoreDNS ready", coredns.port(t, "ready"), "/ready", is("OK"))
 	expect("CoreDNS metrics", coredns.port(t, "prometheus"), "/metrics", has("coredns_consul_services"))
-	if resp := query(t, "udp", server.Addr, "web.service.consul.", dns.TypeA); len(resp.Answer) != 1 {
+	if resp := dnsq.Query(t, server.Addr, "web.service.consul.", dns.TypeA); len(resp.Answer) != 1 {
 		t.Errorf("node-local CoreDNS: web.service.consul. A: %v", resp)
 	}
 
@@ -555,61 +556,17 @@ func TestDeployNodeLocal(t *testing.T) {
 		case "haproxy frontend web":
 			// The backend is found through the SRV records of the
 			// node-local CoreDNS: HAProxy resolves every second.
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				code, body := get(test(l.port), "/")
-				if code == http.StatusOK && body == "backend web-1" {
-					break
+			if err := wait.For(20*time.Second, func() error {
+				if code, body := get(test(l.port), "/"); code != http.StatusOK || body != "backend web-1" {
+					return fmt.Errorf("%d %.200q", code, body)
 				}
-				if time.Now().After(deadline) {
-					t.Errorf("HAProxy web (shipped port %d): %d %.200q after 20s", l.port, code, body)
-					break
-				}
-				time.Sleep(200 * time.Millisecond)
+				return nil
+			}); err != nil {
+				t.Errorf("HAProxy web (shipped port %d): %v", l.port, err)
 			}
 		default:
 			t.Errorf("haproxy.cfg binds %s for %s, which this test does not know", l.addr, l.owner)
 		}
-	}
-}
-
-// startHAProxy runs the real HAProxy with a configuration and stops it when
-// the test ends; addr is one of its listeners, to wait for.
-func startHAProxy(t *testing.T, cfg, addr string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	cmd := exec.Command("haproxy", "-db", "-f", path)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting haproxy: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("haproxy configuration:\n%s\nhaproxy output:\n%s", cfg, out.String())
-		}
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-done:
-			t.Fatalf("haproxy exited:\n%s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy not listening on %s after 10s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -643,10 +600,7 @@ func TestDeployImageVersion(t *testing.T) {
 // the plugin and its version beside CoreDNS's, and the version matches the
 // one the build put in CoreDNS's commit field.
 func TestDeployBinaryVersion(t *testing.T) {
-	out, err := exec.Command(corednsproc.Binary(t), "-version").CombinedOutput()
-	if err != nil {
-		t.Fatalf("coredns -version: %v\n%s", err, out)
-	}
+	out := []byte(corednsproc.Run(t, corednsproc.Binary(t), nil, "-version"))
 	plugin := regexp.MustCompile(`(?m)^consul plugin \(coredns-consul\) (\S+)$`).FindSubmatch(out)
 	if plugin == nil || !regexp.MustCompile(`(?m)^CoreDNS-\d+\.\d+\.\d+$`).Match(out) {
 		t.Fatalf("coredns -version printed %q; want the plugin's line and CoreDNS's", out)

@@ -4,12 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"sort"
-	"strings"
 	"testing"
-
-	"github.com/coredns-consul/coredns-consul/test/consulagent"
-	"github.com/coredns-consul/coredns-consul/test/corednsproc"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
@@ -86,32 +81,6 @@ func catalog(t *testing.T, client *api.Client, seed uint64) (services, nodes []s
 	return services, nodes
 }
 
-// normalize renders a section as a sorted set of "name type rdata" strings:
-// TTL, order, case and duplicates aside, and the SOA's serial too (Consul's is
-// the time, the plugin's the replicated index).
-func normalize(rrs []dns.RR) []string {
-	set := map[string]bool{}
-	for _, rr := range rrs {
-		if rr.Header().Rrtype == dns.TypeOPT {
-			continue
-		}
-		if soa, ok := rr.(*dns.SOA); ok {
-			c := *soa
-			c.Serial = 0
-			rr = &c
-		}
-		h := rr.Header()
-		data := strings.TrimPrefix(rr.String(), h.String())
-		set[strings.ToLower(h.Name+" "+dns.TypeToString[h.Rrtype]+" "+data)] = true
-	}
-	out := make([]string, 0, len(set))
-	for s := range set {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // TestDifferentialAgainstConsulDNS asks Consul's own DNS interface and the
 // plugin the same questions about the same generated catalog and compares
 // the answers as record sets, plus the rcodes. Differences the plugin makes
@@ -123,21 +92,9 @@ func TestDifferentialAgainstConsulDNS(t *testing.T) {
 }
 
 func differential(t *testing.T, seed uint64) {
-	agent := consulagent.Start(t, nil)
-	client := consulagent.Client(t, agent)
+	agent, client := startAgent(t)
 	services, nodes := catalog(t, client, seed)
-	consulDNS := fmt.Sprintf("127.0.0.1:%d", agent.Config.Ports.DNS)
-
-	plugin := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf(`consul.:%d {
-    bind 127.0.0.1
-    ready 127.0.0.1:%d
-    consul {
-        address %s
-    }
-}
-`, p.DNS, p.Ready, agent.HTTPAddr)
-	})
+	plugin := startPlugin(t, agent.HTTPAddr)
 
 	var questions []question
 	ask := func(name string, types ...uint16) {
@@ -176,5 +133,5 @@ func differential(t *testing.T, seed uint64) {
 	ask("a.b.c.d.consul.", dns.TypeA)
 
 	// Over TCP: over UDP without EDNS, Consul cuts answers to 3 records.
-	compare(t, consulDNS, plugin.Addr, questions)
+	compare(t, agent.DNSAddr, plugin.Addr, questions)
 }

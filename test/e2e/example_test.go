@@ -10,6 +10,7 @@ import (
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
@@ -22,15 +23,14 @@ func TestCorefileExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent := consulagent.Start(t, nil)
-	client := consulagent.Client(t, agent)
+	agent, client := startAgent(t)
 	consulagent.Register(t, client, "node-a", "127.0.0.11", &api.AgentService{ID: "web-a", Service: "web", Port: 8001}, "passing")
 
 	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
 		replacements := map[string]string{
 			"ready :8181":                               fmt.Sprintf("ready 127.0.0.1:%d", p.Ready),
 			"health :8182":                              fmt.Sprintf("health 127.0.0.1:%d", corednsproc.FreePort(t)),
-			"prometheus :9153":                          fmt.Sprintf("prometheus 127.0.0.1:%d", corednsproc.FreePort(t)),
+			"prometheus :9153":                          fmt.Sprintf("prometheus 127.0.0.1:%d", p.Metrics),
 			"address 127.0.0.1:8500":                    "address " + agent.HTTPAddr,
 			"forward . /etc/resolv.conf":                "forward . 127.0.0.1:1", // no network here
 			"snapshot /var/lib/coredns/consul.snapshot": "snapshot " + filepath.Join(t.TempDir(), "consul.snapshot"),
@@ -47,9 +47,9 @@ func TestCorefileExample(t *testing.T) {
 		return blocks.ReplaceAllString(corefile, fmt.Sprintf("$1:%d {\n    bind 127.0.0.1", p.DNS))
 	})
 
-	resp := query(t, "udp", server.Addr, "web.service.consul.", dns.TypeSRV)
+	resp := dnsq.Query(t, server.Addr, "web.service.consul.", dns.TypeSRV)
 	want := []string{"web.service.consul. SRV 1 1 8001 node-a.node.dc1.consul."}
-	if got := records(resp.Answer); len(got) != 1 || got[0] != want[0] {
+	if got := dnsq.Records(resp.Answer); len(got) != 1 || got[0] != want[0] {
 		t.Errorf("SRV answer through Corefile.example:\n got %q\nwant %q", got, want)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
 	"github.com/coredns-consul/coredns-consul/test/haproxyproc"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -92,16 +93,13 @@ func names(bs []backend) []string {
 func waitServed(t *testing.T, addr string, want []string, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		counts := traffic(t, addr, 4*len(want))
-		if slices.Equal(served(counts), want) && counts[""] == 0 {
-			return time.Since(start)
+	wait.Until(t, within, func() error {
+		if counts := traffic(t, addr, 4*len(want)); !slices.Equal(served(counts), want) || counts[""] > 0 {
+			return fmt.Errorf("HAProxy served %v (failed %d), want %v", served(counts), counts[""], want)
 		}
-		if time.Since(start) > within {
-			t.Fatalf("after %s HAProxy still served %v (failed %d), want %v", within, served(counts), counts[""], want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return time.Since(start)
 }
 
 // TestHAProxy runs the architecture this project serves: services in a real
@@ -115,10 +113,7 @@ func TestHAProxy(t *testing.T) {
 		register(t, client, b, api.HealthPassing, 10)
 	}
 	snapshotPath := filepath.Join(t.TempDir(), "consul.snapshot")
-	corefile := func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n consul {\n  address %s\n  snapshot %s 100ms\n  srv_weights haproxy\n }\n}\n",
-			p.DNS, p.Ready, agent.HTTPAddr, snapshotPath)
-	}
+	corefile := pluginCorefile(agent.HTTPAddr, "snapshot "+snapshotPath+" 100ms", "srv_weights haproxy").Build
 	dns := corednsproc.Start(t, corefile)
 	proxy := haproxyproc.Start(t, haproxyproc.Config{Nameserver: dns.Addr, SRV: "_web._tcp.service.consul", Slots: 40})
 
@@ -154,7 +149,8 @@ func TestHAProxy(t *testing.T) {
 	if counts[""] > 0 || !slices.Equal(served(counts), want) {
 		t.Errorf("after the restart: served %v, %d failed", served(counts), counts[""])
 	}
-	time.Sleep(3 * time.Second) // several resolutions against the restarted server
+	// Several resolutions against the restarted server, every 500 ms.
+	dns.WaitMetric(t, "coredns_dns_requests_total", 10*time.Second, func(n float64) bool { return n >= 6 })
 	counts = traffic(t, proxy.Addr, 60)
 	if counts[""] > 0 || !slices.Equal(served(counts), want) {
 		t.Errorf("after the restart, resolved again: served %v, %d failed", served(counts), counts[""])

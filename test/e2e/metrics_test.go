@@ -2,13 +2,13 @@ package e2e
 
 import (
 	"fmt"
-	"regexp"
-	"strconv"
+	"maps"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
-	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/metrics"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -16,30 +16,22 @@ import (
 // TestWatchedServicesMetric: with more services than max_watchers, the
 // metrics say how many have a watcher and how many do not.
 func TestWatchedServicesMetric(t *testing.T) {
-	agent := consulagent.Start(t, nil)
-	client := consulagent.Client(t, agent)
+	agent, client := startAgent(t)
 	for i := range 4 {
 		consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: fmt.Sprintf("s%d", i), Service: fmt.Sprintf("s%d", i), Port: 80}, "passing")
 	}
-	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n prometheus 127.0.0.1:%d\n consul {\n  address %s\n  max_watchers 2\n }\n}\n",
-			p.DNS, p.Ready, p.Metrics, agent.HTTPAddr)
-	})
+	server := startPlugin(t, agent.HTTPAddr, "max_watchers 2")
 	// Consul's own "consul" service makes five.
 	want := map[string]float64{"services": 5, "watched_services": 2, "unwatched_services": 3}
-	var got map[string]float64
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	wait.Until(t, 10*time.Second, func() error {
 		text := server.Metrics(t)
-		got = map[string]float64{}
+		got := map[string]float64{}
 		for name := range want {
-			m := regexp.MustCompile(`(?m)^coredns_consul_` + name + `\{[^}]*\} (\S+)$`).FindStringSubmatch(text)
-			if m != nil {
-				got[name], _ = strconv.ParseFloat(m[1], 64)
-			}
+			got[name], _ = metrics.Sum(text, "coredns_consul_"+name)
 		}
-		if fmt.Sprint(got) == fmt.Sprint(want) {
-			return
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("metrics %v, want %v", got, want)
 		}
-	}
-	t.Errorf("metrics %v, want %v", got, want)
+		return nil
+	})
 }

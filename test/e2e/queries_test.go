@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -57,7 +58,8 @@ func TestPreparedQueries(t *testing.T) {
 		ids = append(ids, id)
 	}
 
-	corefile := twoDatacenters(t, dc1.HTTPAddr)
+	snapshotPath := filepath.Join(t.TempDir(), "consul.snapshot")
+	corefile := twoDatacenters(dc1.HTTPAddr, snapshotPath)
 	plugin := corednsproc.Start(t, corefile)
 	waitFor(t, plugin.Addr, "far.service.dc2.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
 	// Failover needs the datacenters' distances, read at start-up; until
@@ -127,11 +129,11 @@ func TestPreparedQueries(t *testing.T) {
 	t.Run("Consul frozen", func(t *testing.T) {
 		dc1.Freeze()
 		defer dc1.Thaw()
-		time.Sleep(2 * time.Second)
+		plugin.WaitMetric(t, stale, 30*time.Second, is(1))
 		same(t, plugin.Addr)
 	})
 	t.Run("Consul killed, CoreDNS restarted from the file", func(t *testing.T) {
-		time.Sleep(300 * time.Millisecond)
+		waitSnapshotFile(t, plugin, snapshotPath)
 		dc1.Kill()
 		same(t, plugin.Addr)
 		plugin.Stop(t)

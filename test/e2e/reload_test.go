@@ -2,86 +2,65 @@ package e2e
 
 import (
 	"fmt"
-	"io"
-	"net/http"
-	"os"
-	"regexp"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
+	"github.com/coredns-consul/coredns-consul/test/procfs"
+	"github.com/coredns-consul/coredns-consul/test/wait"
+
+	"github.com/miekg/dns"
 )
 
-// goroutines reads the goroutine count from the pprof plugin.
-func goroutines(t *testing.T, addr string) int {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`goroutine profile: total (\d+)`).FindSubmatch(body)
-	if m == nil {
-		t.Fatalf("no goroutine count in %q", body[:min(len(body), 200)])
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
-}
-
-// sockets counts a process's open sockets.
-func sockets(t *testing.T, pid int) int {
-	t.Helper()
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range entries {
-		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && strings.HasPrefix(target, "socket:") {
-			n++
-		}
-	}
-	return n
-}
-
 // TestReloads reloads the real CoreDNS 50 times (SIGUSR1) while questions
-// run: none fails, and goroutines and sockets return to where they were.
+// run: none fails, each reload takes effect, and goroutines and sockets
+// return to where they were. Every reload changes the TTL, which answers
+// show once the new configuration serves; every other reload also changes
+// max_watchers, a setting of how Consul is read.
 func TestReloads(t *testing.T) {
-	const services, instances = 20, 2
-	agent := consulagent.Start(t, nil)
-	consulagent.Populate(t, consulagent.Client(t, agent), services, instances, 10)
-	pprofAddr := fmt.Sprintf("127.0.0.1:%d", corednsproc.FreePort(t))
-	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n pprof %s\n consul {\n  address %s\n }\n}\n",
-			p.DNS, p.Ready, pprofAddr, agent.HTTPAddr)
-	})
+	const services, instances, reloads = 20, 2, 50
+	agent, client := startAgent(t)
+	consulagent.Populate(t, client, services, instances, 10)
+	// The configuration after reload i (0: the first); its TTL tells it.
+	config := func(i int) (corednsproc.Corefile, int) {
+		ttl := 1 + i%2
+		cf := pluginCorefile(agent.HTTPAddr, fmt.Sprintf("service_ttl * %ds", ttl), fmt.Sprintf("max_watchers %d", 100+i/2%2))
+		cf.Pprof = true
+		return cf, ttl
+	}
+	first, _ := config(0)
+	server := corednsproc.Start(t, first.Build)
+	server.WaitMetric(t, "coredns_consul_watched_services", 30*time.Second, is(services+1))
 	probe := startProber(t, server.Addr, services, instances)
-	time.Sleep(2 * time.Second)
-	baseGoroutines, baseSockets := goroutines(t, pprofAddr), sockets(t, server.Pid())
-
-	for range 50 {
-		if err := syscall.Kill(server.Pid(), syscall.SIGUSR1); err != nil {
+	probe.waitAsked()
+	sockets := func() int {
+		n, err := procfs.Sockets(server.Pid())
+		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		return n
 	}
-	time.Sleep(3 * time.Second) // the last old instances finish stopping
+	baseGoroutines, baseSockets := server.Goroutines(t), sockets()
+
+	for i := 1; i <= reloads; i++ {
+		next, ttl := config(i)
+		server.Reload(t, next.Build(server.Ports))
+		dnsq.Wait(t, server.Addr, "service-2.service.consul.", dns.TypeA, 30*time.Second, func(m *dns.Msg) bool { return dnsq.TTL(m) == ttl })
+	}
+	// The last old instances finish stopping.
+	var g, s int
+	err := wait.For(30*time.Second, func() error {
+		if g, s = server.Goroutines(t), sockets(); g > baseGoroutines+10 || s > baseSockets+5 {
+			return fmt.Errorf("goroutines %d -> %d, sockets %d -> %d", baseGoroutines, g, baseSockets, s)
+		}
+		return nil
+	})
+	t.Logf("goroutines %d -> %d, sockets %d -> %d after %d reloads", baseGoroutines, g, baseSockets, s, reloads)
+	if err != nil {
+		t.Errorf("goroutines or sockets grew over %d reloads: %v", reloads, err)
+	}
 	probe.halt()
-	probe.check("50 reloads")
-	g, s := goroutines(t, pprofAddr), sockets(t, server.Pid())
-	t.Logf("goroutines %d -> %d, sockets %d -> %d after 50 reloads", baseGoroutines, g, baseSockets, s)
-	if g > baseGoroutines+10 {
-		t.Errorf("goroutines grew from %d to %d over 50 reloads", baseGoroutines, g)
-	}
-	if s > baseSockets+5 {
-		t.Errorf("sockets grew from %d to %d over 50 reloads", baseSockets, s)
-	}
-	if out := server.Output(); strings.Count(out, "Reloading") < 50 && strings.Count(out, "plugin/consul: version") < 51 {
-		t.Errorf("CoreDNS did not reload 50 times:\n%s", out)
-	}
+	probe.check(fmt.Sprintf("%d reloads", reloads))
 }

@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"fmt"
 	"testing"
-	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
-	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
 
 	"github.com/miekg/dns"
 )
@@ -16,46 +14,40 @@ import (
 // client retries over TCP; with EDNS0 it fills the client's buffer; over TCP
 // it holds every instance.
 func TestAnswerSize(t *testing.T) {
-	agent := consulagent.Start(t, nil)
-	client := consulagent.Client(t, agent)
+	agent, client := startAgent(t)
 	consulagent.Populate(t, client, 1, 40, 40) // service-0 with 40 instances on 40 nodes
-	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n consul {\n  address %s\n  node_meta_txt off\n }\n}\n",
-			p.DNS, p.Ready, agent.HTTPAddr)
-	})
+	server := startPlugin(t, agent.HTTPAddr, "node_meta_txt off")
 
 	tests := []struct {
 		name      string
-		net       string
+		tcp       bool
 		bufsize   uint16 // 0: no EDNS0
 		truncated bool
 		answers   int // exact count, or 0 for "fewer than 40"
 	}{
-		{"udp without EDNS0", "udp", 0, true, 0},
-		{"udp with EDNS0 1232", "udp", 1232, true, 0},
-		{"udp with EDNS0 8192", "udp", 8192, false, 40},
-		{"tcp", "tcp", 0, false, 40},
+		{"udp without EDNS0", false, 0, true, 0},
+		{"udp with EDNS0 1232", false, 1232, true, 0},
+		{"udp with EDNS0 8192", false, 8192, false, 40},
+		{"tcp", true, 0, false, 40},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			var opts []dnsq.Option
+			if tc.tcp {
+				opts = append(opts, dnsq.TCP)
+			}
+			if tc.bufsize > 0 {
+				opts = append(opts, dnsq.EDNS(tc.bufsize))
+			}
 			for _, qtype := range []uint16{dns.TypeSRV, dns.TypeA} {
-				m := new(dns.Msg)
-				m.SetQuestion("service-0.service.consul.", qtype)
-				if tc.bufsize > 0 {
-					m.SetEdns0(tc.bufsize, false)
-				}
-				c := &dns.Client{Net: tc.net, Timeout: 2 * time.Second, UDPSize: 65535}
-				resp, _, err := c.Exchange(m, server.Addr)
-				if err != nil {
-					t.Fatal(err)
-				}
+				resp := dnsq.Query(t, server.Addr, "service-0.service.consul.", qtype, opts...)
 				resp.Compress = true // as it came over the wire
 				size := resp.Len()
 				limit := 512
 				if tc.bufsize > 0 {
 					limit = int(tc.bufsize)
 				}
-				if tc.net == "udp" && size > limit {
+				if !tc.tcp && size > limit {
 					t.Errorf("%s: %d bytes over a %d-byte limit", dns.TypeToString[qtype], size, limit)
 				}
 				if qtype == dns.TypeA && tc.bufsize == 1232 {

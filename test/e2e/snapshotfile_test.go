@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +10,7 @@ import (
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
-	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -20,8 +19,7 @@ import (
 // each is logged and ignored, start-up goes on, answers come from Consul,
 // and the file is replaced by a good one.
 func TestDamagedSnapshotFile(t *testing.T) {
-	agent := consulagent.Start(t, nil)
-	client := consulagent.Client(t, agent)
+	agent, client := startAgent(t)
 	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
 
 	good := new(bytes.Buffer)
@@ -46,11 +44,8 @@ func TestDamagedSnapshotFile(t *testing.T) {
 			if err := os.WriteFile(path, data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-				return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n consul {\n  address %s\n  snapshot %s 10ms\n }\n}\n",
-					p.DNS, p.Ready, agent.HTTPAddr, path)
-			})
-			if got := answers(t, server.Addr, "web.service.consul."); got != 1 {
+			server := startPlugin(t, agent.HTTPAddr, "snapshot "+path+" 10ms")
+			if got := dnsq.Count(t, server.Addr, "web.service.consul."); got != 1 {
 				t.Errorf("web: %d answers, want 1 from Consul", got)
 			}
 			if !strings.Contains(server.Output(), "ignoring the snapshot file") {

@@ -1,94 +1,69 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
-	"regexp"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
 )
 
-// heapInuse reads HeapInuse from the pprof plugin's heap profile.
-func heapInuse(t *testing.T, addr string) int {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1&gc=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`# HeapInuse = (\d+)`).FindSubmatch(body)
-	if m == nil {
-		t.Fatal("no HeapInuse in the heap profile")
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
-}
-
 // TestSoak churns a real catalog (registrations, deregistrations, health
 // flaps) under questions for SOAK_DURATION (20s in make test, minutes in make
 // soak): no question fails, goroutines and heap come back to their baseline,
-// and the final answers equal what Consul's catalog says.
+// and the answers come to equal what Consul's catalog says.
 func TestSoak(t *testing.T) {
 	duration := 20 * time.Second
 	if d, err := time.ParseDuration(os.Getenv("SOAK_DURATION")); err == nil {
 		duration = d
 	}
-	const services, instances = 30, 3
-	agent := consulagent.Start(t, nil)
-	client := consulagent.Client(t, agent)
+	const services, instances, watchers = 30, 3, 10
+	agent, client := startAgent(t)
 	consulagent.Populate(t, client, services, instances, 10)
-	pprofAddr := fmt.Sprintf("127.0.0.1:%d", corednsproc.FreePort(t))
-	server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-		return fmt.Sprintf("consul.:%d {\n bind 127.0.0.1\n ready 127.0.0.1:%d\n pprof %s\n consul {\n  address %s\n  max_watchers 10\n }\n}\n",
-			p.DNS, p.Ready, pprofAddr, agent.HTTPAddr)
-	})
-	time.Sleep(2 * time.Second)
-	baseGoroutines, baseHeap := goroutines(t, pprofAddr), heapInuse(t, pprofAddr)
+	cf := pluginCorefile(agent.HTTPAddr, fmt.Sprintf("max_watchers %d", watchers))
+	cf.Pprof = true
+	server := corednsproc.Start(t, cf.Build)
+	server.WaitMetric(t, "coredns_consul_watched_services", 30*time.Second, is(watchers))
+	baseGoroutines, baseHeap := server.Goroutines(t), server.HeapInuse(t)
 
-	// Questions for every service; any answer but NOERROR is a failure: the
-	// churn never touches the instances Populate made, which stay passing.
+	// Questions for every service, one every 500 µs at most; any answer but
+	// NOERROR is a failure: the churn never touches the instances Populate
+	// made, which stay passing.
 	var asked, failed atomic.Int64
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c := &dns.Client{Net: "udp", Timeout: time.Second}
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			m := new(dns.Msg)
-			m.SetQuestion(fmt.Sprintf("service-%d.service.consul.", i%services), dns.TypeSRV)
-			m.SetEdns0(4096, false)
-			resp, _, err := c.Exchange(m, server.Addr)
+		i := 0
+		wait.Every(500*time.Microsecond, stop, func() bool {
+			resp, err := dnsq.Ask(server.Addr, fmt.Sprintf("service-%d.service.consul.", i%services), dns.TypeSRV,
+				dnsq.EDNS(4096), dnsq.Timeout(time.Second))
+			i++
 			asked.Add(1)
 			if err != nil || resp.Rcode != dns.RcodeSuccess {
 				failed.Add(1)
 			}
-			time.Sleep(500 * time.Microsecond)
-		}
+			return true
+		})
 	}()
 
-	// The churn: extra instances registered, deregistered and flapping.
+	// The churn, a change every 20 ms: extra instances registered,
+	// deregistered and flapping.
 	statuses := []string{api.HealthPassing, api.HealthWarning, api.HealthCritical}
 	changes := 0
 	end := time.Now().Add(duration)
-	for time.Now().Before(end) {
+	wait.Every(20*time.Millisecond, nil, func() bool {
 		extra := rand.N(20)
 		id := fmt.Sprintf("churn-%d", extra)
 		node := fmt.Sprintf("churn-node-%d", extra)
@@ -100,8 +75,8 @@ func TestSoak(t *testing.T) {
 			}, statuses[rand.N(len(statuses))])
 		}
 		changes++
-		time.Sleep(20 * time.Millisecond)
-	}
+		return time.Now().Before(end)
+	})
 	close(stop)
 	<-done
 	t.Logf("%d changes in %s; %d questions, %d failed", changes, duration, asked.Load(), failed.Load())
@@ -110,33 +85,17 @@ func TestSoak(t *testing.T) {
 	}
 
 	// Settled, the answers are Consul's catalog.
-	time.Sleep(2 * time.Second)
-	for s := range services {
-		name := fmt.Sprintf("service-%d", s)
-		entries, _, err := client.Health().Service(name, "", false, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var want []string
-		for _, e := range entries {
-			if e.Checks.AggregatedStatus() != api.HealthCritical {
-				want = append(want, e.Node.Address)
+	wait.Until(t, 15*time.Second, func() error {
+		var errs []error
+		for s := range services {
+			if err := matchesCatalog(t, client, server.Addr, fmt.Sprintf("service-%d", s)); err != nil {
+				errs = append(errs, err)
 			}
 		}
-		slices.Sort(want)
-		want = slices.Compact(want)
-		resp := query(t, "tcp", server.Addr, name+".service.consul.", dns.TypeA)
-		var got []string
-		for _, rr := range resp.Answer {
-			got = append(got, rr.(*dns.A).A.String())
-		}
-		slices.Sort(got)
-		if !slices.Equal(got, want) {
-			t.Errorf("%s: answered %v, Consul's catalog says %v", name, got, want)
-		}
-	}
+		return errors.Join(errs...)
+	})
 
-	g, h := goroutines(t, pprofAddr), heapInuse(t, pprofAddr)
+	g, h := server.Goroutines(t), server.HeapInuse(t)
 	t.Logf("goroutines %d -> %d, heap in use %.1f -> %.1f MB", baseGoroutines, g, float64(baseHeap)/1e6, float64(h)/1e6)
 	if g > baseGoroutines+20 {
 		t.Errorf("goroutines grew from %d to %d", baseGoroutines, g)
@@ -144,4 +103,30 @@ func TestSoak(t *testing.T) {
 	if h > 2*baseHeap+16<<20 {
 		t.Errorf("heap in use grew from %d to %d bytes", baseHeap, h)
 	}
+}
+
+// matchesCatalog compares the A answer for a service with the addresses of
+// its instances that Consul's catalog does not say are critical.
+func matchesCatalog(t *testing.T, client *api.Client, addr, service string) error {
+	entries, _, err := client.Health().Service(service, "", false, nil)
+	if err != nil {
+		return err
+	}
+	var want []string
+	for _, e := range entries {
+		if e.Checks.AggregatedStatus() != api.HealthCritical {
+			want = append(want, e.Node.Address)
+		}
+	}
+	slices.Sort(want)
+	want = slices.Compact(want)
+	var got []string
+	for _, rr := range dnsq.Query(t, addr, service+".service.consul.", dns.TypeA, dnsq.TCP).Answer {
+		got = append(got, rr.(*dns.A).A.String())
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("%s: answered %v, Consul's catalog says %v", service, got, want)
+	}
+	return nil
 }

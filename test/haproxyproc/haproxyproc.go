@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/freeport"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 )
 
 // Config is what the HAProxy configuration is made from.
@@ -78,13 +79,19 @@ backend web
 // test ends.
 func Start(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
+	port := freeport.Port(t)
+	return StartConfig(t, fmt.Sprintf(Template, cfg.Nameserver, port, cfg.SRV, cfg.Slots), fmt.Sprintf("127.0.0.1:%d", port))
+}
+
+// StartConfig runs HAProxy with a configuration of the caller's, waits until
+// it listens on addr, one of its frontends, and stops it when the test ends.
+func StartConfig(t testing.TB, config, addr string) *Proxy {
+	t.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
 		t.Fatalf("no haproxy on PATH (make test installs it with scripts/deps.sh): %v", err)
 	}
-	port := freeport.Port(t)
-	p := &Proxy{Addr: fmt.Sprintf("127.0.0.1:%d", port), out: new(bytes.Buffer), done: make(chan struct{})}
-	p.Config = fmt.Sprintf(Template, cfg.Nameserver, port, cfg.SRV, cfg.Slots)
+	p := &Proxy{Addr: addr, Config: config, out: new(bytes.Buffer), done: make(chan struct{})}
 	path := filepath.Join(t.TempDir(), "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(p.Config), 0o600); err != nil {
 		t.Fatal(err)
@@ -99,25 +106,22 @@ func Start(t testing.TB, cfg Config) *Proxy {
 		p.cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
-			t.Logf("haproxy output:\n%s", p.Output())
+			t.Logf("haproxy configuration:\n%s\nhaproxy output:\n%s", p.Config, p.Output())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", p.Addr); err == nil {
-			c.Close()
-			return p
-		}
+	wait.Until(t, 10*time.Second, func() error {
 		select {
 		case <-p.done:
-			t.Fatalf("haproxy exited:\n%s", p.Output())
+			return wait.Abort(fmt.Errorf("haproxy exited:\n%s", p.Output()))
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy not listening after 10s:\n%s", p.Output())
+		c, err := net.Dial("tcp", p.Addr)
+		if err == nil {
+			c.Close()
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
+	return p
 }
 
 func (p *Proxy) Write(b []byte) (int, error) {

@@ -1,0 +1,160 @@
+// Package e2e runs the real CoreDNS binary with the consul plugin against
+// real Consul agents (and HAProxy) and asks it over UDP and TCP. Every test
+// waits on what it can observe (an answer, a metric, a log line), never for
+// a fixed time.
+package e2e
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"github.com/coredns-consul/coredns-consul/test/consulagent"
+	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
+	"github.com/coredns-consul/coredns-consul/test/metrics"
+	"github.com/coredns-consul/coredns-consul/test/wait"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+)
+
+// startAgent starts a single-server Consul agent, with more configuration
+// when given, and returns it with a client.
+func startAgent(t *testing.T, hcl ...string) (*consulagent.Process, *api.Client) {
+	t.Helper()
+	agent := consulagent.StartProcessWith(t, consulagent.Options{HCL: hcl})
+	return agent, agent.Client()
+}
+
+// pluginCorefile is the Corefile of most tests: the consul plugin reading
+// the agent at addr with more settings, and the prometheus plugin for the
+// tests to wait on.
+func pluginCorefile(addr string, settings ...string) corednsproc.Corefile {
+	return corednsproc.Corefile{Metrics: true, Consul: append([]string{"address " + addr}, settings...)}
+}
+
+// startPlugin starts CoreDNS with pluginCorefile.
+func startPlugin(t *testing.T, addr string, settings ...string) *corednsproc.Server {
+	t.Helper()
+	return corednsproc.Start(t, pluginCorefile(addr, settings...).Build)
+}
+
+// stale is the metric that says Consul cannot be reached, for the local
+// datacenter.
+const stale = `coredns_consul_stale{datacenter="local"}`
+
+func is(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
+
+// waitSnapshotFile waits until the snapshot file at path holds what server
+// serves, every datacenter's snapshot as built, so that a CoreDNS started
+// from it answers as server does now.
+func waitSnapshotFile(t *testing.T, server *corednsproc.Server, path string) {
+	t.Helper()
+	wait.Until(t, 10*time.Second, func() error {
+		set, err := snapshot.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		served := metrics.Parse(server.Metrics(t))
+		for _, snap := range set.Datacenters {
+			label := snap.Datacenter
+			if label == set.Local {
+				label = "local"
+			}
+			built := served[`coredns_consul_snapshot_timestamp_seconds{datacenter="`+label+`"}`]
+			if math.Abs(built-float64(snap.Built.UnixNano())/1e9) > 1e-3 {
+				return fmt.Errorf("the file holds %s built at %s, CoreDNS serves one built at %.3f", label, snap.Built, built)
+			}
+		}
+		return nil
+	})
+}
+
+// prober asks for every service, round and round, over UDP, and counts
+// answers that are not the expected instance count.
+type prober struct {
+	t        *testing.T
+	services int
+	want     int // A records per service
+	mu       sync.Mutex
+	addr     string
+	asked    atomic.Int64
+	failures atomic.Int64
+	lastFail atomic.Value // string
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func startProber(t *testing.T, addr string, services, want int) *prober {
+	p := &prober{t: t, addr: addr, services: services, want: want, stop: make(chan struct{}), done: make(chan struct{})}
+	go p.run()
+	t.Cleanup(p.halt)
+	return p
+}
+
+func (p *prober) setAddr(addr string) {
+	p.mu.Lock()
+	p.addr = addr
+	p.mu.Unlock()
+}
+
+func (p *prober) run() {
+	defer close(p.done)
+	i := 0
+	wait.Every(time.Millisecond, p.stop, func() bool {
+		p.mu.Lock()
+		addr := p.addr
+		p.mu.Unlock()
+		// service-0 and service-1 change during the tests; the others do not.
+		name := fmt.Sprintf("service-%d.service.consul.", 2+i%(p.services-2))
+		i++
+		resp, err := dnsq.Ask(addr, name, dns.TypeA, dnsq.Timeout(time.Second))
+		p.asked.Add(1)
+		if err != nil || resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != p.want {
+			p.failures.Add(1)
+			p.lastFail.Store(fmt.Sprintf("%s: %v %v", name, err, resp))
+		}
+		return true
+	})
+}
+
+func (p *prober) halt() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	<-p.done
+}
+
+// waitAsked waits until the prober has asked every service twice since the
+// last check: the phase about to be checked was probed through.
+func (p *prober) waitAsked() {
+	p.t.Helper()
+	want := int64(2 * p.services)
+	wait.Until(p.t, 30*time.Second, func() error {
+		if n := p.asked.Load(); n < want {
+			return fmt.Errorf("the prober asked %d questions, want %d", n, want)
+		}
+		return nil
+	})
+}
+
+// check reports the failures since the last check.
+func (p *prober) check(phase string) {
+	p.t.Helper()
+	asked, failed := p.asked.Swap(0), p.failures.Swap(0)
+	if failed > 0 {
+		p.t.Errorf("%s: %d of %d questions failed; last: %v", phase, failed, asked, p.lastFail.Load())
+	} else {
+		p.t.Logf("%s: %d questions, all answered", phase, asked)
+	}
+	if asked == 0 {
+		p.t.Errorf("%s: no question was asked", phase)
+	}
+}
