@@ -21,10 +21,11 @@ import (
 // should let Consul answer.
 var ErrNotFound = errors.New("prepared query not found")
 
-// ErrTemplate wraps a template that Consul would fail to render for the
-// name: its Execute fails, which its DNS answers with SERVFAIL. A template
-// that does not compile here (Consul would have refused to register it) is
-// reported the same way.
+// ErrTemplate wraps the failure of a template to render for a name, which
+// fails Consul's query too: its DNS answers SERVFAIL, and when HIL panics
+// (an implicit string to integer conversion, see detach), Consul 1.22.5's
+// agent crashes on the question. A caller that forwards such a question to
+// Consul brings its agent down: SERVFAIL is Consul's answer without it.
 var ErrTemplate = errors.New("prepared query template")
 
 // errTemplateByID is Consul's answer to a template's ID
@@ -147,8 +148,8 @@ func (s *Set) find(name string) (*entry, error) {
 // Resolve returns the query that answers name, rendered for name and the
 // agent's segment when it is a template, for the caller to read only. name
 // is the query name as the DNS question gives it (see QueryName). An error
-// other than ErrNotFound means that Consul fails the query too (a template
-// that fails to render wraps ErrTemplate): its answer is Consul's to give.
+// other than ErrNotFound is for Consul to answer, except ErrTemplate (see
+// there).
 func (s *Set) Resolve(name, segment string) (*snapshot.Query, error) {
 	e, err := s.find(name)
 	if err != nil {
@@ -158,7 +159,8 @@ func (s *Set) Resolve(name, segment string) (*snapshot.Query, error) {
 		return e.query, nil
 	}
 	if e.err != nil {
-		return nil, fmt.Errorf("%w %q: %w", ErrTemplate, e.query.Name, e.err)
+		// Consul accepted the template: its answer is the one to give.
+		return nil, fmt.Errorf("prepared query template %q does not compile: %w", e.query.Name, e.err)
 	}
 	q, err := e.tmpl.renderCached(name, segment)
 	if err != nil {

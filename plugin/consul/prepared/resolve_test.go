@@ -65,7 +65,7 @@ func TestResolve(t *testing.T) {
 		{name: "catch-all loses to a longer prefix", catchAll: true, lookup: "prod-db", wantID: tmpl1ID, wantSvc: "db"},
 		{name: "any HIL expression", lookup: "cmp-x", wantID: "d0f2c4e6-1111-2222-3333-444455556666", wantSvc: "false"},
 		{name: "render fails", lookup: "7x", wantErr: ErrTemplate},
-		{name: "compile failed", lookup: "bad-x", wantErr: ErrTemplate},
+		{name: "compile failed", lookup: "bad-x", errText: "does not compile"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
