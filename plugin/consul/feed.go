@@ -30,8 +30,7 @@ type feed struct {
 	// mu orders publications and handovers: a snapshot published while a
 	// reload hands the replica over reaches the new datacenter.
 	mu sync.Mutex
-	// to serves what the replica publishes; nil once a successor replica
-	// has published in its place.
+	// to serves what the replica publishes.
 	to *datacenter
 	// owner's block stops the replica: the datacenter it was made for or
 	// handed over to. A block that shuts down while its replica is lent
@@ -66,7 +65,7 @@ func newFeed(client *api.Config, rc replica.Config, settings readSettings, to *d
 func (f *feed) publish(snap *snapshot.Snapshot) {
 	f.mu.Lock()
 	f.latest = snap
-	if f.stopped || f.to == nil {
+	if f.stopped {
 		f.mu.Unlock()
 		return
 	}
@@ -87,9 +86,7 @@ func (f *feed) datacentersRead(known, byDistance []string) {
 	f.mu.Lock()
 	to := f.to
 	f.mu.Unlock()
-	if to != nil {
-		to.lists(known, byDistance)
-	}
+	to.lists(known, byDistance)
 }
 
 // serve makes the replica feed d, and d's block the one that stops it: one
@@ -139,27 +136,26 @@ func (f *feed) feedLocked(d *datacenter) {
 	}
 	// What prev served first, so that a removal guard measures the newest
 	// snapshot against it as prev's did.
-	if prev != nil {
-		if cur := prev.current(); cur != nil && cur != d.current() {
-			d.start(cur)
-		}
+	if cur := prev.current(); cur != nil && cur != d.current() {
+		d.start(cur)
 	}
 	if f.latest != nil && f.latest != d.current() {
 		d.publish(f.latest)
 	}
 }
 
-// yield stops feeding d, whose own replica publishes. True when the replica
-// is to stop: d's block was passed it.
+// yield stops feeding d, whose own replica publishes or stops: the replica
+// goes back to the block that lent it, which stops it when it shuts down.
+// True when the replica is to stop now: d's block was passed it.
 func (f *feed) yield(d *datacenter) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.to != d {
-		return false // taken back by the block that lent it
-	}
-	f.to = nil
-	if f.owner != d || f.stopped {
-		return false // its block runs on, and stops it when it shuts down
+	switch {
+	case f.to != d || f.stopped:
+		return false // taken back already
+	case f.owner != d:
+		f.feedLocked(f.owner)
+		return false
 	}
 	f.stopped = true
 	return true
@@ -177,7 +173,7 @@ func (f *feed) feeds(d *datacenter) bool {
 func (f *feed) handedOver(d *datacenter) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.to != nil && f.to != d
+	return f.to != d
 }
 
 // release is d's block stopping: the replica stops unless d handed it over.
@@ -188,7 +184,7 @@ func (f *feed) release(d *datacenter) {
 		f.mu.Unlock()
 		return
 	}
-	if f.to != nil && f.to != d {
+	if f.to != d {
 		f.owner = f.to
 		f.mu.Unlock()
 		return
@@ -199,8 +195,10 @@ func (f *feed) release(d *datacenter) {
 	f.mu.Unlock()
 	// Not under mu: the replica's last publication may be waiting for it.
 	f.replica.Stop()
-	if pred != nil {
-		pred.release(d)
+	// A predecessor still lent to d no longer feeds it; its block stops
+	// it, or d's when it was passed on.
+	if pred != nil && pred.yield(d) {
+		pred.replica.Stop()
 	}
 }
 

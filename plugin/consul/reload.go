@@ -121,6 +121,17 @@ type generation struct {
 	pools   map[string]*replica.Pool
 }
 
+// started is a block of gen starting: every block of its Corefile has
+// been set up, and what they claimed is theirs.
+func (gen *generation) started() {
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	// Claims would keep the replicas they name, stopped or not, as long as
+	// the instance runs.
+	clear(gen.claimed)
+	clear(gen.pools)
+}
+
 type generationKey struct{}
 
 // generationOf is the generation of the Corefile c is loading.

@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -152,22 +153,17 @@ func (c *Consul) firstRemotes(file *snapshot.Set) []string {
 // answer from.
 func (c *Consul) startup() error {
 	log.Infof("version %s replicating from %v for zones %v", Version, c.cfg.replica.Addresses, c.cfg.zones)
+	c.gen.started()
 	if c.persist != nil {
 		c.persist.start()
 		// What the reloaded block served is this block's to write now.
 		c.persist.offer()
 	}
 	if !c.local.feed.serve(c.local) {
-		// Only its own block stops a local replica, and that block shuts
-		// down after this one started: not seen, but not left to chance.
-		log.Warningf("the local replica to take over was stopped; starting a new one")
-		f := c.local.feed
-		renewed, err := newFeed(c.cfg.client, f.settings.replica, f.settings, c.local, c.pool)
-		if err != nil {
-			return plugin.Error(pluginName, err)
-		}
-		c.local.feed = renewed
-		renewed.serve(c.local)
+		// Only its owner stops a replica, and the block that owns the one
+		// taken over shuts down after this one has started. Failing here
+		// fails the reload, and the old block runs on.
+		return plugin.Error(pluginName, errors.New("the local replica to take over was stopped"))
 	}
 	c.startRemotes()
 	live.join(c)
