@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -78,8 +79,10 @@ func baseline(t *testing.T, agent *consulagent.Process) (agentState, bool) {
 // Consul are counted.
 type plugin struct {
 	*corednsproc.Server
-	proxy *faultproxy.Proxy // nil over HTTPS
-	log   *proxyLog
+	corefile corednsproc.Corefile
+	address  []string          // the consul block's lines that say where Consul is
+	proxy    *faultproxy.Proxy // nil over HTTPS
+	log      *proxyLog
 }
 
 // startPlugin starts CoreDNS with the consul plugin reading agent, over
@@ -89,9 +92,8 @@ type plugin struct {
 // end.
 func startPlugin(t *testing.T, agent *consulagent.Process, tls bool, settings ...string) (*plugin, error) {
 	p := &plugin{}
-	cf := corednsproc.Corefile{Metrics: true, Consul: settings}
 	if tls {
-		cf.Consul = append([]string{"address https://" + agent.HTTPSAddr, "tls " + agent.CAFile}, settings...)
+		p.address = []string{"address https://" + agent.HTTPSAddr, "tls " + agent.CAFile}
 	} else {
 		// The proxy logs a line for every request the plugin cancels (and
 		// CoreDNS's exit cancels all): counted and summed up instead.
@@ -99,11 +101,13 @@ func startPlugin(t *testing.T, agent *consulagent.Process, tls bool, settings ..
 		log.SetOutput(p.log)
 		t.Cleanup(func() { log.SetOutput(os.Stderr) })
 		p.proxy = faultproxy.New(t, agent.HTTPAddr)
-		cf.Consul = append([]string{"address " + p.proxy.Addr}, settings...)
+		p.address = []string{"address " + p.proxy.Addr}
 	}
+	cf := corednsproc.Corefile{Metrics: true, Consul: append(slices.Clone(p.address), settings...)}
 	if os.Getenv("COST_DEBUG") == "1" {
 		cf.Plugins = []string{"debug"}
 	}
+	p.corefile = cf
 	agentPorts := []int{port(agent.HTTPAddr), port(agent.HTTPSAddr)}
 	server, err := corednsproc.StartWith(t, corednsproc.Options{
 		ReadyWithin: time.Duration(envInt("COST_READY_WAIT", 180)) * time.Second,
@@ -128,6 +132,13 @@ func startPlugin(t *testing.T, agent *consulagent.Process, tls bool, settings ..
 		})
 	}
 	return p, nil
+}
+
+// reload has CoreDNS reload its Corefile with the consul block's settings
+// replaced by settings, where Consul is read from kept.
+func (p *plugin) reload(t *testing.T, settings ...string) {
+	p.corefile.Consul = append(slices.Clone(p.address), settings...)
+	p.Reload(t, p.corefile.Build(p.Ports))
 }
 
 // port is the port of an address, 0 for none.

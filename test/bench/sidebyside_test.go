@@ -32,7 +32,7 @@ import (
 
 var (
 	report   = flag.String("report", "", "run the side-by-side benchmark and write its report to this file (make bench)")
-	sections = flag.String("sections", "throughput,propagation,outage,scale,cost,datacenters,queries", "the parts of the report to run, comma-separated")
+	sections = flag.String("sections", "throughput,propagation,outage,scale,cost,startup,reload,datacenters,queries", "the parts of the report to run, comma-separated")
 )
 
 // section reports whether the report's part name is to run.
@@ -70,6 +70,12 @@ func TestSideBySide(t *testing.T) {
 	}
 	if section("cost") {
 		part("cost", costSection)
+	}
+	if section("startup") {
+		part("startup", startupSection)
+	}
+	if section("reload") {
+		part("reload", reloadSection)
 	}
 	if section("datacenters") {
 		part("datacenters", datacentersSection)
