@@ -84,6 +84,19 @@ func (s *consulSource) call(ctx context.Context, q Query, req func(*api.Client, 
 		Filtered: meta.ResultsFilteredByACLs}, nil
 }
 
+// read sends one request through call and names what failed.
+func read[T any](s *consulSource, ctx context.Context, q Query, what string, req func(*api.Client, *api.QueryOptions) (T, *api.QueryMeta, error)) (T, Meta, error) {
+	var data T
+	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
+		data, m, err = req(c, opts)
+		return m, err
+	})
+	if err != nil {
+		return data, meta, fmt.Errorf("%s: %w", what, err)
+	}
+	return data, meta, nil
+}
+
 // raw reads path into out; the agent answers requests without an index.
 func (s *consulSource) raw(ctx context.Context, path string, out any, local bool) (Meta, error) {
 	return s.call(ctx, Query{}, func(c *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
@@ -113,25 +126,18 @@ func (s *consulSource) Agent(ctx context.Context) (Agent, error) {
 		MaxConnsPerClient: self.DebugConfig.HTTPMaxConnsPerClient}, nil
 }
 
-func (s *consulSource) Services(ctx context.Context, q Query) (list map[string][]string, meta Meta, err error) {
-	meta, err = s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
-		list, m, err = c.Catalog().Services(opts)
-		return m, err
+func (s *consulSource) Services(ctx context.Context, q Query) (map[string][]string, Meta, error) {
+	return read(s, ctx, q, "listing services", func(c *api.Client, o *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
+		return c.Catalog().Services(o)
 	})
-	if err != nil {
-		return nil, meta, fmt.Errorf("listing services: %w", err)
-	}
-	return list, meta, nil
 }
 
 func (s *consulSource) Service(ctx context.Context, name string, q Query) (*snapshot.Service, Meta, error) {
-	var entries []*api.ServiceEntry
-	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
-		entries, m, err = c.Health().Service(name, "", false, opts)
-		return m, err
+	entries, meta, err := read(s, ctx, q, fmt.Sprintf("reading service %q", name), func(c *api.Client, o *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+		return c.Health().Service(name, "", false, o)
 	})
 	if err != nil {
-		return nil, meta, fmt.Errorf("reading service %q: %w", name, err)
+		return nil, meta, err
 	}
 	for _, e := range entries {
 		if e == nil || e.Service == nil || e.Node == nil {
@@ -156,13 +162,11 @@ func (s *consulSource) ServiceIndex(ctx context.Context, name string) (Meta, err
 }
 
 func (s *consulSource) Nodes(ctx context.Context, q Query) ([]*snapshot.Node, Meta, error) {
-	var list []*api.Node
-	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
-		list, m, err = c.Catalog().Nodes(opts)
-		return m, err
+	list, meta, err := read(s, ctx, q, "listing nodes", func(c *api.Client, o *api.QueryOptions) ([]*api.Node, *api.QueryMeta, error) {
+		return c.Catalog().Nodes(o)
 	})
 	if err != nil {
-		return nil, meta, fmt.Errorf("listing nodes: %w", err)
+		return nil, meta, err
 	}
 	nodes := make([]*snapshot.Node, 0, len(list))
 	for _, n := range list {
@@ -176,14 +180,12 @@ func (s *consulSource) Nodes(ctx context.Context, q Query) ([]*snapshot.Node, Me
 const nonPassingFilter = `Status != "passing"`
 
 func (s *consulSource) NonPassing(ctx context.Context, q Query) ([]Check, Meta, error) {
-	var list api.HealthChecks
-	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
-		opts.Filter = nonPassingFilter
-		list, m, err = c.Health().State(api.HealthAny, opts)
-		return m, err
+	list, meta, err := read(s, ctx, q, "reading non-passing checks", func(c *api.Client, o *api.QueryOptions) (api.HealthChecks, *api.QueryMeta, error) {
+		o.Filter = nonPassingFilter
+		return c.Health().State(api.HealthAny, o)
 	})
 	if err != nil {
-		return nil, meta, fmt.Errorf("reading non-passing checks: %w", err)
+		return nil, meta, err
 	}
 	checks := make([]Check, 0, len(list))
 	for _, c := range list {
@@ -217,13 +219,11 @@ func (s *consulSource) Summaries(ctx context.Context) ([]Summary, Meta, error) {
 }
 
 func (s *consulSource) Queries(ctx context.Context, q Query) ([]*snapshot.Query, Meta, error) {
-	var list []*api.PreparedQueryDefinition
-	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
-		list, m, err = c.PreparedQuery().List(opts)
-		return m, err
+	list, meta, err := read(s, ctx, q, "listing prepared queries", func(c *api.Client, o *api.QueryOptions) ([]*api.PreparedQueryDefinition, *api.QueryMeta, error) {
+		return c.PreparedQuery().List(o)
 	})
 	if err != nil {
-		return nil, meta, fmt.Errorf("listing prepared queries: %w", err)
+		return nil, meta, err
 	}
 	out := make([]*snapshot.Query, 0, len(list))
 	for _, d := range list {
@@ -233,13 +233,11 @@ func (s *consulSource) Queries(ctx context.Context, q Query) ([]*snapshot.Query,
 }
 
 func (s *consulSource) Coordinates(ctx context.Context) ([]*snapshot.Coordinate, Meta, error) {
-	var list []*api.CoordinateEntry
-	meta, err := s.call(ctx, Query{}, func(c *api.Client, opts *api.QueryOptions) (m *api.QueryMeta, err error) {
-		list, m, err = c.Coordinate().Nodes(opts)
-		return m, err
+	list, meta, err := read(s, ctx, Query{}, "reading coordinates", func(c *api.Client, o *api.QueryOptions) ([]*api.CoordinateEntry, *api.QueryMeta, error) {
+		return c.Coordinate().Nodes(o)
 	})
 	if err != nil {
-		return nil, meta, fmt.Errorf("reading coordinates: %w", err)
+		return nil, meta, err
 	}
 	coords := make([]*snapshot.Coordinate, 0, len(list))
 	for _, e := range list {

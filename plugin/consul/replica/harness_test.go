@@ -138,3 +138,17 @@ func health(s *snapshot.Snapshot, name, id string) snapshot.Health {
 	}
 	return snapshot.Health(255)
 }
+
+// startSynced starts a replica of a catalog of services x perService
+// instances, watching at most budget services, and waits for its first
+// snapshot.
+func startSynced(t *testing.T, services, perService, budget int) (*memCatalog, *Replicator, *events) {
+	t.Helper()
+	cat := newMemCatalog()
+	cat.populate(services, perService)
+	cfg := testConfig()
+	cfg.MaxWatchers = budget
+	r, ev := startMem(t, cat, cfg)
+	ev.waitSnap(t, "the first snapshot", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == services })
+	return cat, r, ev
+}

@@ -212,12 +212,7 @@ func TestZeroIndex(t *testing.T) {
 // registrations by the summaries, health by the non-passing checks, a port
 // change (no count moves) by a sweep.
 func TestUnwatchedChanges(t *testing.T) {
-	cat := newMemCatalog()
-	cat.populate(40, 2)
-	cfg := testConfig()
-	cfg.MaxWatchers = 5
-	r, ev := startMem(t, cat, cfg)
-	ev.waitSnap(t, "sync", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == 40 })
+	cat, r, ev := startSynced(t, 40, 2, 5)
 	ev.waitFor(t, "the budget filled and the summaries' baseline read", func() bool {
 		return cat.blocking("service") == 5 && r.Stats().Summaries > 0
 	})
@@ -259,12 +254,7 @@ func TestUnwatchedChanges(t *testing.T) {
 // TestPromotion: a service found changed without a watcher takes the slot of
 // the watched service that changed least recently.
 func TestPromotion(t *testing.T) {
-	cat := newMemCatalog()
-	cat.populate(6, 1)
-	cfg := testConfig()
-	cfg.MaxWatchers = 2
-	r, ev := startMem(t, cat, cfg)
-	ev.waitSnap(t, "sync", func(*snapshot.Snapshot) bool { return true })
+	cat, r, ev := startSynced(t, 6, 1, 2)
 	ev.waitFor(t, "watchers", func() bool { return ev.watched.Load() == 2 })
 	watched := func(name string) bool {
 		r.mu.Lock()
@@ -316,12 +306,7 @@ func TestWatchersStartBounded(t *testing.T) {
 // exactly the catalog.
 func TestChurn(t *testing.T) {
 	const services = 30
-	cat := newMemCatalog()
-	cat.populate(services, 3)
-	cfg := testConfig()
-	cfg.MaxWatchers = 10
-	r, ev := startMem(t, cat, cfg)
-	ev.waitSnap(t, "sync", func(s *snapshot.Snapshot) bool { n, _ := s.Counts(); return n == services })
+	cat, r, ev := startSynced(t, services, 3, 10)
 	for range 300 {
 		extra := rand.N(20)
 		id, node := fmt.Sprintf("churn-%d", extra), fmt.Sprintf("churn-node-%d", extra)
