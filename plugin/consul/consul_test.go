@@ -57,35 +57,40 @@ var webSRV = []dns.RR{
 	test.SRV("web.service.consul. 0 IN SRV 1 2 8080 n3.node.dc1.consul."),
 }
 
+// aRecords are the A records of name with ttl, one per address.
+func aRecords(name string, ttl uint32, addrs ...string) []dns.RR {
+	rrs := make([]dns.RR, len(addrs))
+	for i, a := range addrs {
+		rrs[i] = test.A(fmt.Sprintf("%s %d IN A %s", name, ttl, a))
+	}
+	return rrs
+}
+
+// webSRVExtra is the additional section of web's SRV answers: its targets'
+// addresses and their nodes' meta.
+var webSRVExtra = []dns.RR{
+	test.A("0a010002.addr.dc1.consul. 0 IN A 10.1.0.2"),
+	test.A("n1.node.dc1.consul. 0 IN A 10.0.0.1"),
+	test.TXT(`n1.node.dc1.consul. 0 IN TXT "rack=r1"`),
+	test.TXT(`n1.node.dc1.consul. 0 IN TXT "raw value"`),
+	test.A("n3.node.dc1.consul. 0 IN A 10.0.0.3"),
+}
+
 // Expected records are listed in the order test.SortAndCheck sorts answers.
 var serveTests = []test.Case{
 	{
 		Qname: "web.service.consul.", Qtype: dns.TypeA,
-		Answer: []dns.RR{
-			test.A("web.service.consul. 0 IN A 10.0.0.1"),
-			test.A("web.service.consul. 0 IN A 10.0.0.3"),
-			test.A("web.service.consul. 0 IN A 10.1.0.2"),
-		},
+		Answer: aRecords("web.service.consul.", 0, "10.0.0.1", "10.0.0.3", "10.1.0.2"),
 	},
 	{
 		// The datacenter may be named, also as <dc>.dc; the question's case
 		// is echoed back.
 		Qname: "WEB.service.DC1.dc.consul.", Qtype: dns.TypeA,
-		Answer: []dns.RR{
-			test.A("WEB.service.DC1.dc.consul. 0 IN A 10.0.0.1"),
-			test.A("WEB.service.DC1.dc.consul. 0 IN A 10.0.0.3"),
-			test.A("WEB.service.DC1.dc.consul. 0 IN A 10.1.0.2"),
-		},
+		Answer: aRecords("WEB.service.DC1.dc.consul.", 0, "10.0.0.1", "10.0.0.3", "10.1.0.2"),
 	},
 	{
 		Qname: "web.service.consul.", Qtype: dns.TypeSRV, Answer: webSRV,
-		Extra: []dns.RR{
-			test.A("0a010002.addr.dc1.consul. 0 IN A 10.1.0.2"),
-			test.A("n1.node.dc1.consul. 0 IN A 10.0.0.1"),
-			test.TXT(`n1.node.dc1.consul. 0 IN TXT "rack=r1"`),
-			test.TXT(`n1.node.dc1.consul. 0 IN TXT "raw value"`),
-			test.A("n3.node.dc1.consul. 0 IN A 10.0.0.3"),
-		},
+		Extra: webSRVExtra,
 	},
 	{
 		// RFC 2782, as HAProxy asks: _tcp means no tag.
@@ -95,21 +100,12 @@ var serveTests = []test.Case{
 			test.SRV("_web._tcp.service.consul. 0 IN SRV 1 10 8081 0a010002.addr.dc1.consul."),
 			test.SRV("_web._tcp.service.consul. 0 IN SRV 1 2 8080 n3.node.dc1.consul."),
 		},
-		Extra: []dns.RR{
-			test.A("0a010002.addr.dc1.consul. 0 IN A 10.1.0.2"),
-			test.A("n1.node.dc1.consul. 0 IN A 10.0.0.1"),
-			test.TXT(`n1.node.dc1.consul. 0 IN TXT "rack=r1"`),
-			test.TXT(`n1.node.dc1.consul. 0 IN TXT "raw value"`),
-			test.A("n3.node.dc1.consul. 0 IN A 10.0.0.3"),
-		},
+		Extra: webSRVExtra,
 	},
 	{
 		// Tags match case-insensitively.
 		Qname: "v1.web.service.consul.", Qtype: dns.TypeA,
-		Answer: []dns.RR{
-			test.A("v1.web.service.consul. 0 IN A 10.0.0.1"),
-			test.A("v1.web.service.consul. 0 IN A 10.0.0.3"),
-		},
+		Answer: aRecords("v1.web.service.consul.", 0, "10.0.0.1", "10.0.0.3"),
 	},
 	{
 		Qname: "_web._v2.service.consul.", Qtype: dns.TypeA,
@@ -327,10 +323,7 @@ func TestServeDNSOptions(t *testing.T) {
 	tests := []test.Case{
 		{ // only_passing drops the warning instance
 			Qname: "web.service.consul.", Qtype: dns.TypeA,
-			Answer: []dns.RR{
-				test.A("web.service.consul. 30 IN A 10.0.0.1"),
-				test.A("web.service.consul. 30 IN A 10.1.0.2"),
-			},
+			Answer: aRecords("web.service.consul.", 30, "10.0.0.1", "10.1.0.2"),
 		},
 		{
 			Qname: "n2.node.consul.", Qtype: dns.TypeA,

@@ -168,28 +168,34 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestSetup checks that setup builds a block without reaching Consul, and
+// that its errors name the plugin.
 func TestSetup(t *testing.T) {
-	c := caddy.NewTestController("dns", "consul {\n address 127.0.0.1:1\n}")
-	c.ServerBlockKeys = []string{"consul.:53"}
-	if err := setup(c); err != nil {
-		t.Fatalf("setup: %v", err)
-	}
-	c = caddy.NewTestController("dns", "consul {\n bogus\n}")
-	if err := setup(c); err == nil || !strings.Contains(err.Error(), "plugin/consul") {
-		t.Fatalf("setup error = %v, want one naming the plugin", err)
+	for input, wantErr := range map[string]string{
+		"consul {\n address 127.0.0.1:1\n}": "",
+		"consul {\n bogus\n}":               "plugin/consul: Testfile:2",
+	} {
+		c := caddy.NewTestController("dns", input)
+		c.ServerBlockKeys = []string{"consul.:53"}
+		err := setup(c)
+		if wantErr == "" && err != nil || wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), wantErr)) {
+			t.Errorf("setup(%q) = %v, want an error starting %q", input, err, wantErr)
+		}
 	}
 }
 
+// TestParseDatacenters checks the names datacenters takes, and the share of
+// the watcher budget each replica is sized for.
 func TestParseDatacenters(t *testing.T) {
 	tests := []struct {
 		input string
-		want  []string
 		every bool
 		share int
+		want  []string
 	}{
-		{"consul", nil, false, 1},
-		{"consul {\n datacenters DC2 dc3 dc2\n}", []string{"dc2", "dc3"}, false, 3},
-		{"consul {\n datacenters *\n}", nil, true, everyShare},
+		{"consul", false, 1, nil},
+		{"consul {\n datacenters DC2 dc3 dc2\n}", false, 3, []string{"dc2", "dc3"}},
+		{"consul {\n datacenters *\n}", true, everyShare, nil},
 	}
 	for _, tc := range tests {
 		c := caddy.NewTestController("dns", tc.input)
