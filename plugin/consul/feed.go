@@ -101,12 +101,14 @@ func (f *feed) serve(d *datacenter) bool {
 	from := f.to
 	f.feedLocked(d)
 	f.owner = d
-	if !f.started {
-		f.started = true
-		f.replica.Start()
-	}
 	if f.predecessor != nil {
 		f.predecessor.lend(d, from)
+	}
+	if !f.started {
+		// Under mu, so that no release stops it before it starts: Start
+		// returns at once, and publishes from goroutines of its own.
+		f.started = true
+		f.replica.Start()
 	}
 	return true
 }

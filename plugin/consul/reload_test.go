@@ -2,6 +2,7 @@ package consul
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -397,4 +398,89 @@ func TestSetupReloadKeepsSnapshot(t *testing.T) {
 			t.Fatalf("token %s: the reloaded block does not start from its predecessor's snapshot", token)
 		}
 	}
+}
+
+// TestCaddyReload reloads a DNS server in this process through caddy, as the
+// reload plugin does, so that the hooks run in caddy's own order: a reload
+// that changes a TTL keeps the replica, one whose Corefile is wrong or whose
+// servers cannot start leaves the running one as it was.
+func TestCaddyReload(t *testing.T) {
+	agent := consulagent.Start(t, nil)
+	client := consulagent.Client(t, agent)
+	register(t, client, "caddy-1")
+	noLeaks(t)
+	if !slices.Contains(dnsserver.Directives, pluginName) {
+		dnsserver.Directives = append(dnsserver.Directives, pluginName)
+	}
+	busy, err := net.Listen("tcp", ":0") // a port no server can take
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	block := func(listen, ttl string) string {
+		return fmt.Sprintf("consul.:%s {\n consul {\n  address %s\n  service_ttl * %s\n }\n}\n", listen, agent.HTTPAddr, ttl)
+	}
+	corefile := func(blocks ...string) caddy.Input {
+		return caddy.CaddyfileInput{ServerTypeName: "dns", Contents: []byte(strings.Join(blocks, ""))}
+	}
+
+	inst, err := caddy.Start(corefile(block("0", "5s")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		inst.ShutdownCallbacks()
+		inst.Stop()
+	}()
+	_, port, _ := net.SplitHostPort(inst.Servers()[0].LocalAddr().String())
+	server := net.JoinHostPort("127.0.0.1", port)
+	ttl := func() uint32 {
+		m := new(dns.Msg)
+		m.SetQuestion("web.service.consul.", dns.TypeA)
+		r, err := dns.Exchange(m, server)
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+			t.Fatalf("asking %s: %v, %v", server, err, r)
+		}
+		return r.Answer[0].Header().Ttl
+	}
+	running := func() *Consul {
+		live.mu.Lock()
+		defer live.mu.Unlock()
+		if len(live.blocks) != 1 {
+			t.Fatalf("%d blocks run, want 1", len(live.blocks))
+		}
+		return live.blocks[0]
+	}
+	first := running()
+	if got := ttl(); got != 5 {
+		t.Fatalf("TTL %d, want 5", got)
+	}
+
+	if inst, err = inst.Restart(corefile(block("0", "30s"))); err != nil {
+		t.Fatal(err)
+	}
+	second := running()
+	if second == first || second.local.feed != first.local.feed {
+		t.Fatal("the reload did not hand the replica over")
+	}
+	if got := ttl(); got != 30 {
+		t.Errorf("TTL %d after the reload, want 30", got)
+	}
+
+	for _, failing := range []caddy.Input{
+		corefile(block("0", "60s"), "example.:53 {\n consul {\n  bogus\n }\n}\n"),
+		corefile(block("0", "60s"), block(fmt.Sprint(busy.Addr().(*net.TCPAddr).Port), "60s")),
+	} {
+		if inst, err = inst.Restart(failing); err == nil {
+			t.Fatalf("the reload to\n%s\nsucceeded", failing.Body())
+		}
+		if running() != second || !second.local.feed.feeds(second.local) {
+			t.Fatal("the failed reload took the running block's replica")
+		}
+		if got := ttl(); got != 30 {
+			t.Errorf("TTL %d after a failed reload, want 30", got)
+		}
+	}
+	register(t, client, "caddy-2")
+	eventually(t, second, "answering caddy-2", func() bool { n, _ := answers(t, second, "web.service.consul."); return n == 2 })
 }
