@@ -152,7 +152,11 @@ func (c *Consul) firstRemotes(file *snapshot.Set) []string {
 // feed it from now on, and it waits up to startup_timeout for a snapshot to
 // answer from.
 func (c *Consul) startup() error {
-	log.Infof("version %s replicating from %v for zones %v", Version, c.cfg.replica.Addresses, c.cfg.zones)
+	kept := ""
+	if c.local.feed.handedOver(c.local) {
+		kept = ", with the running replica"
+	}
+	log.Infof("version %s replicating from %v for zones %v%s", Version, c.cfg.replica.Addresses, c.cfg.zones, kept)
 	c.gen.started()
 	if c.persist != nil {
 		c.persist.start()
