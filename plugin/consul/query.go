@@ -51,6 +51,14 @@ func (c *Consul) runQuery(ctx context.Context, w dns.ResponseWriter, r *dns.Msg,
 		answer.NameError(view, q, res)
 		return false
 	case prepared.PassOn:
+		if errors.Is(out.Reason, prepared.ErrTemplate) {
+			// A template that fails to render for this name: Consul answers
+			// SERVFAIL (and some such renders crash its agent, so passing
+			// the question on is no kinder).
+			log.Debugf("%s: %v", q.Name, out.Reason)
+			res.Rcode = dns.RcodeServerFailure
+			return false
+		}
 		queriesPassedOn.WithLabelValues(metrics.WithServer(ctx), passOnReason(out.Reason)).Inc()
 		log.Debugf("%s: passed on: %v", q.Name, out.Reason)
 		return true

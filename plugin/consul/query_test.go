@@ -20,6 +20,8 @@ func TestServeDNSPreparedQueries(t *testing.T) {
 			{ID: "q4", Name: "all-", Template: snapshot.QueryTemplate{Type: "name_prefix_match"}, Service: snapshot.QueryService{Service: "${name.suffix}"}},
 			{ID: "q5", Name: "db-ignoring", Service: snapshot.QueryService{Service: "db", IgnoreCheckIDs: []string{"broken"}}},
 			{ID: "q6", Name: "ghost", Service: snapshot.QueryService{Service: "ghost"}},
+			// Renders for "true" only: HIL cannot take "truex" as a bool.
+			{ID: "q7", Name: "true", Template: snapshot.QueryTemplate{Type: "name_prefix_match"}, Service: snapshot.QueryService{Service: `${name.full ? "web" : "none"}`}},
 		}
 		snap.Services["db"].Instances[0].Checks = []snapshot.Check{{ID: "broken", Health: snapshot.Critical}}
 		snap.QueriesHidden, snap.ServicesHidden = hidden, servicesHidden
@@ -57,6 +59,8 @@ func TestServeDNSPreparedQueries(t *testing.T) {
 		{"a service nobody has", false, false, "ghost.query.consul.", dns.TypeA, dns.RcodeNameError, nil},
 		{"a service the token may not read", false, true, "ghost.query.consul.", dns.TypeA, dns.RcodeRefused, nil},
 		{"a service the token reads, others hidden", false, true, "not-v1.query.consul.", dns.TypeA, dns.RcodeSuccess, nil},
+		{"a template that renders", false, false, "true.query.consul.", dns.TypeA, dns.RcodeSuccess, nil},
+		{"a template that fails to render, as in Consul", false, false, "truex.query.consul.", dns.TypeA, dns.RcodeServerFailure, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
