@@ -438,10 +438,9 @@ func fleetReport(results []*fleetResult, instances int, took time.Duration) stri
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), fleetMemTotal(), strings.TrimSpace(string(kernel)),
 		consulVersion, runtime.Version(), instances, took.Round(time.Second))
 
-	out.WriteString("### Agents after each step\n\n")
-	out.WriteString("RSS, peak RSS (VmHWM, reset before each step), heap after a forced GC, in MB; goroutines from the goroutine profile; `streams`: the server's gRPC streams from client agents (`consul.grpc.server.streams`, internal).\n\n")
-	out.WriteString("| S | step | server RSS / peak / heap | server goroutines | streams | client-0 RSS / peak / heap | client-0 goroutines | client-1 RSS / peak / heap | client-1 goroutines |\n")
-	out.WriteString("|---:|---|---|---:|---:|---|---:|---|---:|\n")
+	fleetHeading(&out, "Agents after each step", "RSS, peak RSS (VmHWM, reset before each step), heap after a forced GC, in MB; goroutines from the goroutine profile; `streams`: the server's gRPC streams from client agents (`consul.grpc.server.streams`, internal).",
+		"| S | step | server RSS / peak / heap | server goroutines | streams | client-0 RSS / peak / heap | client-0 goroutines | client-1 RSS / peak / heap | client-1 goroutines |",
+		"|---:|---|---|---:|---:|---|---:|---|---:|")
 	for _, r := range results {
 		for _, p := range r.phases {
 			fmt.Fprintf(&out, "| %d | %s |", r.services, p.name)
@@ -455,10 +454,9 @@ func fleetReport(results []*fleetResult, instances int, took time.Duration) stri
 		}
 	}
 
-	out.WriteString("\n### Per watched service\n\n")
-	out.WriteString("Deltas between steps divided by the watched services (S+1), in KB of heap after GC, KB of RSS and goroutines. The first instance on an agent pays the agent's views and subscriptions; the server pays a stream per client agent and service; a second instance on the same agent shares its views.\n\n")
-	out.WriteString("| S | watched | client agent, 1st instance: heap KB / RSS KB / goroutines | same on client-1 | client agent, 2nd instance on it | server, 1st subscribing agent | server, 2nd subscribing agent | client-0 after all stopped (views linger) | sync s (A, B, C) | connections (A, B, C) |\n")
-	out.WriteString("|---:|---:|---|---|---|---|---|---|---|---|\n")
+	fleetHeading(&out, "Per watched service", "Deltas between steps divided by the watched services (S+1), in KB of heap after GC, KB of RSS and goroutines. The first instance on an agent pays the agent's views and subscriptions; the server pays a stream per client agent and service; a second instance on the same agent shares its views.",
+		"| S | watched | client agent, 1st instance: heap KB / RSS KB / goroutines | same on client-1 | client agent, 2nd instance on it | server, 1st subscribing agent | server, 2nd subscribing agent | client-0 after all stopped (views linger) | sync s (A, B, C) | connections (A, B, C) |",
+		"|---:|---:|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
 		w := float64(r.watchers)
 		d := func(agent, from, to int) string {
@@ -474,10 +472,9 @@ func fleetReport(results []*fleetResult, instances int, took time.Duration) stri
 			d(1, 0, 1), d(2, 1, 2), d(1, 2, 3), d(0, 0, 1), d(0, 1, 2), d(1, 0, 4), strings.Join(syncs, ", "), strings.Trim(dials, "[]"))
 	}
 
-	out.WriteString("\n### Per change\n\n")
-	out.WriteString("Averages per change, with instance A and C on client-0 and B on client-1. `returns`: HTTP requests that completed on each client agent, by endpoint (a blocking query that returned, then was sent again); `pings`: /v1/status/leader, the replica's liveness probe every 5 s per instance. Server RPCs: `consul.rpc.request` on the server (the client agents' forwarded queries and pings, and background traffic: compare with the `idle` row); blocking: `consul.rpc.query`, blocking queries the server started. KB: bytes each instance read off the wire. `idle` is the same counters over a window as long as one change's, with no change.\n\n")
-	out.WriteString("| S | change | n | client-0 returns | client-1 returns | pings | server RPCs | server blocking queries | new streams | requests (A, B, C) | publishes (A, B, C) | KB read (A, B, C) |\n")
-	out.WriteString("|---:|---|---:|---|---|---:|---:|---:|---:|---|---|---|\n")
+	fleetHeading(&out, "Per change", "Averages per change, with instance A and C on client-0 and B on client-1. `returns`: HTTP requests that completed on each client agent, by endpoint (a blocking query that returned, then was sent again); `pings`: /v1/status/leader, the replica's liveness probe every 5 s per instance. Server RPCs: `consul.rpc.request` on the server (the client agents' forwarded queries and pings, and background traffic: compare with the `idle` row); blocking: `consul.rpc.query`, blocking queries the server started. KB: bytes each instance read off the wire. `idle` is the same counters over a window as long as one change's, with no change.",
+		"| S | change | n | client-0 returns | client-1 returns | pings | server RPCs | server blocking queries | new streams | requests (A, B, C) | publishes (A, B, C) | KB read (A, B, C) |",
+		"|---:|---|---:|---|---|---:|---:|---:|---:|---|---|---|")
 	for _, r := range results {
 		for _, k := range r.kinds {
 			t := r.changes[k]
@@ -509,6 +506,15 @@ func fleetReport(results []*fleetResult, instances int, took time.Duration) stri
 		}
 	}
 	return out.String()
+}
+
+// fleetHeading starts a table of the report: its heading, what it shows,
+// its header and alignment rows.
+func fleetHeading(out *strings.Builder, title, intro, header, align string) {
+	if out.Len() > 0 && !strings.HasSuffix(out.String(), "\n\n") {
+		out.WriteString("\n")
+	}
+	fmt.Fprintf(out, "### %s\n\n%s\n\n%s\n%s\n", title, intro, header, align)
 }
 
 func fleetMemTotal() string {

@@ -59,29 +59,23 @@ func TestSideBySide(t *testing.T) {
 	// Each part runs as a subtest whose agents and servers stop when it
 	// ends: left running, the scale part's idle 5,000 x 10 agent took 12% of
 	// a core through the parts after it, and slowed what they measured.
-	part := func(name string, run func(t *testing.T, out *strings.Builder)) {
-		t.Run(name, func(t *testing.T) { run(t, &out) })
+	parts := []struct {
+		name     string
+		sections []string // the -sections that run it
+		run      func(t *testing.T, out *strings.Builder)
+	}{
+		{"side by side", []string{"throughput", "propagation", "outage"}, sideBySide},
+		{"scale", []string{"scale"}, scale},
+		{"cost", []string{"cost"}, costSection},
+		{"startup", []string{"startup"}, startupSection},
+		{"reload", []string{"reload"}, reloadSection},
+		{"datacenters", []string{"datacenters"}, datacentersSection},
+		{"queries", []string{"queries"}, queriesSection},
 	}
-	if section("throughput") || section("propagation") || section("outage") {
-		part("side by side", sideBySide)
-	}
-	if section("scale") {
-		part("scale", scale)
-	}
-	if section("cost") {
-		part("cost", costSection)
-	}
-	if section("startup") {
-		part("startup", startupSection)
-	}
-	if section("reload") {
-		part("reload", reloadSection)
-	}
-	if section("datacenters") {
-		part("datacenters", datacentersSection)
-	}
-	if section("queries") {
-		part("queries", queriesSection)
+	for _, p := range parts {
+		if slices.ContainsFunc(p.sections, section) {
+			t.Run(p.name, func(t *testing.T) { p.run(t, &out) })
+		}
 	}
 
 	if err := os.WriteFile(*report, []byte(out.String()), 0o644); err != nil {
@@ -94,7 +88,7 @@ func TestSideBySide(t *testing.T) {
 // one agent: throughput, propagation and outage.
 func sideBySide(t *testing.T, out *strings.Builder) {
 	const services, instances = 1000, 5
-	agent := consulagent.StartProcessTLS(t)
+	agent := consulagent.StartProcessWith(t, consulagent.Options{TLS: true, HCL: consulagent.Observable})
 	client := agent.Client()
 	consulagent.Populate(t, client, services, instances, 200)
 
@@ -130,6 +124,9 @@ func sideBySide(t *testing.T, out *strings.Builder) {
 		throughput(t, out, slices.Delete(slices.Clone(contenders), 1, 2), queries) // HTTP or HTTPS to Consul makes no difference here
 	}
 	if section("propagation") {
+		// From an agent at rest: run alone, propagation would otherwise
+		// start while the plugins' watchers do.
+		agentSettled(t, agent)
 		propagation(t, out, client, contenders[:5], asked)
 	}
 	if section("outage") {

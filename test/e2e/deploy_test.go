@@ -247,7 +247,10 @@ func pluginMetrics(t *testing.T) metricSet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	decl := regexp.MustCompile(`prometheus\.(Counter|Gauge|Histogram|Summary)Opts\{(?s:.*?)Name:\s*"(\w+)"(?s:.*?)\}, \[\]string\{([^}]*)\}\)`)
+	// Declared with prometheus's options, or with the plugin's helpers that
+	// take the name and the labels: gauge("name", []string{...}, help).
+	decl := regexp.MustCompile(`prometheus\.(Counter|Gauge|Histogram|Summary)Opts\{(?s:.*?)Name:\s*"(\w+)"(?s:.*?)\}, \[\]string\{([^}]*)\}\)` +
+		`|\b(counter|gauge)\("(\w+)", \[\]string\{([^}]*)\}`)
 	set := metricSet{}
 	for k, v := range standardMetrics {
 		set[k] = v
@@ -261,6 +264,9 @@ func pluginMetrics(t *testing.T) metricSet {
 			t.Fatal(err)
 		}
 		for _, m := range decl.FindAllStringSubmatch(string(source), -1) {
+			if m[1] == "" { // a helper's declaration
+				m = []string{m[0], strings.ToUpper(m[4][:1]) + m[4][1:], m[5], m[6]}
+			}
 			name := "coredns_consul_" + m[2]
 			var labels []string
 			for _, l := range regexp.MustCompile(`"(\w+)"`).FindAllStringSubmatch(m[3], -1) {

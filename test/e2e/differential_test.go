@@ -1,10 +1,19 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/test/consulagent"
+	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
@@ -134,4 +143,279 @@ func differential(t *testing.T, seed uint64) {
 
 	// Over TCP: over UDP without EDNS, Consul cuts answers to 3 records.
 	compare(t, agent.DNSAddr, plugin.Addr, questions)
+}
+
+// TestOtherDatacenters runs two WAN-joined datacenters, each with its own
+// generated catalog, and a CoreDNS that replicates both through dc1's agent.
+// dc2's names must be answered as Consul's DNS in dc1 answers them; while dc2
+// is cut off (frozen) every dc2 name must still be answered, as must both
+// datacenters after a restart with both agents down.
+func TestOtherDatacenters(t *testing.T) {
+	dcs := consulagent.StartDatacenters(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	services1, nodes1 := catalog(t, dc1.Client(), 7)
+	services2, nodes2 := catalog(t, dc2.Client(), 8)
+	// A name only dc2 has, and one both have with other instances.
+	consulagent.Register(t, dc2.Client(), "dc2-only-node", "10.20.0.1",
+		&api.AgentService{ID: "only-1", Service: "only-in-dc2", Port: 7000, Tags: []string{"blue"}}, api.HealthPassing)
+	services2 = append(services2, "only-in-dc2")
+	nodes2 = append(nodes2, "dc2-only-node")
+
+	snapshotPath := filepath.Join(t.TempDir(), "consul.snapshot")
+	corefile := twoDatacenters(dc1.HTTPAddr, snapshotPath)
+	plugin := corednsproc.Start(t, corefile)
+	waitFor(t, plugin.Addr, "only-in-dc2.service.dc2.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
+
+	questions := datacenterQuestions("dc2", services2, nodes2)
+	questions = append(questions, datacenterQuestions("dc1", services1[:4], nodes1[:2])...)
+	for _, s := range services2[:3] {
+		questions = append(questions, question{s + ".service.dc9.consul.", dns.TypeA}) // a datacenter nobody knows
+	}
+
+	t.Run("differential", func(t *testing.T) {
+		compare(t, dc1.DNSAddr, plugin.Addr, questions)
+	})
+
+	t.Run("a change in dc2 propagates", func(t *testing.T) {
+		consulagent.Register(t, dc2.Client(), "dc2-only-node", "10.20.0.1",
+			&api.AgentService{ID: "only-2", Service: "only-in-dc2", Port: 7001}, api.HealthPassing)
+		waitFor(t, plugin.Addr, "only-in-dc2.service.dc2.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
+		waitFor(t, plugin.Addr, "only-in-dc2.service.dc2.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+		consulagent.Deregister(t, dc2.Client(), "dc2-only-node", "only-2")
+		waitFor(t, plugin.Addr, "only-in-dc2.service.dc2.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
+	})
+
+	t.Run("datacenters *", func(t *testing.T) {
+		every := startPlugin(t, dc1.HTTPAddr, "datacenters *")
+		defer every.Stop(t)
+		waitFor(t, every.Addr, "only-in-dc2.service.dc2.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
+		compare(t, dc1.DNSAddr, every.Addr, questions)
+	})
+
+	// What the plugin answered before the partition is what it must keep
+	// answering during it, names never asked included.
+	want := answersOf(t, plugin.Addr, questions)
+	partitioned := func(t *testing.T, addr string) { sameAnswers(t, addr, questions, want) }
+
+	t.Run("dc2 partitioned", func(t *testing.T) {
+		dc2.Freeze()
+		defer dc2.Thaw()
+		// Partitioned as Consul sees it: its DNS in dc1 no longer answers
+		// dc2's names.
+		wait.Until(t, time.Minute, func() error {
+			r, err := dnsq.Ask(dc1.DNSAddr, "only-in-dc2.service.dc2.consul.", dns.TypeA, dnsq.TCP)
+			switch {
+			case err != nil:
+				t.Logf("Consul's DNS in dc1 meanwhile: %v", err)
+			case !dnsq.Answered(r):
+				t.Logf("Consul's DNS in dc1 meanwhile: %s", dns.RcodeToString[r.Rcode])
+			default:
+				return errors.New("Consul's DNS in dc1 still answers dc2's names")
+			}
+			return nil
+		})
+		partitioned(t, plugin.Addr)
+	})
+
+	t.Run("restarted with both datacenters down", func(t *testing.T) {
+		waitSnapshotFile(t, plugin, snapshotPath)
+		plugin.Stop(t)
+		dc1.Kill()
+		dc2.Kill()
+		restarted := corednsproc.StartOn(t, plugin.Ports, corefile)
+		partitioned(t, restarted.Addr)
+	})
+}
+
+// TestDatacenterNotReplicated checks names in a datacenter Consul knows but
+// the plugin does not replicate: they go to the next plugin (here forward to
+// Consul's DNS), never NXDOMAIN; a datacenter Consul does not know is
+// NXDOMAIN.
+func TestDatacenterNotReplicated(t *testing.T) {
+	dcs := consulagent.StartDatacenters(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	consulagent.Register(t, dc2.Client(), "n2", "10.20.0.2", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, api.HealthPassing)
+	consulagent.Register(t, dc1.Client(), "n1", "10.10.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, api.HealthPassing)
+	cf := pluginCorefile(dc1.HTTPAddr)
+	cf.After = []string{"forward . " + dc1.DNSAddr}
+	plugin := corednsproc.Start(t, cf.Build)
+	waitFor(t, plugin.Addr, "web.service.dc2.consul.", dns.TypeA, func(m *dns.Msg) bool {
+		return len(m.Answer) == 1 && m.Answer[0].(*dns.A).A.String() == "10.20.0.2"
+	})
+	for _, q := range []question{{"web.service.dc9.consul.", dns.TypeA}, {"n1.node.dc9.consul.", dns.TypeA}} {
+		if m := exchangeTCP(t, plugin.Addr, q); m.Rcode != dns.RcodeNameError || m.Authoritative == false {
+			t.Errorf("%s: rcode %s (authoritative %v), want the plugin's NXDOMAIN", q.name, dns.RcodeToString[m.Rcode], m.Authoritative)
+		}
+	}
+	if m := exchangeTCP(t, plugin.Addr, question{"web.service.consul.", dns.TypeA}); len(m.Answer) != 1 || m.Answer[0].(*dns.A).A.String() != "10.10.0.1" {
+		t.Errorf("web.service.consul.: %v, want dc1's instance", m.Answer)
+	}
+}
+
+// twoDatacenters is the Corefile of a CoreDNS that replicates dc2 too
+// through the agent at addr, with a snapshot file written every 100ms.
+func twoDatacenters(addr, snapshotFile string) func(corednsproc.Ports) string {
+	return pluginCorefile(addr, "datacenters dc2", "snapshot "+snapshotFile+" 100ms").Build
+}
+
+// datacenterQuestions asks every form of name in datacenter dc, both as
+// <dc> and as <dc>.dc.
+func datacenterQuestions(dc string, services, nodes []string) []question {
+	var qs []question
+	ask := func(name string, types ...uint16) {
+		for _, qt := range types {
+			qs = append(qs, question{name, qt})
+		}
+	}
+	for _, s := range append(slices.Clone(services), "consul", "no-such-service") {
+		ask(s+".service."+dc+".consul.", dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeANY)
+		ask(s+".service."+dc+".dc.consul.", dns.TypeA, dns.TypeSRV)
+		ask("_"+s+"._tcp.service."+dc+".consul.", dns.TypeSRV)
+		for _, tag := range []string{"v1", "blue", "nope"} {
+			ask(tag+"."+s+".service."+dc+".consul.", dns.TypeA, dns.TypeSRV)
+			ask("_"+s+"._"+tag+".service."+dc+".consul.", dns.TypeSRV)
+		}
+	}
+	for _, n := range append(slices.Clone(nodes), "no-such-node") {
+		ask(n+".node."+dc+".consul.", dns.TypeA, dns.TypeAAAA, dns.TypeTXT, dns.TypeANY)
+		ask(n+".node."+dc+".dc.consul.", dns.TypeA)
+	}
+	for _, ip := range []string{"10.0.0.1", "2001:db8::3"} {
+		raw := net.ParseIP(ip).To4()
+		if raw == nil {
+			raw = net.ParseIP(ip).To16()
+		}
+		ask(fmt.Sprintf("%x.addr.%s.consul.", []byte(raw), dc), dns.TypeA, dns.TypeAAAA)
+	}
+	return qs
+}
+
+// TestPreparedQueries creates prepared queries of every kind the plugin runs
+// (tag filters and negation, OnlyPassing, IgnoreCheckIDs, node and service
+// meta, a TTL, templates of both kinds, failover to a second datacenter) and
+// compares the plugin's answers with Consul's DNS, rcodes included. Then it
+// checks that every query is still answered while Consul is frozen, after
+// it is killed and after a restart from the snapshot file, and that a
+// definition created, changed and deleted shows up in DNS.
+func TestPreparedQueries(t *testing.T) {
+	dcs := consulagent.StartDatacenters(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	client := dc1.Client()
+	services, _ := catalog(t, client, 11)
+	consulagent.Register(t, client, "meta-node", "10.30.0.1", &api.AgentService{ID: "metered-1", Service: "metered", Port: 81,
+		Meta: map[string]string{"tier": "gold"}}, api.HealthPassing)
+	consulagent.Register(t, client, "meta-node", "10.30.0.1", &api.AgentService{ID: "metered-2", Service: "metered", Port: 82,
+		Meta: map[string]string{"tier": "silver"}}, api.HealthPassing)
+	// A service with one critical check the ignore query ignores.
+	consulagent.Register(t, client, "flaky-node", "10.30.0.2", &api.AgentService{ID: "flaky-1", Service: "flaky", Port: 83}, api.HealthCritical)
+	consulagent.Register(t, client, "flaky-node", "10.30.0.2", &api.AgentService{ID: "flaky-2", Service: "flaky", Port: 84}, api.HealthPassing)
+	consulagent.Register(t, dc2.Client(), "far-node", "10.40.0.1", &api.AgentService{ID: "far-1", Service: "far", Port: 90}, api.HealthPassing)
+
+	defs := []*api.PreparedQueryDefinition{
+		{Name: "tagged", Service: api.ServiceQuery{Service: services[1], Tags: []string{"v1"}}},
+		{Name: "not-canary", Service: api.ServiceQuery{Service: services[2], Tags: []string{"!canary"}}},
+		{Name: "passing", Service: api.ServiceQuery{Service: services[3], OnlyPassing: true}},
+		{Name: "zoned", Service: api.ServiceQuery{Service: services[4], NodeMeta: map[string]string{"zone": "z1"}}},
+		{Name: "gold", Service: api.ServiceQuery{Service: "metered", ServiceMeta: map[string]string{"tier": "gold"}}},
+		{Name: "ttl", Service: api.ServiceQuery{Service: services[5]}, DNS: api.QueryDNSOptions{TTL: "42s"}},
+		{Name: "ignore", Service: api.ServiceQuery{Service: "flaky", IgnoreCheckIDs: []string{"check:flaky-1"}}},
+		{Name: "near", Service: api.ServiceQuery{Service: services[6], Near: "_agent"}},
+		{Name: "tpl-", Template: api.QueryTemplate{Type: "name_prefix_match"}, Service: api.ServiceQuery{Service: "${name.suffix}"}},
+		{Name: "re-", Template: api.QueryTemplate{Type: "name_prefix_match", Regexp: `^re-(.+?)-(v1|v2|)$`, RemoveEmptyTags: true},
+			Service: api.ServiceQuery{Service: "${match(1)}", Tags: []string{"${match(2)}"}}},
+		{Name: "failover", Service: api.ServiceQuery{Service: "far", Failover: api.QueryFailoverOptions{Datacenters: []string{"dc2"}}}},
+		{Name: "nearest", Service: api.ServiceQuery{Service: "far", Failover: api.QueryFailoverOptions{NearestN: 1}}},
+		{Name: "empty", Service: api.ServiceQuery{Service: "no-such-service"}},
+	}
+	var ids []string
+	for _, d := range defs {
+		id, _, err := client.PreparedQuery().Create(d, nil)
+		if err != nil {
+			t.Fatalf("creating query %q: %v", d.Name, err)
+		}
+		ids = append(ids, id)
+	}
+
+	snapshotPath := filepath.Join(t.TempDir(), "consul.snapshot")
+	corefile := twoDatacenters(dc1.HTTPAddr, snapshotPath)
+	plugin := corednsproc.Start(t, corefile)
+	waitFor(t, plugin.Addr, "far.service.dc2.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
+	// Failover needs the datacenters' distances, read at start-up; until
+	// then such a query goes to the next plugin.
+	waitFor(t, plugin.Addr, "nearest.query.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
+
+	names := []string{"tagged", "not-canary", "passing", "zoned", "gold", "ttl", "ignore", "near",
+		"tpl-" + services[7], "tpl-" + services[8], "tpl-no-such-service", "re-" + services[9] + "-v1", "re-" + services[9] + "-",
+		"failover", "nearest", "empty", "no-such-query", ids[0]}
+	var questions []question
+	for _, n := range names {
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV} {
+			questions = append(questions, question{n + ".query.consul.", qt})
+		}
+		questions = append(questions, question{"_" + n + "._tcp.query.consul.", dns.TypeSRV},
+			question{n + ".query.dc1.consul.", dns.TypeSRV})
+	}
+	questions = append(questions, question{"failover.query.dc2.consul.", dns.TypeA}, question{"nope.query.dc9.consul.", dns.TypeA})
+
+	t.Run("differential", func(t *testing.T) {
+		compare(t, dc1.DNSAddr, plugin.Addr, questions)
+	})
+
+	t.Run("definitions propagate", func(t *testing.T) {
+		d := &api.PreparedQueryDefinition{Name: "later", Service: api.ServiceQuery{Service: services[10]}}
+		id, _, err := client.PreparedQuery().Create(d, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		waitFor(t, plugin.Addr, "later.query.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return m.Rcode == dns.RcodeSuccess })
+		created := time.Since(start)
+		d.ID, d.Service.Service = id, "metered"
+		if _, err := client.PreparedQuery().Update(d, nil); err != nil {
+			t.Fatal(err)
+		}
+		start = time.Now()
+		waitFor(t, plugin.Addr, "later.query.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+		changed := time.Since(start)
+		if _, err := client.PreparedQuery().Delete(id, nil); err != nil {
+			t.Fatal(err)
+		}
+		start = time.Now()
+		waitFor(t, plugin.Addr, "later.query.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return m.Rcode == dns.RcodeNameError })
+		t.Logf("shown in DNS after: created %s, changed %s, deleted %s", created.Round(time.Millisecond),
+			changed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("catch-all template", func(t *testing.T) {
+		// A template without a name answers every name no other query has.
+		d := &api.PreparedQueryDefinition{Template: api.QueryTemplate{Type: "name_prefix_match"},
+			Service: api.ServiceQuery{Service: "${name.full}", Near: "_ip"}}
+		if _, _, err := client.PreparedQuery().Create(d, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, plugin.Addr, "metered.query.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+		more := []question{{"metered.query.consul.", dns.TypeSRV}, {"no-such-query.query.consul.", dns.TypeA}, {"tagged.query.consul.", dns.TypeA}}
+		for _, svc := range services {
+			more = append(more, question{svc + ".query.consul.", dns.TypeA}, question{"_" + svc + "._tcp.query.consul.", dns.TypeSRV})
+		}
+		compare(t, dc1.DNSAddr, plugin.Addr, more)
+		questions = append(questions, more...)
+	})
+
+	want := answersOf(t, plugin.Addr, questions)
+	same := func(t *testing.T, addr string) { sameAnswers(t, addr, questions, want) }
+	t.Run("Consul frozen", func(t *testing.T) {
+		dc1.Freeze()
+		defer dc1.Thaw()
+		plugin.WaitMetric(t, stale, 30*time.Second, is(1))
+		same(t, plugin.Addr)
+	})
+	t.Run("Consul killed, CoreDNS restarted from the file", func(t *testing.T) {
+		waitSnapshotFile(t, plugin, snapshotPath)
+		dc1.Kill()
+		same(t, plugin.Addr)
+		plugin.Stop(t)
+		restarted := corednsproc.StartOn(t, plugin.Ports, corefile)
+		same(t, restarted.Addr)
+	})
 }

@@ -7,6 +7,7 @@ package e2e
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -157,4 +158,93 @@ func (p *prober) check(phase string) {
 	if asked == 0 {
 		p.t.Errorf("%s: no question was asked", phase)
 	}
+}
+
+type question struct {
+	name  string
+	qtype uint16
+}
+
+// compare asks Consul's DNS at want and the plugin at got every question over
+// TCP, and reports each that is answered differently (as record sets, with
+// the rcode).
+func compare(t *testing.T, want, got string, questions []question) {
+	t.Helper()
+	differences, withRecords := 0, 0
+	for _, q := range questions {
+		w, g := exchangeTCP(t, want, q), exchangeTCP(t, got, q)
+		if len(w.Answer) > 0 {
+			withRecords++
+		}
+		if sameAnswer(w, g) {
+			continue
+		}
+		differences++
+		msg := fmt.Sprintf("%s %s: rcode consul %s, plugin %s", q.name, dns.TypeToString[q.qtype],
+			dns.RcodeToString[w.Rcode], dns.RcodeToString[g.Rcode])
+		for _, s := range []struct {
+			name      string
+			want, got []dns.RR
+		}{{"answer", w.Answer, g.Answer}, {"authority", w.Ns, g.Ns}, {"additional", w.Extra, g.Extra}} {
+			if a, b := dnsq.Normalize(s.want), dnsq.Normalize(s.got); !slices.Equal(a, b) {
+				msg += fmt.Sprintf("\n  %s:\n    consul %q\n    plugin %q", s.name, a, b)
+			}
+		}
+		t.Error(msg)
+	}
+	t.Logf("%d questions (%d answered with records by Consul), %d answered differently", len(questions), withRecords, differences)
+}
+
+// answersOf asks server every question.
+func answersOf(t *testing.T, server string, questions []question) map[question]*dns.Msg {
+	out := make(map[question]*dns.Msg, len(questions))
+	for _, q := range questions {
+		out[q] = exchangeTCP(t, server, q)
+	}
+	return out
+}
+
+// sameAnswers checks that server answers every question as it was answered
+// before (want).
+func sameAnswers(t *testing.T, server string, questions []question, want map[question]*dns.Msg) {
+	t.Helper()
+	answered := 0
+	for _, q := range questions {
+		got := exchangeTCP(t, server, q)
+		if sameAnswer(want[q], got) {
+			answered++
+			continue
+		}
+		t.Errorf("%s %s: rcode %s, %d answers; before: rcode %s, %d answers", q.name, dns.TypeToString[q.qtype],
+			dns.RcodeToString[got.Rcode], len(got.Answer), dns.RcodeToString[want[q].Rcode], len(want[q].Answer))
+	}
+	t.Logf("%d of %d questions answered as before", answered, len(questions))
+}
+
+// sameAnswer reports whether two answers hold the same rcode and record
+// sets.
+func sameAnswer(a, b *dns.Msg) bool {
+	return a.Rcode == b.Rcode && slices.Equal(dnsq.Normalize(a.Answer), dnsq.Normalize(b.Answer)) &&
+		slices.Equal(dnsq.Normalize(a.Ns), dnsq.Normalize(b.Ns)) && slices.Equal(dnsq.Normalize(a.Extra), dnsq.Normalize(b.Extra))
+}
+
+func exchangeTCP(t *testing.T, server string, q question) *dns.Msg {
+	t.Helper()
+	return dnsq.Query(t, server, q.name, q.qtype, dnsq.TCP, dnsq.Timeout(10*time.Second))
+}
+
+// waitFor asks name until ok accepts the answer, for up to 10s.
+func waitFor(t *testing.T, server, name string, qtype uint16, ok func(*dns.Msg) bool) {
+	t.Helper()
+	dnsq.Wait(t, server, name, qtype, 10*time.Second, ok)
+}
+
+// bounce registers one more instance of service and removes it again,
+// waiting for the DNS server at addr to show each change.
+func bounce(t *testing.T, client *api.Client, addr, service string, instances int) {
+	t.Helper()
+	consulagent.Register(t, client, "node-extra", "10.99.0.1", &api.AgentService{ID: "extra", Service: service, Port: 80}, "passing")
+	dnsq.WaitCount(t, addr, service+".service.consul.", instances+1, 10*time.Second)
+	consulagent.Deregister(t, client, "node-extra", "extra")
+	dnsq.WaitCount(t, addr, service+".service.consul.", instances, 10*time.Second)
 }

@@ -4,13 +4,11 @@
 package haproxyproc
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,9 +31,8 @@ type Proxy struct {
 	// Addr is the frontend's address.
 	Addr   string
 	Config string
+	log    string // the file HAProxy's output goes to
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
-	mu     sync.Mutex
 	done   chan struct{}
 }
 
@@ -91,17 +88,22 @@ func StartConfig(t testing.TB, config, addr string) *Proxy {
 	if err != nil {
 		t.Fatalf("no haproxy on PATH (make test installs it with scripts/deps.sh): %v", err)
 	}
-	p := &Proxy{Addr: addr, Config: config, out: new(bytes.Buffer), done: make(chan struct{})}
-	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	dir := t.TempDir()
+	p := &Proxy{Addr: addr, Config: config, log: filepath.Join(dir, "haproxy.log"), done: make(chan struct{})}
+	path := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(p.Config), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	log, err := os.Create(p.log)
+	if err != nil {
+		t.Fatalf("haproxy log: %v", err)
+	}
 	p.cmd = exec.Command(bin, "-db", "-f", path)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = log, log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting haproxy: %v", err)
 	}
-	go func() { p.cmd.Wait(); close(p.done) }()
+	go func() { p.cmd.Wait(); log.Close(); close(p.done) }()
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
@@ -124,15 +126,8 @@ func StartConfig(t testing.TB, config, addr string) *Proxy {
 	return p
 }
 
-func (p *Proxy) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
 // Output is what HAProxy printed.
 func (p *Proxy) Output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
+	out, _ := os.ReadFile(p.log)
+	return string(out)
 }
