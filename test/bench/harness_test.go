@@ -83,7 +83,14 @@ type change struct {
 	name  string
 	qtype uint16
 	done  func(*dns.Msg) bool
+	kind  string // what kind of change, for figures by kind
 	at    time.Time
+}
+
+// observed is how long a change of a kind took to show.
+type observed struct {
+	kind string
+	took time.Duration
 }
 
 // timeChanges makes n changes, one every pace, and times each in the DNS
@@ -91,8 +98,19 @@ type change struct {
 // answer to describe(i) shows it, for each server. A change not shown within
 // timeout of the last write is left out (missing).
 func timeChanges(addrs []string, n int, pace, timeout time.Duration, write func(i int), describe func(i int) change) [][]time.Duration {
+	out := make([][]time.Duration, len(addrs))
+	for i, obs := range observeChanges(addrs, n, pace, timeout, write, describe) {
+		for _, o := range obs {
+			out[i] = append(out[i], o.took)
+		}
+	}
+	return out
+}
+
+// observeChanges is timeChanges with each time's kind of change.
+func observeChanges(addrs []string, n int, pace, timeout time.Duration, write func(i int), describe func(i int) change) [][]observed {
 	feeds := make([]chan change, len(addrs))
-	seen := make([][]time.Duration, len(addrs))
+	seen := make([][]observed, len(addrs))
 	var wg sync.WaitGroup
 	for fi, addr := range addrs {
 		feeds[fi] = make(chan change, n)
@@ -124,8 +142,8 @@ func timeChanges(addrs []string, n int, pace, timeout time.Duration, write func(
 // about every millisecond, and returns how long each took to show, from its
 // write returning; a change not shown within timeout of the feed closing is
 // left out (missing).
-func watchChanges(addr string, feed <-chan change, timeout time.Duration) []time.Duration {
-	var seen []time.Duration
+func watchChanges(addr string, feed <-chan change, timeout time.Duration) []observed {
+	var seen []observed
 	var left []change
 	open := true
 	var deadline time.Time
@@ -150,7 +168,7 @@ func watchChanges(addr string, feed <-chan change, timeout time.Duration) []time
 		for _, c := range left {
 			resp, err := dnsq.Ask(addr, c.name, c.qtype, dnsq.EDNS(4096), dnsq.Timeout(time.Second))
 			if err == nil && c.done(resp) {
-				seen = append(seen, time.Since(c.at))
+				seen = append(seen, observed{c.kind, time.Since(c.at)})
 			} else {
 				next = append(next, c)
 			}
