@@ -210,7 +210,8 @@ func TestReloads(t *testing.T) {
 	})
 	t.Logf("goroutines %d -> %d, sockets %d -> %d after %d reloads", baseGoroutines, g, baseSockets, s, reloads)
 	if err != nil {
-		t.Errorf("goroutines or sockets grew over %d reloads: %v", reloads, err)
+		profile, _ := metrics.Get("http://" + server.PprofAddr + "/debug/pprof/goroutine?debug=1")
+		t.Errorf("goroutines or sockets grew over %d reloads: %v; the goroutines:\n%.6000s", reloads, err, profile)
 	}
 	probe.halt()
 	probe.check(fmt.Sprintf("%d reloads", reloads))
