@@ -93,6 +93,13 @@ func (f *feed) datacentersRead(known, byDistance []string) {
 // made for d starts, and one that feeds a running block's datacenter passes
 // to d. False when the replica was stopped meanwhile.
 func (f *feed) serve(d *datacenter) bool {
+	var retired *feed
+	defer func() {
+		// Not under mu: its last publication may be waiting for it.
+		if retired != nil {
+			retired.retire()
+		}
+	}()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped {
@@ -102,7 +109,7 @@ func (f *feed) serve(d *datacenter) bool {
 	f.feedLocked(d)
 	f.owner = d
 	if f.predecessor != nil {
-		f.predecessor.lend(d, from)
+		retired = f.predecessor.lend(d, from)
 	}
 	if !f.started {
 		// Under mu, so that no release stops it before it starts: Start
@@ -115,17 +122,38 @@ func (f *feed) serve(d *datacenter) bool {
 
 // lend makes the replica feed d until d's own replica has published; from
 // is the datacenter that borrowed it so far, which passes it on with what
-// it was passed.
-func (f *feed) lend(d, from *datacenter) {
+// it was passed. One replica at most is lent: the one it still borrows
+// itself (reloads faster than a replica syncs) is returned, to be retired.
+func (f *feed) lend(d, from *datacenter) (retired *feed) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped {
-		return
+		return nil
 	}
 	if f.owner == from {
 		f.owner = d
 	}
 	f.feedLocked(d)
+	retired, f.predecessor = f.predecessor, nil
+	return retired
+}
+
+// retire stops the replica for good, and what it still borrowed: no block
+// is left that it feeds.
+func (f *feed) retire() {
+	f.mu.Lock()
+	if f.stopped {
+		f.mu.Unlock()
+		return
+	}
+	f.stopped = true
+	pred := f.predecessor
+	f.predecessor = nil
+	f.mu.Unlock()
+	f.replica.Stop()
+	if pred != nil {
+		pred.retire()
+	}
 }
 
 // feedLocked points the replica at d, which serves its latest snapshot at

@@ -72,6 +72,46 @@ func TestFeedLend(t *testing.T) {
 	}
 }
 
+// TestFeedReloadChain follows reloads that come faster than a new replica
+// syncs: d1's replica f1 is lent to d2 (whose settings changed, replica f2);
+// d3 keeps d2's settings (f2 handed over); d4 changes them again (f4). Every
+// replica but the newest running one stops, whichever publishes first.
+func TestFeedReloadChain(t *testing.T) {
+	for _, publisher := range []string{"f2", "f4"} {
+		t.Run(publisher+" publishes first", func(t *testing.T) {
+			noLeaks(t)
+			d1, d2, d3, d4 := testDatacenter(), testDatacenter(), testDatacenter(), testDatacenter()
+			f1 := unstartedFeed(t, d1)
+			f1.serve(d1)
+			f2 := unstartedFeed(t, d2)
+			f2.predecessor = f1
+			f2.serve(d2)
+			d1.stop()
+			d3.feed = f2 // the same settings: handed over
+			f2.serve(d3)
+			d2.stop()
+			f4 := unstartedFeed(t, d4)
+			f4.predecessor = f2
+			f4.serve(d4)
+			d3.stop()
+			if publisher == "f2" {
+				f2.publish(sized(2, 2))
+			}
+			f4.publish(sized(4, 4))
+			if d4.current() == nil {
+				t.Error("the newest block serves nothing")
+			}
+			if !f1.isStopped() || !f2.isStopped() || f4.isStopped() {
+				t.Errorf("stopped: f1 %v, f2 %v, f4 %v; want only f4 running", f1.isStopped(), f2.isStopped(), f4.isStopped())
+			}
+			d4.stop()
+			if !f4.isStopped() {
+				t.Error("f4 runs on once its block stopped")
+			}
+		})
+	}
+}
+
 func testDatacenter() *datacenter {
 	return &datacenter{label: "local", zones: []string{"consul."}, opts: answer.DefaultOptions()}
 }
