@@ -2,21 +2,25 @@
 package freeport
 
 import (
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"testing"
 )
 
 // Port returns a loopback port that is free for both TCP and UDP, since DNS
-// servers and Consul's serf listen on both.
+// servers and Consul's serf listen on both. It is drawn below the kernel's
+// ephemeral range (32768 and up on Linux): a port the kernel handed out as
+// free could be taken, between this call and the server's bind, as the
+// source port of any outgoing connection, and the tests open thousands.
 func Port(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for range 200 {
+		port := lowest + rand.N(ephemeral-lowest)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			t.Fatalf("free port: %v", err)
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		l.Close()
 		if err == nil {
@@ -27,3 +31,10 @@ func Port(t testing.TB) int {
 	t.Fatal("no port free for both TCP and UDP")
 	return 0
 }
+
+// The range ports are drawn from: above the well-known and common service
+// ports, below the ephemeral ones.
+const (
+	lowest    = 10000
+	ephemeral = 32768
+)
