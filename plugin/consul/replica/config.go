@@ -100,7 +100,7 @@ func DefaultConfig() Config {
 		BackoffMin:      250 * time.Millisecond,
 		BackoffMax:      30 * time.Second,
 		MaxWatchers:     AutoWatchers,
-		WatchStarts:     8,
+		WatchStarts:     4,
 		Fetchers:        16,
 		FetchRate:       5000,
 		SummaryInterval: 10 * time.Millisecond,

@@ -72,8 +72,11 @@ func (w *watchers) changed(key string) {
 // whole wait, when the service's last change is the agent's latest index.
 const watchFrom = 1
 
-// startWatcherLocked gives a service its own blocking query; answered, when
-// set, hears of its first answer.
+// startWatcherLocked gives a service its own blocking query. A watcher the
+// ramp starts (answered set, to hear of its first answer) reads from
+// watchFrom; a promoted one from the index of the read that promoted it, a
+// change the agent's view holds already: it blocks at once, which saves the
+// request an answer at once would cost every promotion.
 func (r *Replicator) startWatcherLocked(key string, e *entry, answered func()) {
 	ctx, cancel := context.WithCancel(r.run.ctx)
 	r.watch.running[key] = &watcher{cancel: cancel, lastChange: time.Now()}
@@ -82,10 +85,13 @@ func (r *Replicator) startWatcherLocked(key string, e *entry, answered func()) {
 		answered = sync.OnceFunc(answered)
 	}
 	r.reportWatchersLocked()
-	name := e.name
+	name, from := e.name, e.index
+	if answered != nil || from == 0 {
+		from = watchFrom
+	}
 	b := blocking[serviceRead]{
 		what:     "service " + name,
-		index:    watchFrom,
+		index:    from,
 		filtered: "instances and nodes",
 		answered: answered,
 		read: func(ctx context.Context, q Query) (serviceRead, Meta, error) {
