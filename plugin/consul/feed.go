@@ -146,14 +146,21 @@ func (f *feed) retire() {
 		f.mu.Unlock()
 		return
 	}
-	f.stopped = true
-	pred := f.predecessor
-	f.predecessor = nil
+	pred := f.stopLocked()
 	f.mu.Unlock()
 	f.replica.Stop()
 	if pred != nil {
 		pred.retire()
 	}
+}
+
+// stopLocked marks the feed stopped and detaches the replica it still
+// borrows; the caller stops both once mu is released (the replica's last
+// publication may be waiting for it).
+func (f *feed) stopLocked() (pred *feed) {
+	f.stopped = true
+	pred, f.predecessor = f.predecessor, nil
+	return pred
 }
 
 // feedLocked points the replica at d, which serves its latest snapshot at
@@ -219,11 +226,8 @@ func (f *feed) release(d *datacenter) {
 		f.mu.Unlock()
 		return
 	}
-	f.stopped = true
-	pred := f.predecessor
-	f.predecessor = nil
+	pred := f.stopLocked()
 	f.mu.Unlock()
-	// Not under mu: the replica's last publication may be waiting for it.
 	f.replica.Stop()
 	// A predecessor still lent to d no longer feeds it; its block stops
 	// it, or d's when it was passed on.
