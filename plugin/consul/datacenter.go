@@ -62,9 +62,8 @@ func (d *datacenter) serve(snap *snapshot.Snapshot) {
 	}
 }
 
-// start serves snap, read from the snapshot file or kept from a reloaded
-// block, until the replica has synced; the guard measures a Consul that
-// comes back empty against it.
+// start serves snap, kept from a reloaded block, until the replica has
+// synced; the guard measures a Consul that comes back empty against it.
 func (d *datacenter) start(snap *snapshot.Snapshot) {
 	d.serve(snap)
 	if d.guard != nil {
@@ -194,12 +193,15 @@ func (c *Consul) newDatacenter(dc string, gen *generation, file *snapshot.Set) (
 		f.predecessor = running
 		d.feed = f
 	}
-	snap := live.snapshot(d.key)
-	if snap == nil && file != nil {
-		snap = file.Snapshot(inFile)
-	}
-	if snap != nil {
+	if snap := live.snapshot(d.key); snap != nil {
 		d.start(snap)
+	} else if file != nil {
+		if snap := file.Snapshot(inFile); snap != nil {
+			// Served, but no baseline for the guard: the file may come from
+			// another cluster, or from before a deliberate shrink, and would
+			// then hold Consul's true data back for the hold time.
+			d.serve(snap)
+		}
 	}
 	return d, nil
 }

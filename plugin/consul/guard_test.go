@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns/caddy"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 )
@@ -148,4 +149,63 @@ func (t *testTimer) Stop() bool {
 	was := t.armed
 	t.armed = false
 	return was
+}
+
+// TestGuardKeepsOnlyPossibleMaxima is the guard's memory bound: it used to
+// keep every snapshot published within the hold time (2,000 services
+// published ten times a second for a 5-minute hold: 391 MB of live heap).
+// Only a snapshot that can still become the fullest is kept now.
+func TestGuardKeepsOnlyPossibleMaxima(t *testing.T) {
+	const hold = 5 * time.Minute
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name      string
+		instances func(i int) int
+		atMost    int
+	}{
+		{"a steady catalog", func(int) int { return 10 }, 1},
+		{"a growing catalog", func(i int) int { return 10 + i/100 }, 1},
+		{"a catalog that flaps by one", func(i int) int { return 10 + i%2 }, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &guard{fraction: 0.5, hold: hold}
+			for i := range 3000 { // ten a second for the hold time
+				snap := sized(tc.instances(i), uint64(i+1))
+				if serve, _ := g.decide(t0.Add(time.Duration(i)*100*time.Millisecond), snap); serve != snap {
+					t.Fatalf("publish %d held back", i)
+				}
+			}
+			if len(g.recent) > tc.atMost {
+				t.Errorf("the guard keeps %d snapshots, want at most %d", len(g.recent), tc.atMost)
+			}
+		})
+	}
+}
+
+// TestGuardNotSeededFromFile: a snapshot file may come from another cluster
+// (one whose datacenter has the same name) or from before a deliberate
+// shrink. Served until Consul answers, it must not become the guard's
+// baseline, or Consul's true data would be held back for the hold time.
+func TestGuardNotSeededFromFile(t *testing.T) {
+	c := caddy.NewTestController("dns", "consul {\n address 127.0.0.1:1\n guard 0.5 1m\n}")
+	c.ServerBlockKeys = []string{"consul.:53"}
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Consul{Zones: cfg.zones, opts: cfg.answer, cfg: cfg}
+	file := &snapshot.Set{Local: "dc1", Datacenters: []*snapshot.Snapshot{sized(10, 1)}}
+	if h.local, err = h.newDatacenter("", nil, file); err != nil {
+		t.Fatal(err)
+	}
+	defer h.local.stop()
+	if got := h.current(); got == nil || got.Index != 1 {
+		t.Fatalf("the file's snapshot is not served at start")
+	}
+	fromConsul := sized(1, 2)
+	h.publish(fromConsul)
+	if got := h.current(); got != fromConsul {
+		t.Errorf("serving index %d, want Consul's first snapshot (index 2) at once", got.Index)
+	}
 }
