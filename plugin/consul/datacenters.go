@@ -37,6 +37,8 @@ type datacenters struct {
 	started   bool // remotes made from now on start at once
 	namedOnce sync.Once
 	stopped   bool
+	// refused and bound log, once, names Consul listed that were left out.
+	refused, bound sync.Once
 	// absent counts the lists in a row that lacked a replicated datacenter:
 	// with every, one that stays away is dropped.
 	absent map[string]int
@@ -154,9 +156,10 @@ func (c *Consul) dropRemoteLocked(dc string) *datacenter {
 // replica: they tell names to pass on from names to refuse, and with every,
 // which datacenters to replicate.
 func (c *Consul) datacentersRead(dcs, byDistance []string) {
+	dcs, byDistance = c.admit(dcs), c.admit(byDistance)
 	known := make(map[string]bool, len(dcs))
 	for _, dc := range dcs {
-		known[snapshot.Key(dc)] = true
+		known[dc] = true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -205,6 +208,21 @@ func (c *Consul) syncRemotesLocked(listed bool) {
 		}
 	}
 	delete(want, local)
+	if len(want) > maxReplicated {
+		// Only through *: every name the Corefile lists counts, the rest
+		// by name, so that the same ones are replicated every time.
+		c.bound.Do(func() {
+			log.Warningf("datacenters *: Consul lists %d other datacenters; replicating the first %d by name (name the others in the Corefile to replicate them)",
+				len(want), maxReplicated)
+		})
+		names := slices.Sorted(maps.Keys(want))
+		slices.SortStableFunc(names, func(a, b string) int {
+			return boolOrder(slices.Contains(c.want, b), slices.Contains(c.want, a))
+		})
+		for _, dc := range names[max(maxReplicated, len(c.want)):] {
+			delete(want, dc)
+		}
+	}
 	for dc := range want {
 		if remote := c.remote.Load(); remote != nil && (*remote)[dc] != nil {
 			continue

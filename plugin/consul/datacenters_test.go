@@ -1,6 +1,8 @@
 package consul
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,5 +138,52 @@ func TestDatacentersListedLocal(t *testing.T) {
 	c.localNamed()
 	if got := c.remotes(); len(got) != 1 || got[0].name != "dc2" {
 		t.Fatalf("replicating %v, want dc2 only", got)
+	}
+}
+
+// TestDatacentersHostileList: Consul's list is an answer like any other. A
+// list of 504 names (one of 300 bytes, one with a space) made 503 replicas
+// with `datacenters *`; only names Consul itself accepts become datacenters,
+// at most maxReplicated are replicated (those the Corefile names first), and
+// a datacenter dropped leaves no metric series behind.
+func TestDatacentersHostileList(t *testing.T) {
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
+	c.publish(testSnapshot())
+	c.every, c.want = true, []string{"zz-listed"}
+	c.newRemote = func(name string) (*datacenter, error) {
+		return &datacenter{name: name, label: name, zones: c.Zones, opts: c.opts}, nil
+	}
+	list := []string{"dc1", strings.Repeat("a", 300), "has space", "dot.ted", "", "zz-listed"}
+	for i := range 500 {
+		list = append(list, fmt.Sprintf("dc-%03d", i))
+	}
+	c.datacentersRead(list, nil)
+	remotes := c.remotes()
+	if len(remotes) != maxReplicated {
+		t.Errorf("replicating %d datacenters, want %d", len(remotes), maxReplicated)
+	}
+	if c.remoteNamed("zz-listed") == nil {
+		t.Errorf("the datacenter the Corefile names is not among those replicated")
+	}
+	for _, bad := range []string{strings.Repeat("a", 300), "has space", "dot.ted", ""} {
+		if c.knows(bad, false) || c.remoteNamed(bad) != nil {
+			t.Errorf("%q is known or replicated", bad)
+		}
+	}
+	if !c.knows("dc-499", false) {
+		t.Errorf("a valid datacenter past the replicated ones is not known")
+	}
+
+	requests.WithLabelValues("dc-000").Inc()
+	requestErrors.WithLabelValues("dc-000", "timeout").Inc()
+	for range dropAfter {
+		c.datacentersRead([]string{"dc1", "zz-listed"}, nil)
+	}
+	if n := len(c.remotes()); n != 1 {
+		t.Errorf("replicating %d datacenters once the others left, want 1", n)
+	}
+	// Delete reports whether the series was still there.
+	if requests.DeleteLabelValues("dc-000") || requestErrors.DeleteLabelValues("dc-000", "timeout") {
+		t.Errorf("a dropped datacenter's counters are still exported")
 	}
 }

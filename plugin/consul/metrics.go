@@ -126,11 +126,16 @@ func errorKind(err error) string {
 	return "other"
 }
 
-// forgetMetrics drops the gauges of a datacenter no longer replicated, which
-// would otherwise keep exporting its last values.
+// forgetMetrics drops every series of a datacenter no longer replicated:
+// gauges would keep exporting its last values, and with `datacenters *` a
+// list that churns through names would grow the registry without bound.
 func forgetMetrics(dc string) {
 	for _, g := range []*prometheus.GaugeVec{guardHolding, serviceCount, instanceCount, consulIndex, snapshotTimestamp,
 		staleGauge, syncTimestamp, watchedServices, unwatchedServices, watcherBudget} {
 		g.DeleteLabelValues(dc)
 	}
+	for _, c := range []*prometheus.CounterVec{sweeps, sweepProbes, requests, requestErrors, aclFiltered} {
+		c.DeletePartialMatch(prometheus.Labels{"datacenter": dc})
+	}
+	publishDelay.DeleteLabelValues(dc)
 }

@@ -105,13 +105,15 @@ func (c *Consul) loadLists(file *snapshot.Set) {
 	if file == nil || file.Known == nil {
 		return
 	}
+	// The file is checked as Consul's answers are: it may have been
+	// written by a Consul that listed anything.
 	known := make(map[string]bool, len(file.Known))
-	for _, dc := range file.Known {
+	for _, dc := range c.admit(file.Known) {
 		known[dc] = true
 	}
 	c.known.Store(&known)
-	if file.ByDistance != nil {
-		c.byDistance.Store(&file.ByDistance)
+	if near := c.admit(file.ByDistance); near != nil {
+		c.byDistance.Store(&near)
 	}
 }
 
@@ -133,9 +135,12 @@ func (c *Consul) firstRemotes(file *snapshot.Set) []string {
 	}
 	if c.every {
 		if file != nil {
+			var held []string
 			for _, snap := range file.Datacenters {
-				names = append(names, snap.Datacenter)
+				held = append(held, snap.Datacenter)
 			}
+			held = c.admit(held)
+			names = append(names, held[:min(len(held), maxReplicated)]...)
 		}
 		if b := live.localOf(c.local.key); b != nil {
 			for _, d := range b.remotes() {
