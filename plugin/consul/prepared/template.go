@@ -45,6 +45,9 @@ func compile(q *snapshot.Query) (*template, error) {
 	t := &template{query: q}
 	svc := cloneService(&q.Service)
 	err := visitStrings(&svc, func(path fieldPath, v *string) error {
+		if depth := nesting(*v); depth > maxNesting {
+			return fmt.Errorf("bad format in Service%s: nested %d deep, more than %d", path, depth, maxNesting)
+		}
 		tree, err := hil.Parse(*v)
 		if err != nil {
 			return fmt.Errorf("bad format '%s' in Service%s: %w", *v, path, err)
@@ -64,6 +67,30 @@ func compile(q *snapshot.Query) (*template, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// maxNesting bounds how deeply a template string may nest before HIL parses
+// it: its parser recurses once per level with no limit, and a string nested
+// a million deep (6 KB in a gzipped snapshot file) overflowed the stack,
+// which is fatal, not a panic.
+// Consul's own templates nest a few levels (${match(1)}).
+const maxNesting = 64
+
+// nesting is how deeply s nests interpolations, parentheses and brackets, as
+// the parser would descend: every opening counts, quotes or not, so the
+// bound errs on the side of refusing.
+func nesting(s string) int {
+	depth, deepest := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '(', '[', '{':
+			depth++
+			deepest = max(deepest, depth)
+		case ')', ']', '}':
+			depth = max(0, depth-1)
+		}
+	}
+	return deepest
 }
 
 // testRender is Compile's test render (template.go:91-98), done on the

@@ -258,7 +258,7 @@ func TestCompileErrors(t *testing.T) {
 		t.Run(tt.expr, func(t *testing.T) {
 			_, err := compile(tmpl(tt.qname, "", snapshot.QueryService{Service: tt.expr}))
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("error = %v, want %q", err, tt.wantErr)
+				t.Errorf("error = %.200v, want %q", err, tt.wantErr)
 			}
 		})
 	}
@@ -283,7 +283,7 @@ func TestRenderErrors(t *testing.T) {
 			q := tmpl(tt.qname, tt.re, snapshot.QueryService{Tags: []string{"a", tt.expr}})
 			_, err := Render(q, tt.lookup, "")
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("error = %v, want %q", err, tt.wantErr)
+				t.Errorf("error = %.200v, want %q", err, tt.wantErr)
 			}
 		})
 	}
@@ -311,5 +311,38 @@ func TestVisitStringsOrder(t *testing.T) {
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
 		t.Errorf("visited %q, want %q", got, want)
+	}
+}
+
+// TestCompileDeepNesting: HIL's parser has no depth limit and recurses once
+// per level, so a template nested a million deep (6 KB in a gzipped snapshot
+// file) overflowed the stack, which no recover catches: the snapshot file or
+// /v1/query could crash CoreDNS at every start. Consul's own templates nest
+// a few levels.
+func TestCompileDeepNesting(t *testing.T) {
+	deep := 1 << 20
+	tests := []struct {
+		name, expr string
+		wantErr    string
+	}{
+		{"parentheses", "${" + strings.Repeat("(", deep) + "1" + strings.Repeat(")", deep) + "}", "nested"},
+		{"interpolations", strings.Repeat(`${"`, deep) + "x" + strings.Repeat(`"}`, deep), "nested"},
+		{"calls", "${" + strings.Repeat("match(", deep) + "1" + strings.Repeat(")", deep) + "}", "nested"},
+		{"unbalanced", "${" + strings.Repeat("(", deep), "nested"},
+		{"as deep as allowed", "${" + strings.Repeat("(", maxNesting-1) + "1" + strings.Repeat(")", maxNesting-1) + "}", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := compile(tmpl("", "", snapshot.QueryService{Service: tt.expr}))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Errorf("error = %v, want none", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error = %.200v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }
