@@ -23,9 +23,11 @@ type persister struct {
 	// before the local one has any.
 	collect func() *snapshot.Set
 	written *snapshot.Set
-	wake    chan struct{} // capacity 1
-	stop    chan struct{}
-	done    chan struct{}
+	// file is the set read from the file at start-up; nil for none.
+	file *snapshot.Set
+	wake chan struct{} // capacity 1
+	stop chan struct{}
+	done chan struct{}
 	// writeLast: the latest snapshots go to disk when it stops too.
 	writeLast bool
 }
@@ -43,7 +45,7 @@ func (p *persister) offer() {
 }
 
 // loaded records the set read from the file, so it is not written back.
-func (p *persister) loaded(s *snapshot.Set) { p.written = s }
+func (p *persister) loaded(s *snapshot.Set) { p.written, p.file = s, s }
 
 func (p *persister) start() {
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
@@ -102,9 +104,10 @@ func (p *persister) close(writeLast bool) {
 }
 
 // sameSet reports whether a and b hold the same snapshots (by identity: a
-// snapshot is never modified) and the same known datacenters.
+// snapshot is never modified), the same known datacenters and come from
+// the same cluster.
 func sameSet(a, b *snapshot.Set) bool {
-	if b == nil || a.Local != b.Local || !slices.Equal(a.Known, b.Known) || !slices.Equal(a.ByDistance, b.ByDistance) ||
+	if b == nil || a.Local != b.Local || a.Cluster != b.Cluster || !slices.Equal(a.Known, b.Known) || !slices.Equal(a.ByDistance, b.ByDistance) ||
 		len(a.Datacenters) != len(b.Datacenters) {
 		return false
 	}

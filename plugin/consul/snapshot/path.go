@@ -21,18 +21,17 @@ const maxFile = headerLen + maxPayload + maxPayload/16
 // that path may hold the snapshot file: its directory, when it exists, is
 // neither writable by every user nor owned by another user than the
 // running one or root, and what is at path, when anything is, is a regular
-// file of the running user. A missing directory is made by the plugin,
-// for the running user alone.
+// file of the running user. Only those errors match ErrUnsafe; others
+// (a missing directory, which the plugin makes for the running user alone;
+// a directory at path; a path that cannot be looked at) are left to the
+// start-up, which says what is in the way.
 func CheckPath(path string) error {
-	if err := checkDir(filepath.Dir(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := checkDir(filepath.Dir(path)); errors.Is(err, ErrUnsafe) {
 		return err
 	}
 	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	if err != nil || fi.IsDir() {
 		return nil
-	}
-	if err != nil {
-		return err
 	}
 	return checkFile(path, fi)
 }
