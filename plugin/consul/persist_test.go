@@ -1,14 +1,14 @@
 package consul
 
 import (
-	"os"
+	"bytes"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"github.com/coredns-consul/coredns-consul/test/unsafepath"
 
 	"github.com/coredns/caddy"
 	"github.com/miekg/dns"
@@ -19,35 +19,12 @@ import (
 // refused, naming it, for a path another user could fill, and that the
 // parse returns at once: nothing there is opened.
 func TestSnapshotLineRefusesUnsafePaths(t *testing.T) {
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+	var file bytes.Buffer
+	if err := snapshot.Encode(&file, oneService("dc1", "web")); err != nil {
 		t.Fatal(err)
 	}
-	zero := filepath.Join(dir, "zero")
-	if err := os.Symlink("/dev/zero", zero); err != nil {
-		t.Fatal(err)
-	}
-	open := t.TempDir()
-	if err := os.Chmod(open, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	tests := map[string]string{
-		"named pipe":                             fifo,
-		"symlink to /dev/zero":                   zero,
-		"a device":                               "/dev/null",
-		"in a directory every user may write to": filepath.Join(open, "snap"),
-	}
-	if os.Geteuid() == 0 {
-		theirs := filepath.Join(dir, "theirs")
-		if err := snapshot.WriteFile(theirs, oneService("dc1", "web")); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(theirs, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
-		tests["another user's file"] = theirs
-	}
+	tests := unsafepath.Make(t, file.Bytes())
+	tests["a device"] = "/dev/null"
 	for name, path := range tests {
 		t.Run(name, func(t *testing.T) {
 			done := make(chan error, 1)

@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
 	"github.com/coredns-consul/coredns-consul/test/dnsq"
+	"github.com/coredns-consul/coredns-consul/test/unsafepath"
 	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
@@ -56,24 +55,7 @@ func TestCraftedSnapshotFile(t *testing.T) {
 // start-up at once with the snapshot line; a named pipe there hung it,
 // a link to /dev/zero grew its memory without bound.
 func TestUnsafeSnapshotPath(t *testing.T) {
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	zero := filepath.Join(dir, "zero")
-	if err := os.Symlink("/dev/zero", zero); err != nil {
-		t.Fatal(err)
-	}
-	open := t.TempDir()
-	if err := os.Chmod(open, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	tests := map[string]string{
-		"named pipe":                             fifo,
-		"symlink to /dev/zero":                   zero,
-		"in a directory every user may write to": filepath.Join(open, "snap"),
-	}
+	tests := unsafepath.Make(t, nil)
 	for name, path := range tests {
 		t.Run(name, func(t *testing.T) {
 			began := time.Now()

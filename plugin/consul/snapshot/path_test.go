@@ -5,52 +5,30 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coredns-consul/coredns-consul/test/unsafepath"
 )
 
-// unsafePaths makes, in a directory of the test's, each thing that must not
-// be read as the snapshot file, and returns its path.
+// unsafePaths are the paths of unsafepath.Make, where a good file is put
+// where one is, and a symbolic link to a good file.
 func unsafePaths(t *testing.T) map[string]string {
 	t.Helper()
+	var good bytes.Buffer
+	if err := Encode(&good, sample()); err != nil {
+		t.Fatal(err)
+	}
+	paths := unsafepath.Make(t, good.Bytes())
+	if err := os.WriteFile(paths["in a directory every user may write to"], good.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
-	good := filepath.Join(dir, "good")
-	if err := WriteFile(good, sample()); err != nil {
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(writeSample(t, filepath.Join(dir, "good")), link); err != nil {
 		t.Fatal(err)
 	}
-	paths := map[string]string{}
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	paths["named pipe"] = fifo
-	for name, target := range map[string]string{"symlink to /dev/zero": "/dev/zero", "symlink to a good file": good} {
-		link := filepath.Join(dir, filepath.Base(target)+"-link")
-		if err := os.Symlink(target, link); err != nil {
-			t.Fatal(err)
-		}
-		paths[name] = link
-	}
-	open := filepath.Join(t.TempDir(), "open")
-	if err := os.Chmod(filepath.Dir(open), 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteFile(open, sample()); err != nil {
-		t.Fatal(err)
-	}
-	paths["in a directory every user may write to"] = open
-	if os.Geteuid() == 0 {
-		// Root can make a file of another user's: nobody's.
-		theirs := filepath.Join(dir, "theirs")
-		if err := WriteFile(theirs, sample()); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(theirs, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
-		paths["another user's file"] = theirs
-	}
+	paths["symlink to a good file"] = link
 	return paths
 }
 
