@@ -80,6 +80,12 @@ func TestLoadSnapshotCrafted(t *testing.T) {
 		"null node":       func(s *snapshot.Snapshot) { s.Nodes["broken"] = nil },
 		"null query":      func(s *snapshot.Snapshot) { s.Queries = []*snapshot.Query{nil} },
 		"null coordinate": func(s *snapshot.Snapshot) { s.Coordinates = []*snapshot.Coordinate{nil} },
+		// A few kilobytes once compressed; HIL's parser overflowed the
+		// stack on it, a fatal error no recover catches.
+		"deeply nested template": func(s *snapshot.Snapshot) {
+			s.Queries = []*snapshot.Query{{ID: "q", Template: snapshot.QueryTemplate{Type: "name_prefix_match"},
+				Service: snapshot.QueryService{Service: "${" + strings.Repeat("(", 2_000_000) + "}"}}}
+		},
 	}
 	for name, craft := range tests {
 		t.Run(name, func(t *testing.T) {
