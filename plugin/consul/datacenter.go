@@ -27,6 +27,8 @@ type datacenter struct {
 	served func()
 	// lists hears of the datacenters Consul knows; the local one's only.
 	lists func(known, byDistance []string)
+	// cluster hears of the cluster's identity; the local one's only.
+	cluster func(id string)
 	// changed is woken by every snapshot served, for start-up's wait.
 	changed *signal
 
@@ -169,7 +171,7 @@ func (c *Consul) newDatacenter(dc string, gen *generation, file *snapshot.Set) (
 	inFile := dc
 	if dc == "" {
 		d.name, d.label = snapshot.Key(rc.Datacenter), cfg.dcLabel()
-		d.served, d.lists = c.localServed, c.datacentersRead
+		d.served, d.lists, d.cluster = c.localServed, c.datacentersRead, c.clusterRead
 		rc.Coordinates = true
 		if file != nil {
 			inFile = file.Local

@@ -54,6 +54,9 @@ func newFeed(client *api.Config, rc replica.Config, settings readSettings, to *d
 	if to.lists != nil {
 		rc.OnDatacenters = f.datacentersRead
 	}
+	if to.cluster != nil {
+		rc.OnCluster = f.clusterRead
+	}
 	r, err := replica.New(client, rc, f.publish)
 	if err != nil {
 		return nil, fmt.Errorf("datacenter %s: %w", to.label, err)
@@ -252,7 +255,7 @@ func settingsOf(client *api.Config, rc replica.Config) readSettings {
 	// Each parse makes a transport of its own; what it carries comes from
 	// the fields compared.
 	s.client.Transport, s.client.HttpClient = nil, nil
-	s.replica.Observer, s.replica.OnDatacenters, s.replica.Pool = nil, nil, nil
+	s.replica.Observer, s.replica.OnDatacenters, s.replica.OnCluster, s.replica.Pool = nil, nil, nil, nil
 	s.files = digestFiles(client)
 	return s
 }

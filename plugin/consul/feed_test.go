@@ -150,7 +150,7 @@ func TestReadSettings(t *testing.T) {
 	same := map[string]func(*api.Config, *replica.Config){
 		"a transport of its own": func(c *api.Config, _ *replica.Config) { c.Transport = api.DefaultConfig().Transport },
 		"callbacks": func(_ *api.Config, r *replica.Config) {
-			r.Observer, r.OnDatacenters, r.Pool = observer{dc: "x"}, func([]string, []string) {}, replica.NewPool()
+			r.Observer, r.OnDatacenters, r.OnCluster, r.Pool = observer{dc: "x"}, func([]string, []string) {}, func(string) {}, replica.NewPool()
 		},
 	}
 	for name, change := range same {
@@ -162,7 +162,7 @@ func TestReadSettings(t *testing.T) {
 	}
 
 	// Every other field of either config, each set to a value of its own.
-	callbacks := map[string]bool{"Observer": true, "OnDatacenters": true, "Pool": true, "Transport": true, "HttpClient": true}
+	callbacks := map[string]bool{"Observer": true, "OnDatacenters": true, "OnCluster": true, "Pool": true, "Transport": true, "HttpClient": true}
 	for _, config := range []string{"client", "replica"} {
 		client, rc := base()
 		v := reflect.ValueOf(client).Elem()

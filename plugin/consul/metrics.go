@@ -60,7 +60,7 @@ var (
 	snapshotWrites = counter("snapshot_writes_total", []string{"result"},
 		"Writes of the snapshot file, by result.")
 	snapshotLoads = counter("snapshot_loads_total", []string{"result"},
-		"Reads of the snapshot file at start-up, by result: ok, missing, corrupt, mismatch.")
+		"Reads of the snapshot file at start-up, by result: ok, missing, corrupt, mismatch (another datacenter or cluster), refused (not a regular file of the running user, or in a directory every user may write to).")
 )
 
 // gauge and counter make the plugin's metrics, by label.

@@ -290,6 +290,11 @@ func readSnapshot(c *caddy.Controller, cfg *config) error {
 	}
 	cfg.snapshotPath = args[0]
 	cfg.snapshotAt = fmt.Sprintf("%s:%d", c.File(), c.Line())
+	// Only looked at, nothing opened or made: a path another user could
+	// fill is refused here, at its line, rather than at every start.
+	if err := snapshot.CheckPath(cfg.snapshotPath); err != nil {
+		return c.Errf("snapshot: %v", err)
+	}
 	if len(args) == 2 {
 		d, err := time.ParseDuration(args[1])
 		if err != nil || d <= 0 {

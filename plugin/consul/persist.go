@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -22,9 +23,11 @@ type persister struct {
 	// before the local one has any.
 	collect func() *snapshot.Set
 	written *snapshot.Set
-	wake    chan struct{} // capacity 1
-	stop    chan struct{}
-	done    chan struct{}
+	// file is the set read from the file at start-up; nil for none.
+	file *snapshot.Set
+	wake chan struct{} // capacity 1
+	stop chan struct{}
+	done chan struct{}
 	// writeLast: the latest snapshots go to disk when it stops too.
 	writeLast bool
 }
@@ -42,7 +45,7 @@ func (p *persister) offer() {
 }
 
 // loaded records the set read from the file, so it is not written back.
-func (p *persister) loaded(s *snapshot.Set) { p.written = s }
+func (p *persister) loaded(s *snapshot.Set) { p.written, p.file = s, s }
 
 func (p *persister) start() {
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
@@ -101,9 +104,10 @@ func (p *persister) close(writeLast bool) {
 }
 
 // sameSet reports whether a and b hold the same snapshots (by identity: a
-// snapshot is never modified) and the same known datacenters.
+// snapshot is never modified), the same known datacenters and come from
+// the same cluster.
 func sameSet(a, b *snapshot.Set) bool {
-	if b == nil || a.Local != b.Local || !slices.Equal(a.Known, b.Known) || !slices.Equal(a.ByDistance, b.ByDistance) ||
+	if b == nil || a.Local != b.Local || a.Cluster != b.Cluster || !slices.Equal(a.Known, b.Known) || !slices.Equal(a.ByDistance, b.ByDistance) ||
 		len(a.Datacenters) != len(b.Datacenters) {
 		return false
 	}
@@ -115,14 +119,30 @@ func sameSet(a, b *snapshot.Set) bool {
 	return true
 }
 
+// readSnapshotFile reads the snapshot file; a test makes it panic.
+var readSnapshotFile = snapshot.ReadFile
+
 // loadSnapshot reads the snapshot file at start-up. Whatever is wrong with it
 // is logged and the file ignored: the plugin then starts as if it had none.
-func loadSnapshot(path, datacenter string) *snapshot.Set {
-	set, err := snapshot.ReadFile(path)
+// Not even a panic reading it stops start-up, which would otherwise fail on
+// every restart until the file is removed by hand.
+func loadSnapshot(path, datacenter string) (set *snapshot.Set) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Errorf("ignoring the snapshot file %s: reading it panicked: %.200v\n%s", path, p, debug.Stack())
+			snapshotLoads.WithLabelValues("corrupt").Inc()
+			set = nil
+		}
+	}()
+	set, err := readSnapshotFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		log.Infof("no snapshot file at %s yet", path)
 		snapshotLoads.WithLabelValues("missing").Inc()
+		return nil
+	case errors.Is(err, snapshot.ErrUnsafe):
+		log.Warningf("ignoring the snapshot file: %v", err)
+		snapshotLoads.WithLabelValues("refused").Inc()
 		return nil
 	case err != nil:
 		log.Warningf("ignoring the snapshot file: %v", err)
@@ -132,6 +152,9 @@ func loadSnapshot(path, datacenter string) *snapshot.Set {
 		log.Warningf("ignoring the snapshot file %s: it holds datacenter %q, not %q", path, set.Local, datacenter)
 		snapshotLoads.WithLabelValues("mismatch").Inc()
 		return nil
+	}
+	if set.Skipped > 0 {
+		log.Warningf("the snapshot file %s holds %d null or unusable entries, left out: it was damaged or made by hand", path, set.Skipped)
 	}
 	for _, snap := range set.Datacenters {
 		services, instances := snap.Counts()

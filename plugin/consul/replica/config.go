@@ -66,6 +66,9 @@ type Config struct {
 	// and the same nearest first (nil when the coordinates cannot be read).
 	OnDatacenters       func(known, byDistance []string)
 	DatacentersInterval time.Duration
+	// OnCluster, when set, is given the cluster's identity once read (see
+	// Replicator.Cluster).
+	OnCluster func(id string)
 	// Coordinates reads the nodes' network coordinates every
 	// CoordinateInterval: prepared queries sort by them only in the agent's
 	// own datacenter.

@@ -58,6 +58,8 @@ type memCatalog struct {
 	// zeroIndex makes every answer carry index 0 (a Consul bug the loop
 	// must survive).
 	zeroIndex bool
+	// cluster is the cluster's identity; "" for none.
+	cluster string
 }
 
 type memService struct {
@@ -371,6 +373,15 @@ func (c *memCatalog) Datacenters(context.Context) ([]string, Meta, error) {
 }
 
 func (c *memCatalog) Leader(context.Context) (Meta, error) { return Meta{KnownLeader: true}, nil }
+
+func (c *memCatalog) Cluster(context.Context) (string, Meta, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fail != nil {
+		return "", Meta{}, c.fail
+	}
+	return c.cluster, Meta{KnownLeader: true}, nil
+}
 
 // fakeClock is the catalog's clock for blocking waits: a wait passes only
 // when the test advances the clock past it.

@@ -22,6 +22,7 @@ package replica
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
@@ -49,6 +50,8 @@ type Replicator struct {
 	data  catalog
 	watch watchers
 	moves moveTracker
+
+	cluster atomic.Pointer[string] // once read
 }
 
 // New returns a Replicator that reads from the Consul endpoints that consul
@@ -83,6 +86,9 @@ func newReplicator(src Source, cfg Config, b *budget, publish func(*snapshot.Sna
 // Start begins replication in the background. It returns at once.
 func (r *Replicator) Start() {
 	r.run.start()
+	if r.cfg.OnCluster != nil {
+		r.run.spawn(r.readCluster)
+	}
 	r.run.spawn(func() {
 		if !r.readAgent() {
 			return // stopped

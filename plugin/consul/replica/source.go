@@ -44,6 +44,8 @@ type Source interface {
 	// Leader asks for the leader: a cheap request that tells whether the
 	// agent answers at all.
 	Leader(ctx context.Context) (Meta, error)
+	// Cluster reads the cluster's identity; "" when it has none to give.
+	Cluster(ctx context.Context) (string, Meta, error)
 }
 
 // Query is how a read is asked: at once (Index 0), or blocking until the

@@ -148,19 +148,3 @@ func TestReadFileMissing(t *testing.T) {
 		t.Errorf("err = %v, want os.ErrNotExist", err)
 	}
 }
-
-func FuzzDecode(f *testing.F) {
-	var good bytes.Buffer
-	if err := Encode(&good, sample()); err != nil {
-		f.Fatal(err)
-	}
-	f.Add(good.Bytes())
-	f.Add([]byte{})
-	f.Add(good.Bytes()[:headerLen])
-	f.Fuzz(func(t *testing.T, data []byte) {
-		snap, err := Decode(data)
-		if (snap == nil) == (err == nil) {
-			t.Fatalf("Decode gave snapshot %v and error %v", snap, err)
-		}
-	})
-}
