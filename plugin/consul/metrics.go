@@ -61,6 +61,10 @@ var (
 		"Writes of the snapshot file, by result.")
 	snapshotLoads = counter("snapshot_loads_total", []string{"result"},
 		"Reads of the snapshot file at start-up, by result: ok, missing, corrupt, mismatch.")
+	panics = counter("panics_total", []string{"datacenter", "loop"},
+		"Panics recovered in the replica's loops, by loop; the loop restarts after a backoff. Any is a bug to report.")
+	invalidValues = counter("invalid_values_total", []string{"datacenter", "what"},
+		"Values in Consul's answers the replica skipped because it cannot use them (a null where an object belongs), by kind.")
 )
 
 // gauge and counter make the plugin's metrics, by label.
@@ -97,6 +101,12 @@ func (o observer) Watching(watched, services, budget int) {
 func (o observer) Swept(probes int) {
 	sweeps.WithLabelValues(o.dc).Inc()
 	sweepProbes.WithLabelValues(o.dc).Add(float64(probes))
+}
+
+func (o observer) Panicked(loop string) { panics.WithLabelValues(o.dc, loop).Inc() }
+
+func (o observer) Invalid(what string, n int) {
+	invalidValues.WithLabelValues(o.dc, what).Add(float64(n))
 }
 
 func (o observer) Published(delay time.Duration) {

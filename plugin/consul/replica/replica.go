@@ -21,7 +21,9 @@ package replica
 
 import (
 	"context"
+	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
@@ -75,6 +77,7 @@ func newReplicator(src Source, cfg Config, b *budget, publish func(*snapshot.Sna
 		watch:  newWatchers(cfg.WatchStarts),
 		moves:  newMoveTracker(),
 	}
+	r.run.backoffMin, r.run.backoffMax, r.run.observer = cfg.BackoffMin, cfg.BackoffMax, cfg.Observer
 	r.pub = newPublisher(cfg, r.build, publish)
 	b.rebalance = r.rebalance
 	return r
@@ -83,33 +86,33 @@ func newReplicator(src Source, cfg Config, b *budget, publish func(*snapshot.Sna
 // Start begins replication in the background. It returns at once.
 func (r *Replicator) Start() {
 	r.run.start()
-	r.run.spawn(func() {
+	r.run.spawn("start", func() {
 		if !r.readAgent() {
 			return // stopped
 		}
 		r.mu.Lock()
 		r.joinPoolLocked()
 		r.mu.Unlock()
-		r.run.spawn(r.watchServiceList)
-		r.run.spawn(r.watchNodes)
-		r.run.spawn(r.watchQueries)
+		r.run.spawn("watchServiceList", r.watchServiceList)
+		r.run.spawn("watchNodes", r.watchNodes)
+		r.run.spawn("watchQueries", r.watchQueries)
 		if r.cfg.Coordinates {
-			r.run.spawn(r.coordinatesLoop)
+			r.run.spawn("coordinatesLoop", r.coordinatesLoop)
 		}
-		r.run.spawn(r.watchHealth)
-		r.run.spawn(r.sweepLoop)
-		r.run.spawn(r.rampLoop)
+		r.run.spawn("watchHealth", r.watchHealth)
+		r.run.spawn("sweepLoop", r.sweepLoop)
+		r.run.spawn("rampLoop", r.rampLoop)
 		if r.cfg.LivenessInterval > 0 {
-			r.run.spawn(r.livenessLoop)
+			r.run.spawn("livenessLoop", r.livenessLoop)
 		}
 		if r.cfg.OnDatacenters != nil {
-			r.run.spawn(r.datacentersLoop)
+			r.run.spawn("datacentersLoop", r.datacentersLoop)
 		}
 		for range r.cfg.Fetchers {
-			r.run.spawn(r.fetchLoop)
+			r.run.spawn("fetchLoop", r.fetchLoop)
 		}
 	})
-	r.run.spawn(func() { r.pub.loop(r.run.ctx) })
+	r.run.spawn("publisher", func() { r.pub.loop(r.run.ctx) })
 }
 
 // Stop ends replication and waits until every goroutine it started is gone
@@ -129,17 +132,54 @@ type runner struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// backoffMin and backoffMax pace the restarts of a loop that panicked;
+	// observer hears of each panic.
+	backoffMin, backoffMax time.Duration
+	observer               Observer
+	stacksLogged           sync.Map // loop name → true once its stack was logged
 }
 
 func (g *runner) start() { g.ctx, g.cancel = context.WithCancel(context.Background()) }
 
-// spawn runs f in a goroutine that stop waits for.
-func (g *runner) spawn(f func()) {
+// spawn runs f in a goroutine that stop waits for. A panic in f is a bug or
+// data from Consul that nothing checked: it must not take the whole process
+// (every other plugin, every zone) down with it. It is recovered, counted,
+// its stack logged once per loop, and f runs again after a backoff, so a
+// loop that meets the same bad data on every read neither dies nor spins.
+func (g *runner) spawn(loop string, f func()) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		f()
+		b := newBackoff(g.backoffMin, g.backoffMax)
+		for !g.guard(loop, f) {
+			if !sleep(g.ctx, b.next()) {
+				return
+			}
+		}
 	}()
+}
+
+// guard runs f and reports whether it returned without panicking.
+func (g *runner) guard(loop string, f func()) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			g.panicked(loop, p, debug.Stack())
+		}
+	}()
+	f()
+	return true
+}
+
+// panicked records a recovered panic. The stack is logged only the first
+// time each loop panics: a thousand watchers meeting the same bad answer
+// would otherwise flood the log with the same stack.
+func (g *runner) panicked(loop string, p any, stack []byte) {
+	if _, seen := g.stacksLogged.LoadOrStore(loop, true); !seen {
+		log.Errorf("replica loop %q panicked, restarting it (further panics of this loop are only counted): %v\n%s", loop, p, stack)
+	}
+	if g.observer != nil {
+		g.observer.Panicked(loop)
+	}
 }
 
 // stop cancels every goroutine and waits for them; false when never started.
