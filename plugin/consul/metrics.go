@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+
 	"github.com/coredns/coredns/plugin"
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,7 +43,7 @@ var (
 	requests = counter("requests_total", []string{"datacenter"},
 		"Requests to Consul's HTTP API.")
 	requestErrors = counter("request_errors_total", []string{"datacenter", "kind"},
-		"Failed requests to Consul's HTTP API, by kind: timeout, connection, rate_limited (429), server (5xx), denied (401/403), client (other 4xx), other.")
+		"Failed requests to Consul's HTTP API, by kind: timeout, connection, rate_limited (429), server (5xx), denied (401/403), client (other 4xx), too_large (an answer past the replica's size limit), redirect (not followed), other.")
 	publishDelay = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "publish_delay_seconds",
 		Help:    "Time from Consul's answer carrying a change to the snapshot with it being served.",
@@ -118,6 +120,10 @@ func errorKind(err error) string {
 	var status api.StatusError
 	var netErr net.Error
 	switch {
+	case errors.Is(err, replica.ErrBodyTooLarge):
+		return "too_large"
+	case errors.Is(err, replica.ErrRedirect):
+		return "redirect"
 	case errors.As(err, &status):
 		switch {
 		case status.Code == http.StatusTooManyRequests:

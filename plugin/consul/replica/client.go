@@ -78,11 +78,16 @@ func newEndpoints(base *api.Config, addrs []string, maxConns int) (*endpoints, e
 	transport.IdleConnTimeout = 90 * time.Second
 
 	e := &endpoints{addrs: addrs, transport: transport}
+	// One client for every address: the api package would build one that
+	// follows redirects and reads bodies of any size. (A unix socket's
+	// address gets the api package's own client: a local socket has no one
+	// in between to redirect or to send a bomb.)
+	httpClient := &http.Client{Transport: limitBodies{transport, MaxBody}, CheckRedirect: refuseRedirect}
 	for _, addr := range addrs {
 		cfg := *base
 		cfg.Address = addr
 		cfg.Transport = transport
-		cfg.HttpClient = nil
+		cfg.HttpClient = httpClient
 		client, err := api.NewClient(&cfg)
 		if err != nil {
 			return nil, fmt.Errorf("consul client for %s: %w", addr, err)
