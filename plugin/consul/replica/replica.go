@@ -41,6 +41,7 @@ type Replicator struct {
 	src    Source
 	run    runner
 	stats  stats
+	outage outage
 	pub    *publisher
 	budget *budget
 	fetch  *fetcher
