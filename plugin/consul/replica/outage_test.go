@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // logLines captures the standard logger, which CoreDNS's log writes to, for
@@ -87,3 +89,25 @@ func TestOutageLogsOnce(t *testing.T) {
 
 // first returns at most n of lines.
 func first(lines []string, n int) []string { return lines[:min(n, len(lines))] }
+
+// TestEndpointMovesLogOnce: with every endpoint down, each failed request
+// moves to the next endpoint; the moves are logged once, not per request.
+func TestEndpointMovesLogOnce(t *testing.T) {
+	eps, err := newEndpoints(api.DefaultConfig(), []string{"127.0.0.1:1", "127.0.0.1:2"}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eps.close)
+	logs := captureLog(t)
+	down := errors.New("connect: connection refused")
+	moved := 0
+	for range 1000 {
+		i, _ := eps.client()
+		if eps.failed(i, down) {
+			moved++
+		}
+	}
+	if lines := logs.take(); moved != 1000 || len(lines) != 1 {
+		t.Errorf("%d moves logged in %d lines, want 1000 in 1: %q", moved, len(lines), first(lines, 3))
+	}
+}
