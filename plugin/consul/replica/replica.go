@@ -79,6 +79,7 @@ func newReplicator(src Source, cfg Config, b *budget, publish func(*snapshot.Sna
 		moves:  newMoveTracker(),
 	}
 	r.run.backoffMin, r.run.backoffMax, r.run.observer = cfg.BackoffMin, cfg.BackoffMax, cfg.Observer
+	r.run.restarting = r.refetchUnwatched
 	r.pub = newPublisher(cfg, r.build, publish)
 	b.rebalance = r.rebalance
 	return r
@@ -138,6 +139,9 @@ type runner struct {
 	backoffMin, backoffMax time.Duration
 	observer               Observer
 	stacksLogged           sync.Map // loop name → true once its stack was logged
+	// restarting runs before a loop that panicked runs again: what the
+	// loop knew (a detector's last read) is lost with it.
+	restarting func()
 }
 
 func (g *runner) start() { g.ctx, g.cancel = context.WithCancel(context.Background()) }
@@ -155,6 +159,9 @@ func (g *runner) spawn(loop string, f func()) {
 		for !g.guard(loop, f) {
 			if !sleep(g.ctx, b.next()) {
 				return
+			}
+			if g.restarting != nil {
+				g.restarting()
 			}
 		}
 	}()
@@ -195,6 +202,20 @@ func (g *runner) stop() bool {
 
 // stopped reports whether the replica is not running (yet or any more).
 func (g *runner) stopped() bool { return g.ctx == nil || g.ctx.Err() != nil }
+
+// refetchUnwatched reads again every service without a watcher: a loop
+// that panicked lost what it knew, and a change it was about to name (a
+// detector's) would go unseen until the service changed again. Watchers
+// start over from their own index.
+func (r *Replicator) refetchUnwatched() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key := range r.data.services {
+		if !r.watch.has(key) {
+			r.fetch.queue.push(key)
+		}
+	}
+}
 
 // markDirty tells the publisher that the replica changed. It never blocks.
 func (r *Replicator) markDirty() { r.pub.markDirty() }
