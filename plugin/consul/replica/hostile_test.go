@@ -2,6 +2,7 @@ package replica
 
 import (
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
@@ -24,5 +25,33 @@ func TestPanicInALoop(t *testing.T) {
 		return slices.Contains(ids(s, "service-0"), "watched-new") &&
 			slices.Contains(ids(s, "service-15"), "unwatched-new") &&
 			len(ids(s, "late")) == 1 && len(ids(s, "after")) == 1
+	})
+}
+
+// TestPanicInPublish: a panic in the callback a snapshot is handed to (the
+// plugin building its answers) is recovered like a loop's, and the next
+// change is published.
+func TestPanicInPublish(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(3, 1)
+	cfg := testConfig()
+	ev := newEvents()
+	cfg.Observer = ev
+	var panicking atomic.Bool
+	panicking.Store(true)
+	r := newReplicator(cat, cfg, newBudget(cfg, false), func(s *snapshot.Snapshot) {
+		if panicking.Load() {
+			panic("injected: building answers failed")
+		}
+		ev.publish(s)
+	})
+	r.Start()
+	t.Cleanup(r.Stop)
+	ev.waitFor(t, "a panic in publish", func() bool { return ev.panics.Load() >= 1 })
+
+	panicking.Store(false)
+	cat.register("service-0", "node-9", instance("after", "10.0.9.1", 9000))
+	ev.waitSnap(t, "the change after the panics", func(s *snapshot.Snapshot) bool {
+		return slices.Contains(ids(s, "service-0"), "after")
 	})
 }
