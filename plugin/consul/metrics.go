@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+
 	"github.com/coredns/coredns/plugin"
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,7 +43,7 @@ var (
 	requests = counter("requests_total", []string{"datacenter"},
 		"Requests to Consul's HTTP API.")
 	requestErrors = counter("request_errors_total", []string{"datacenter", "kind"},
-		"Failed requests to Consul's HTTP API, by kind: timeout, connection, rate_limited (429), server (5xx), denied (401/403), client (other 4xx), other.")
+		"Failed requests to Consul's HTTP API, by kind: timeout, connection, rate_limited (429), server (5xx), denied (401/403), client (other 4xx), too_large (an answer past the replica's size limit), redirect (not followed), other.")
 	publishDelay = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "publish_delay_seconds",
 		Help:    "Time from Consul's answer carrying a change to the snapshot with it being served.",
@@ -61,6 +63,10 @@ var (
 		"Writes of the snapshot file, by result.")
 	snapshotLoads = counter("snapshot_loads_total", []string{"result"},
 		"Reads of the snapshot file at start-up, by result: ok, missing, corrupt, mismatch (another datacenter or cluster), refused (not a regular file of the running user, or in a directory every user may write to).")
+	panics = counter("panics_total", []string{"datacenter", "loop"},
+		"Panics recovered in the replica's loops, by loop; the loop restarts after a backoff. Any is a bug to report.")
+	invalidValues = counter("invalid_values_total", []string{"datacenter", "what"},
+		"Values in Consul's answers the replica skipped because it cannot use them (a null where an object belongs), by kind.")
 )
 
 // gauge and counter make the plugin's metrics, by label.
@@ -99,6 +105,12 @@ func (o observer) Swept(probes int) {
 	sweepProbes.WithLabelValues(o.dc).Add(float64(probes))
 }
 
+func (o observer) Panicked(loop string) { panics.WithLabelValues(o.dc, loop).Inc() }
+
+func (o observer) Invalid(what string, n int) {
+	invalidValues.WithLabelValues(o.dc, what).Add(float64(n))
+}
+
 func (o observer) Published(delay time.Duration) {
 	publishDelay.WithLabelValues(o.dc).Observe(delay.Seconds())
 }
@@ -108,6 +120,10 @@ func errorKind(err error) string {
 	var status api.StatusError
 	var netErr net.Error
 	switch {
+	case errors.Is(err, replica.ErrBodyTooLarge):
+		return "too_large"
+	case errors.Is(err, replica.ErrRedirect):
+		return "redirect"
 	case errors.As(err, &status):
 		switch {
 		case status.Code == http.StatusTooManyRequests:

@@ -38,6 +38,10 @@ type config struct {
 	staleTTL         time.Duration
 	guardFraction    float64
 	guardHold        time.Duration
+
+	// warnings are logged when the block is set up: what is insecure in
+	// how Consul is reached.
+	warnings []string
 }
 
 // parse reads one consul block:
@@ -80,6 +84,7 @@ func parse(c *caddy.Controller) (*config, error) {
 		snapshotInterval: 10 * time.Second,
 		startupTimeout:   5 * time.Second,
 	}
+	envWarning := verifyFromEnvironment(cfg.client)
 	blocks := 0
 	for c.Next() {
 		blocks++
@@ -96,6 +101,10 @@ func parse(c *caddy.Controller) (*config, error) {
 	if len(cfg.replica.Addresses) == 0 {
 		cfg.replica.Addresses = []string{cfg.client.Address}
 	}
+	if envWarning != "" {
+		cfg.warnings = append(cfg.warnings, envWarning)
+	}
+	cfg.warnings = append(cfg.warnings, insecureWarnings(cfg)...)
 	return cfg, nil
 }
 
@@ -195,6 +204,9 @@ func readTLS(c *caddy.Controller, cfg *config) error {
 	// Corefile names only the CA.
 	files := cfg.client.TLSConfig
 	files.CAFile = args[0]
+	// A CA named in the Corefile is there to be verified against, whatever
+	// CONSUL_HTTP_SSL_VERIFY says.
+	files.InsecureSkipVerify = false
 	if len(args) == 3 {
 		files.CertFile, files.KeyFile = args[1], args[2]
 	}

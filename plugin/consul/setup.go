@@ -27,6 +27,9 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
+	for _, w := range cfg.warnings {
+		log.Warning(w)
+	}
 	h, err := newConsul(cfg, generationOf(c))
 	if err != nil {
 		return plugin.Error(pluginName, err)

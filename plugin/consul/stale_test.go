@@ -56,6 +56,8 @@ func (failures) Published(time.Duration) {}
 func (failures) Filtered()               {}
 func (failures) Swept(int)               {}
 func (failures) Watching(int, int, int)  {}
+func (failures) Panicked(string)         {}
+func (failures) Invalid(string, int)     {}
 
 func TestServeStale(t *testing.T) {
 	r := unreachable(t)

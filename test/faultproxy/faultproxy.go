@@ -34,11 +34,21 @@ const (
 	InvalidJSON   // answers 200 with a body that is not JSON
 	Reset         // closes the connection without an answer
 	SlowBody      // answers 200 and sends the body a byte every 100ms
+	// NullElements forwards with a null added at the start and the end of
+	// every JSON array in the body, as a broken proxy or a man in the
+	// middle could.
+	NullElements
+	// HugeBody answers 200 with a gzip body of HugeBodySize bytes once
+	// decompressed (a 300 KB gzip bomb): a JSON array holding one string.
+	HugeBody
+	// Redirect answers 307 to the same path on another listener, which
+	// records whether the ACL token arrived (TokensLeaked).
+	Redirect
 )
 
 func (m Mode) String() string {
 	names := []string{"pass", "500", "429", "hang", "index 0", "no index", "index backwards",
-		"truncated JSON", "invalid JSON", "connection reset", "slow body"}
+		"truncated JSON", "invalid JSON", "connection reset", "slow body", "null elements", "huge body", "redirect"}
 	if int(m) < len(names) {
 		return names[m]
 	}
@@ -48,7 +58,7 @@ func (m Mode) String() string {
 // forwarding reports whether m forwards to the agent and then edits the answer.
 func (m Mode) forwarding() bool {
 	switch m {
-	case Pass, ZeroIndex, NoIndex, LowIndex, TruncatedJSON, SlowBody:
+	case Pass, ZeroIndex, NoIndex, LowIndex, TruncatedJSON, SlowBody, NullElements:
 		return true
 	}
 	return false
@@ -61,6 +71,10 @@ type Proxy struct {
 	mode     atomic.Int32
 	requests atomic.Int64
 	server   *httptest.Server
+	// elsewhere is where Redirect sends requests; leaked counts the
+	// requests that arrived there with a token.
+	elsewhere *httptest.Server
+	leaked    atomic.Int64
 }
 
 // New starts a proxy to the agent at target (host:port) on a free loopback
@@ -70,6 +84,14 @@ func New(t testing.TB, target string) *Proxy {
 	p := &Proxy{}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	rp.FlushInterval = -1
+	direct := rp.Director
+	rp.Director = func(r *http.Request) {
+		direct(r)
+		if Mode(p.mode.Load()) == NullElements {
+			// The body is edited: the agent must send it uncompressed.
+			r.Header.Del("Accept-Encoding")
+		}
+	}
 	rp.ModifyResponse = func(resp *http.Response) error {
 		switch Mode(p.mode.Load()) {
 		case ZeroIndex:
@@ -95,6 +117,8 @@ func New(t testing.TB, target string) *Proxy {
 			resp.ContentLength = int64(len(body))
 			resp.TransferEncoding = nil
 			resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		case NullElements:
+			return addNulls(resp)
 		}
 		return nil
 	}
@@ -110,6 +134,10 @@ func New(t testing.TB, target string) *Proxy {
 		case InvalidJSON:
 			w.Header().Set("X-Consul-Index", "999999")
 			io.WriteString(w, "{this is not json")
+		case HugeBody:
+			writeHugeBody(w)
+		case Redirect:
+			http.Redirect(w, r, p.elsewhere.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 		case Reset:
 			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 				if tcp, ok := conn.(*net.TCPConn); ok {
@@ -121,7 +149,16 @@ func New(t testing.TB, target string) *Proxy {
 			rp.ServeHTTP(w, r)
 		}
 	}))
+	p.elsewhere = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Consul-Token") != "" || r.URL.Query().Get("token") != "" ||
+			r.Header.Get("Authorization") != "" {
+			p.leaked.Add(1)
+		}
+		w.Header().Set("X-Consul-Index", "999999")
+		io.WriteString(w, "[]")
+	}))
 	t.Cleanup(func() {
+		p.elsewhere.Close()
 		p.mode.Store(int32(Pass))
 		p.server.CloseClientConnections()
 		p.server.Close()
@@ -138,6 +175,10 @@ func (p *Proxy) Set(m Mode) {
 		p.server.CloseClientConnections()
 	}
 }
+
+// TokensLeaked is how many requests arrived at the redirect target with an
+// ACL token.
+func (p *Proxy) TokensLeaked() int64 { return p.leaked.Load() }
 
 // Requests is how many requests reached the proxy.
 func (p *Proxy) Requests() int64 { return p.requests.Load() }

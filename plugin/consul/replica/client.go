@@ -45,6 +45,9 @@ type endpoints struct {
 	clients   []*api.Client
 	transport *http.Transport
 	active    atomic.Int32
+	// movedLogged is when a move was last logged (UnixNano), moves how
+	// many happened since: with every endpoint down, each failure moves on.
+	movedLogged, moves atomic.Int64
 }
 
 // newEndpoints builds one client per address, all sharing one transport whose
@@ -78,11 +81,16 @@ func newEndpoints(base *api.Config, addrs []string, maxConns int) (*endpoints, e
 	transport.IdleConnTimeout = 90 * time.Second
 
 	e := &endpoints{addrs: addrs, transport: transport}
+	// One client for every address: the api package would build one that
+	// follows redirects and reads bodies of any size. (A unix socket's
+	// address gets the api package's own client: a local socket has no one
+	// in between to redirect or to send a bomb.)
+	httpClient := &http.Client{Transport: limitBodies{transport, MaxBody}, CheckRedirect: refuseRedirect}
 	for _, addr := range addrs {
 		cfg := *base
 		cfg.Address = addr
 		cfg.Transport = transport
-		cfg.HttpClient = nil
+		cfg.HttpClient = httpClient
 		client, err := api.NewClient(&cfg)
 		if err != nil {
 			return nil, fmt.Errorf("consul client for %s: %w", addr, err)
@@ -122,8 +130,24 @@ func (e *endpoints) failed(i int32, err error) bool {
 	if !e.active.CompareAndSwap(i, next) {
 		return false
 	}
-	log.Warningf("consul endpoint %s failed, moving to %s", e.addrs[i], e.addrs[next])
+	e.logMove(i, next, time.Now())
 	return true
+}
+
+// logMove logs a move, at most one line per outageQuiet: with every
+// endpoint down each failure moves on, a line per request.
+func (e *endpoints) logMove(from, to int32, now time.Time) {
+	n := e.moves.Add(1)
+	last := e.movedLogged.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < outageQuiet || !e.movedLogged.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	e.moves.Add(-n)
+	more := ""
+	if n > 1 {
+		more = fmt.Sprintf(" (%d moves between endpoints since the last such line)", n)
+	}
+	log.Warningf("consul endpoint %s failed, moving to %s%s", e.addrs[from], e.addrs[to], more)
 }
 
 // retryElsewhere tells errors that another endpoint might not have (no

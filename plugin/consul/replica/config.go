@@ -91,6 +91,13 @@ type Observer interface {
 	// Watching reports how many of the listed services have a watcher of
 	// their own, and how many may.
 	Watching(watched, services, budget int)
+	// Panicked reports a panic recovered in one of the replica's loops,
+	// which then restarts.
+	Panicked(loop string)
+	// Invalid reports n values in an answer from Consul that the replica
+	// could not use and skipped (a null where an object belongs): what
+	// names the kind of value.
+	Invalid(what string, n int)
 }
 
 // DefaultConfig returns the settings used when the Corefile says nothing.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
@@ -22,11 +21,13 @@ type consulSource struct {
 	// opts are sent with every request but the agent's own.
 	dc, namespace, partition string
 	consistency              Consistency
+	// invalid hears of the values skipped from Consul's answers.
+	invalid *invalids
 }
 
 func newConsulSource(base *api.Config, cfg Config, maxConns int) (*consulSource, error) {
 	s := &consulSource{base: base, addrs: cfg.Addresses, dc: cfg.Datacenter, namespace: cfg.Namespace,
-		partition: cfg.Partition, consistency: cfg.Consistency}
+		partition: cfg.Partition, consistency: cfg.Consistency, invalid: &invalids{observer: cfg.Observer}}
 	eps, err := newEndpoints(base, cfg.Addresses, maxConns)
 	if err != nil {
 		return nil, err
@@ -139,14 +140,10 @@ func (s *consulSource) Service(ctx context.Context, name string, q Query) (*snap
 	if err != nil {
 		return nil, meta, err
 	}
-	for _, e := range entries {
-		if e == nil || e.Service == nil || e.Node == nil {
-			// Well-formed JSON, but not an answer Consul gives: keep the
-			// last good data rather than an empty service.
-			return nil, meta, fmt.Errorf("reading service %q: an entry without its node or service", name)
-		}
-	}
-	return buildService(name, entries, meta.Index), meta, nil
+	svc, badEntries, badChecks := buildService(name, entries, meta.Index)
+	s.invalid.note(invalidEntry, badEntries)
+	s.invalid.note(invalidCheck, badChecks)
+	return svc, meta, nil
 }
 
 // matchNothing is a filter no service instance matches: a probe's answer
@@ -168,10 +165,8 @@ func (s *consulSource) Nodes(ctx context.Context, q Query) ([]*snapshot.Node, Me
 	if err != nil {
 		return nil, meta, err
 	}
-	nodes := make([]*snapshot.Node, 0, len(list))
-	for _, n := range list {
-		nodes = append(nodes, buildNode(n))
-	}
+	nodes, bad := convertNodes(list)
+	s.invalid.note(invalidNode, bad)
 	return nodes, meta, nil
 }
 
@@ -187,10 +182,8 @@ func (s *consulSource) NonPassing(ctx context.Context, q Query) ([]Check, Meta, 
 	if err != nil {
 		return nil, meta, err
 	}
-	checks := make([]Check, 0, len(list))
-	for _, c := range list {
-		checks = append(checks, Check{Node: c.Node, ID: c.CheckID, Status: c.Status, Service: c.ServiceName})
-	}
+	checks, bad := convertChecks(list)
+	s.invalid.note(invalidCheck, bad)
 	return checks, meta, nil
 }
 
@@ -210,11 +203,8 @@ func (s *consulSource) Summaries(ctx context.Context) ([]Summary, Meta, error) {
 	if err != nil {
 		return nil, meta, fmt.Errorf("reading the services' summaries: %w", err)
 	}
-	out := make([]Summary, 0, len(list))
-	for _, u := range list {
-		out = append(out, Summary{Name: u.Name, Tags: u.Tags, Nodes: u.Nodes, Instances: u.InstanceCount,
-			Passing: u.ChecksPassing, Warning: u.ChecksWarning, Critical: u.ChecksCritical, Peer: u.PeerName})
-	}
+	out, bad := convertSummaries(list)
+	s.invalid.note(invalidSummary, bad)
 	return out, meta, nil
 }
 
@@ -225,10 +215,8 @@ func (s *consulSource) Queries(ctx context.Context, q Query) ([]*snapshot.Query,
 	if err != nil {
 		return nil, meta, err
 	}
-	out := make([]*snapshot.Query, 0, len(list))
-	for _, d := range list {
-		out = append(out, convertQuery(d))
-	}
+	out, bad := convertQueries(list)
+	s.invalid.note(invalidQuery, bad)
 	return out, meta, nil
 }
 
@@ -239,12 +227,8 @@ func (s *consulSource) Coordinates(ctx context.Context) ([]*snapshot.Coordinate,
 	if err != nil {
 		return nil, meta, err
 	}
-	coords := make([]*snapshot.Coordinate, 0, len(list))
-	for _, e := range list {
-		if e.Coord != nil {
-			coords = append(coords, &snapshot.Coordinate{Node: e.Node, Segment: e.Segment, Coord: e.Coord})
-		}
-	}
+	coords, bad := convertCoordinates(list)
+	s.invalid.note(invalidCoordinate, bad)
 	return coords, meta, nil
 }
 
@@ -257,9 +241,8 @@ func (s *consulSource) Datacenters(ctx context.Context) ([]string, Meta, error) 
 	// Consul's list is already ordered by distance from the server that
 	// answered (router.GetDatacentersByDistance), the order its prepared
 	// queries fail over in.
-	for i, dc := range dcs {
-		dcs[i] = strings.ToLower(dc)
-	}
+	dcs, bad := cleanDatacenters(dcs)
+	s.invalid.note(invalidDatacenter, bad)
 	return dcs, meta, nil
 }
 

@@ -13,12 +13,20 @@ import (
 
 // buildService converts Consul's health entries for one service into the
 // snapshot's form. Instances are sorted so that equal catalogs give equal
-// snapshots whatever order Consul returned them in.
-func buildService(name string, entries []*api.ServiceEntry, index uint64) *snapshot.Service {
-	svc := &snapshot.Service{Name: name, Index: index, Instances: make([]snapshot.Instance, 0, len(entries))}
+// snapshots whatever order Consul returned them in. An entry without its
+// node or service, and a null check, are skipped and counted: the other
+// instances stand.
+func buildService(name string, entries []*api.ServiceEntry, index uint64) (svc *snapshot.Service, badEntries, badChecks int) {
+	svc = &snapshot.Service{Name: name, Index: index, Instances: make([]snapshot.Instance, 0, len(entries))}
 	for _, e := range entries {
-		if e.Service == nil || e.Node == nil {
+		if e == nil || e.Service == nil || e.Node == nil {
+			badEntries++
 			continue
+		}
+		if slices.Contains(e.Checks, nil) {
+			badChecks += len(e.Checks)
+			e.Checks = slices.DeleteFunc(e.Checks, func(c *api.HealthCheck) bool { return c == nil })
+			badChecks -= len(e.Checks)
 		}
 		svc.Instances = append(svc.Instances, snapshot.Instance{
 			ID:                  e.Service.ID,
@@ -42,7 +50,7 @@ func buildService(name string, entries []*api.ServiceEntry, index uint64) *snaps
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	return svc
+	return svc, badEntries, badChecks
 }
 
 func serviceAddresses(tagged map[string]api.ServiceAddress) map[string]string {

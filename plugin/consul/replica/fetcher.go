@@ -33,8 +33,21 @@ func (r *Replicator) fetchLoop() {
 		if !ok {
 			return
 		}
-		r.fetchService(key)
+		r.fetchRequeued(key)
 	}
+}
+
+// fetchRequeued fetches key, and queues it again if the fetch panics before
+// the panic goes on to the runner: a service whose read was lost would be
+// missing from every snapshot until it changed again.
+func (r *Replicator) fetchRequeued(key string) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.fetch.queue.push(key)
+			panic(p)
+		}
+	}()
+	r.fetchService(key)
 }
 
 // fetchService reads one queued service, retrying with backoff: a service

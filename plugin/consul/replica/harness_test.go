@@ -19,6 +19,8 @@ type events struct {
 	watched  atomic.Int64
 	sweeps   atomic.Int64
 	failures atomic.Int64
+	panics   atomic.Int64
+	invalid  atomic.Int64
 	tick     chan struct{} // capacity 1: something happened
 }
 
@@ -42,6 +44,9 @@ func (e *events) Published(time.Duration)    {}
 func (e *events) Filtered()                  {}
 func (e *events) Swept(int)                  { e.sweeps.Add(1); e.wake() }
 func (e *events) Watching(watched, _, _ int) { e.watched.Store(int64(watched)); e.wake() }
+
+func (e *events) Panicked(string)         { e.panics.Add(1); e.wake() }
+func (e *events) Invalid(_ string, n int) { e.invalid.Add(int64(n)); e.wake() }
 
 func (e *events) snap() *snapshot.Snapshot { return e.latest.Load() }
 

@@ -67,9 +67,8 @@ func watch[T any](r *Replicator, ctx context.Context, b blocking[T]) {
 			b.answered = nil
 		}
 		if err != nil {
-			delay := backoff.next()
-			log.Warningf("%s: %v (retrying in %s)", b.what, err, delay.Round(time.Millisecond))
-			if !sleep(ctx, delay) {
+			r.outage.failed(b.what, err)
+			if !sleep(ctx, backoff.next()) {
 				return
 			}
 			// What answers next may be another cluster (a failover, a
@@ -116,6 +115,9 @@ func (r *Replicator) request(ctx context.Context, deadline time.Duration, read f
 		return meta, err // stopped: not Consul's failure
 	}
 	r.stats.record(meta, err, r.cfg.Observer)
+	if err == nil {
+		r.outage.succeeded()
+	}
 	return meta, err
 }
 
@@ -135,9 +137,8 @@ func (r *Replicator) retry(ctx context.Context, what string, wanted func() bool,
 		if ctx.Err() != nil {
 			return false
 		}
-		delay := backoff.next()
-		log.Warningf("%s: %v (retrying in %s)", what, err, delay.Round(time.Millisecond))
-		if !sleep(ctx, delay) {
+		r.outage.failed(what, err)
+		if !sleep(ctx, backoff.next()) {
 			return false
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
@@ -60,6 +61,9 @@ type memCatalog struct {
 	zeroIndex bool
 	// cluster is the cluster's identity; "" for none.
 	cluster string
+	// panics makes every read but the agent's panic, as a conversion of
+	// data nothing checked would.
+	panics atomic.Bool
 }
 
 type memService struct {
@@ -187,6 +191,9 @@ func (c *memCatalog) blocking(method string) int {
 // current), q.Wait passes on the clock, or ctx is done; it returns with the
 // lock held.
 func (c *memCatalog) block(ctx context.Context, method string, q Query, current func() uint64) (uint64, error) {
+	if c.panics.Load() {
+		panic("memCatalog: injected panic in " + method)
+	}
 	c.mu.Lock()
 	c.calls[method]++
 	if c.fail != nil {

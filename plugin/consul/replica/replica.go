@@ -21,8 +21,10 @@ package replica
 
 import (
 	"context"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
@@ -40,6 +42,7 @@ type Replicator struct {
 	src    Source
 	run    runner
 	stats  stats
+	outage outage
 	pub    *publisher
 	budget *budget
 	fetch  *fetcher
@@ -78,6 +81,8 @@ func newReplicator(src Source, cfg Config, b *budget, publish func(*snapshot.Sna
 		watch:  newWatchers(cfg.WatchStarts),
 		moves:  newMoveTracker(),
 	}
+	r.run.backoffMin, r.run.backoffMax, r.run.observer = cfg.BackoffMin, cfg.BackoffMax, cfg.Observer
+	r.run.restarting = r.refetchUnwatched
 	r.pub = newPublisher(cfg, r.build, publish)
 	b.rebalance = r.rebalance
 	return r
@@ -87,35 +92,35 @@ func newReplicator(src Source, cfg Config, b *budget, publish func(*snapshot.Sna
 func (r *Replicator) Start() {
 	r.run.start()
 	if r.cfg.OnCluster != nil {
-		r.run.spawn(r.readCluster)
+		r.run.spawn("cluster", r.readCluster)
 	}
-	r.run.spawn(func() {
+	r.run.spawn("start", func() {
 		if !r.readAgent() {
 			return // stopped
 		}
 		r.mu.Lock()
 		r.joinPoolLocked()
 		r.mu.Unlock()
-		r.run.spawn(r.watchServiceList)
-		r.run.spawn(r.watchNodes)
-		r.run.spawn(r.watchQueries)
+		r.run.spawn("watchServiceList", r.watchServiceList)
+		r.run.spawn("watchNodes", r.watchNodes)
+		r.run.spawn("watchQueries", r.watchQueries)
 		if r.cfg.Coordinates {
-			r.run.spawn(r.coordinatesLoop)
+			r.run.spawn("coordinatesLoop", r.coordinatesLoop)
 		}
-		r.run.spawn(r.watchHealth)
-		r.run.spawn(r.sweepLoop)
-		r.run.spawn(r.rampLoop)
+		r.run.spawn("watchHealth", r.watchHealth)
+		r.run.spawn("sweepLoop", r.sweepLoop)
+		r.run.spawn("rampLoop", r.rampLoop)
 		if r.cfg.LivenessInterval > 0 {
-			r.run.spawn(r.livenessLoop)
+			r.run.spawn("livenessLoop", r.livenessLoop)
 		}
 		if r.cfg.OnDatacenters != nil {
-			r.run.spawn(r.datacentersLoop)
+			r.run.spawn("datacentersLoop", r.datacentersLoop)
 		}
 		for range r.cfg.Fetchers {
-			r.run.spawn(r.fetchLoop)
+			r.run.spawn("fetchLoop", r.fetchLoop)
 		}
 	})
-	r.run.spawn(func() { r.pub.loop(r.run.ctx) })
+	r.run.spawn("publisher", func() { r.pub.loop(r.run.ctx) })
 }
 
 // Stop ends replication and waits until every goroutine it started is gone
@@ -135,17 +140,60 @@ type runner struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// backoffMin and backoffMax pace the restarts of a loop that panicked;
+	// observer hears of each panic.
+	backoffMin, backoffMax time.Duration
+	observer               Observer
+	stacksLogged           sync.Map // loop name → true once its stack was logged
+	// restarting runs before a loop that panicked runs again: what the
+	// loop knew (a detector's last read) is lost with it.
+	restarting func()
 }
 
 func (g *runner) start() { g.ctx, g.cancel = context.WithCancel(context.Background()) }
 
-// spawn runs f in a goroutine that stop waits for.
-func (g *runner) spawn(f func()) {
+// spawn runs f in a goroutine that stop waits for. A panic in f is a bug or
+// data from Consul that nothing checked: it must not take the whole process
+// (every other plugin, every zone) down with it. It is recovered, counted,
+// its stack logged once per loop, and f runs again after a backoff, so a
+// loop that meets the same bad data on every read neither dies nor spins.
+func (g *runner) spawn(loop string, f func()) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		f()
+		b := newBackoff(g.backoffMin, g.backoffMax)
+		for !g.guard(loop, f) {
+			if !sleep(g.ctx, b.next()) {
+				return
+			}
+			if g.restarting != nil {
+				g.restarting()
+			}
+		}
 	}()
+}
+
+// guard runs f and reports whether it returned without panicking.
+func (g *runner) guard(loop string, f func()) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			g.panicked(loop, p, debug.Stack())
+		}
+	}()
+	f()
+	return true
+}
+
+// panicked records a recovered panic. The stack is logged only the first
+// time each loop panics: a thousand watchers meeting the same bad answer
+// would otherwise flood the log with the same stack.
+func (g *runner) panicked(loop string, p any, stack []byte) {
+	if _, seen := g.stacksLogged.LoadOrStore(loop, true); !seen {
+		log.Errorf("replica loop %q panicked, restarting it (further panics of this loop are only counted): %v\n%s", loop, p, stack)
+	}
+	if g.observer != nil {
+		g.observer.Panicked(loop)
+	}
 }
 
 // stop cancels every goroutine and waits for them; false when never started.
@@ -160,6 +208,20 @@ func (g *runner) stop() bool {
 
 // stopped reports whether the replica is not running (yet or any more).
 func (g *runner) stopped() bool { return g.ctx == nil || g.ctx.Err() != nil }
+
+// refetchUnwatched reads again every service without a watcher: a loop
+// that panicked lost what it knew, and a change it was about to name (a
+// detector's) would go unseen until the service changed again. Watchers
+// start over from their own index.
+func (r *Replicator) refetchUnwatched() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key := range r.data.services {
+		if !r.watch.has(key) {
+			r.fetch.queue.push(key)
+		}
+	}
+}
 
 // markDirty tells the publisher that the replica changed. It never blocks.
 func (r *Replicator) markDirty() { r.pub.markDirty() }

@@ -157,7 +157,7 @@ func (s *sweeper) startRead(now time.Time, moves []uint64) {
 	s.inflight++
 	s.pacer.began(now)
 	read := summaryRead{seq: s.started, covered: moves, start: now}
-	s.r.run.spawn(func() {
+	s.r.run.spawn("summaries", func() {
 		read.list, read.ok = s.r.readSummaries()
 		read.took = time.Since(read.start)
 		s.reads <- read // never blocks: one slot per read in flight

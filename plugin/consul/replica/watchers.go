@@ -101,7 +101,7 @@ func (r *Replicator) startWatcherLocked(key string, e *entry, answered func()) {
 		},
 		apply: func(read serviceRead, _ Meta, _ bool) { r.applyService(ctx, key, name, read) },
 	}
-	r.run.spawn(func() {
+	r.run.spawn("watcher", func() {
 		watch(r, ctx, b)
 		if answered != nil {
 			answered()
