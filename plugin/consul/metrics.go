@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+
 	"github.com/coredns/coredns/plugin"
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +63,10 @@ var (
 		"Writes of the snapshot file, by result.")
 	snapshotLoads = counter("snapshot_loads_total", []string{"result"},
 		"Reads of the snapshot file at start-up, by result: ok, missing, corrupt, mismatch.")
+	// recordsDropped is counted when a service's or node's records are
+	// built (once per change of it), not per question.
+	recordsDropped = counter("records_dropped_total", []string{"datacenter", "reason"},
+		"Records left out of answers because DNS cannot carry a catalog value, by reason: label_too_long, name_too_long, empty_label, bad_name, txt_too_long.")
 )
 
 // gauge and counter make the plugin's metrics, by label.
@@ -133,4 +139,23 @@ func forgetMetrics(dc string) {
 		staleGauge, syncTimestamp, watchedServices, unwatchedServices, watcherBudget} {
 		g.DeleteLabelValues(dc)
 	}
+}
+
+// countDropped counts the records view left out, with one log line for the
+// view: a value DNS cannot carry is the catalog's to fix, not each question's
+// to report.
+func countDropped(dc string, view *answer.View) {
+	if len(view.Dropped) == 0 {
+		return
+	}
+	total := 0
+	for reason, n := range view.Dropped {
+		recordsDropped.WithLabelValues(dc, reason).Add(float64(n))
+		total += n
+	}
+	example := view.DroppedExample
+	if len(example) > 80 {
+		example = example[:80] + "..."
+	}
+	log.Warningf("datacenter %s: %d records left out of answers, DNS cannot carry them (%v), such as %q", dc, total, view.Dropped, example)
 }

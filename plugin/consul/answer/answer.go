@@ -211,6 +211,9 @@ func (b *builder) nameservers() (ns, glue []dns.RR) {
 	if svc, ok := b.snap.Service("consul"); ok {
 		for _, in := range b.instances(svc, "") {
 			target := strings.ToLower(in.Node) + ".node." + b.snap.Datacenter + "." + zone
+			if nameProblem(target) != "" {
+				continue
+			}
 			ns = append(ns, &dns.NS{Hdr: header(zone, dns.TypeNS, ttl), Ns: target})
 			if ip := net.ParseIP(in.NodeAddress); ip != nil {
 				glue = append(glue, addressRR(target, ip, ttl))

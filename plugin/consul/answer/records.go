@@ -215,7 +215,7 @@ func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []
 	pairs := b.pairs[:0]
 	for _, in := range picked {
 		t := b.target(in, classOther)
-		if t != nil && seen.add(int(t.srvID)) {
+		if t != nil && b.srvTarget(in, t, svc.ttl).name != "" && seen.add(int(t.srvID)) {
 			pairs = append(pairs, pair{in, t})
 		}
 	}
@@ -279,7 +279,19 @@ func (b *builder) srvTarget(in *instance, t *target, ttl uint32) srvTarget {
 	if b.zi != noZoneIdx {
 		return t.srv[b.zi]
 	}
-	return b.v.prep.srvTarget(in.src, t, b.zone.name, ttl)
+	return b.srvTargetBuilt(in, t, ttl)
+}
+
+// srvTargetBuilt is srvTarget in a zone not prepared: rare, and in a frame
+// of its own. A name DNS cannot carry is empty, as a prepared one.
+//
+//go:noinline
+func (b *builder) srvTargetBuilt(in *instance, t *target, ttl uint32) srvTarget {
+	st := b.v.prep.srvTarget(in.src, t, b.zone.name, ttl)
+	if nameProblem(st.name) != "" {
+		return srvTarget{}
+	}
+	return st
 }
 
 // nodeMeta is the meta of in's node as TXT records, shared.
@@ -299,7 +311,11 @@ func (b *builder) nodeMeta(in *instance, ttl uint32, ttlIdx int) []dns.RR {
 //
 //go:noinline
 func (b *builder) nodeMetaBuilt(in *instance, n *node, ttl uint32) []dns.RR {
-	return txtRecords(in.src.Node+".node."+b.snap.Datacenter+"."+b.zone.name, n.txt, ttl)
+	owner := in.src.Node + ".node." + b.snap.Datacenter + "." + b.zone.name
+	if nameProblem(owner) != "" {
+		return nil
+	}
+	return txtRecords(owner, n.txt, ttl)
 }
 
 func hexIP(ip net.IP) string {

@@ -43,6 +43,15 @@ type serviceBuilder struct {
 	nodeIDs idAssigner[string]
 	targets []target    // a slab for the service's targets
 	srv     []srvTarget // a slab for their names in every zone
+	dropped *drops      // what DNS cannot carry; nil for nothing
+}
+
+// drop counts a record left out: why, and the name that could not be.
+func (b *serviceBuilder) drop(why, name string) {
+	if b.dropped == nil {
+		b.dropped = &drops{}
+	}
+	b.dropped.add(why, name)
 }
 
 func (b *serviceBuilder) newTarget(t target) *target {
@@ -91,20 +100,36 @@ func parseIP(s string) net.IP {
 func (b *serviceBuilder) named(in *snapshot.Instance, class int, t target) *target {
 	if t.ip == nil {
 		t.host = dns.Fqdn(t.host)
+		if why := nameProblem(t.host); why != "" {
+			// Neither an SRV target nor a CNAME can name it.
+			b.drop(why, t.host)
+			return nil
+		}
 		t.addrID = -1
 	} else {
 		t.addrID = b.addrIDs.id([16]byte(t.ip.To16()))
 	}
 	if class == classOther {
 		start := len(b.srv)
+		key := ""
 		for _, z := range b.zones {
-			b.srv = append(b.srv, b.srvTarget(in, &t, z, b.ttl))
+			st := b.srvTarget(in, &t, z, b.ttl)
+			if why := nameProblem(st.name); why != "" {
+				// Left out of this zone's SRV answers only: the
+				// instance keeps its A and AAAA records.
+				b.drop(why, st.name)
+				st = srvTarget{}
+			} else if key == "" {
+				key = st.name
+			}
+			b.srv = append(b.srv, st)
 		}
 		t.srv = b.srv[start:len(b.srv):len(b.srv)]
-		// Zones differ only in the suffix: one zone's names tell keys apart.
-		key := t.host
-		if len(t.srv) > 0 {
-			key = t.srv[0].name
+		// Zones differ only in the suffix: one zone's names tell keys
+		// apart. A target named in no zone is in no answer: any key that
+		// is its own will do.
+		if key == "" {
+			key = "\x00" + in.Node + "\x00" + t.host
 		}
 		t.glueID = b.glueIDs.id(key)
 		t.srvID = b.srvIDs.id(uint64(t.glueID)<<16 | uint64(in.Port))
