@@ -203,7 +203,13 @@ func inZone(name, zone string) bool {
 	if !strings.HasSuffix(name, zone) {
 		return false
 	}
-	return len(name) == len(zone) || name[len(name)-len(zone)-1] == '.'
+	if len(name) == len(zone) {
+		return true
+	}
+	// The zone starts a label only after a dot that is not escaped: in
+	// web.service\.consul. the last label is "service.consul".
+	dot := len(name) - len(zone) - 1
+	return name[dot] == '.' && !answer.Escaped(name, dot)
 }
 
 // reply makes m the reply to r with rcode, as dns.Msg.SetRcode does, but

@@ -8,6 +8,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
+	"github.com/coredns/coredns/plugin/test"
 	"github.com/miekg/dns"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -59,4 +60,36 @@ type packing struct {
 func (p *packing) WriteMsg(m *dns.Msg) error {
 	p.msg = m
 	return p.discard.WriteMsg(m)
+}
+
+// TestServeDNSEscapedDots: an escaped dot is inside a label. A name whose
+// last labels only look like the zone's is out of the zone, for the next
+// plugin as any other; one under the zone with an escaped dot in a label is
+// answered as the labels it has.
+func TestServeDNSEscapedDots(t *testing.T) {
+	for _, tc := range []struct {
+		qname string
+		rcode int
+	}{
+		{`web.service\.consul.`, dns.RcodeRefused}, // the next plugin's
+		{`web.service\046consul.`, dns.RcodeRefused},
+		{`consul\.`, dns.RcodeRefused},
+		{`web.service\\.consul.`, dns.RcodeNameError}, // an escaped backslash: the dot is real
+		{`we\.b.service.consul.`, dns.RcodeNameError},
+		{`web\.service.consul.`, dns.RcodeNameError},
+		{`_web\._tcp.service.consul.`, dns.RcodeNameError},
+		{`web.service.consul.`, dns.RcodeSuccess},
+	} {
+		c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions(), Next: test.NextHandler(dns.RcodeRefused, nil)})
+		c.publish(testSnapshot())
+		for _, qtype := range []uint16{dns.TypeA, dns.TypeSRV} {
+			msg, rcode := ask(t, c, tc.qname, qtype)
+			if rcode != tc.rcode {
+				t.Errorf("%s %s: rcode %s, want %s", tc.qname, dns.TypeToString[qtype], dns.RcodeToString[rcode], dns.RcodeToString[tc.rcode])
+			}
+			if msg != nil && rcode == dns.RcodeNameError && !msg.Authoritative {
+				t.Errorf("%s: NXDOMAIN not authoritative", tc.qname)
+			}
+		}
+	}
 }

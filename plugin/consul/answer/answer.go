@@ -118,18 +118,32 @@ func NameError(v *View, q *Question, res *Result) {
 
 // splitLabels appends the labels of rel, left to right, to buf: a question
 // splits into a few labels, which fit the caller's array without allocating.
+// An escaped dot (\.) is part of its label, as in dns.SplitDomainName.
 func splitLabels(rel string, buf []string) []string {
 	if rel == "" {
 		return buf
 	}
-	for {
-		i := strings.IndexByte(rel, '.')
-		if i < 0 {
-			return append(buf, rel)
+	start := 0
+	for i := 0; i < len(rel); i++ {
+		switch rel[i] {
+		case '\\':
+			i++ // the escaped byte, or the first digit of \DDD: no dot
+		case '.':
+			buf = append(buf, rel[start:i])
+			start = i + 1
 		}
-		buf = append(buf, rel[:i])
-		rel = rel[i+1:]
 	}
+	return append(buf, rel[start:])
+}
+
+// Escaped reports whether the byte at i in name, a name in presentation
+// format, is escaped: after an odd number of backslashes.
+func Escaped(name string, i int) bool {
+	n := 0
+	for i--; i >= 0 && name[i] == '\\'; i-- {
+		n++
+	}
+	return n%2 == 1
 }
 
 // builder answers one question. Builders are pooled, with their scratch
