@@ -1,6 +1,8 @@
 package consul
 
 import (
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/coredns/coredns/plugin/test"
+	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -90,6 +93,86 @@ func TestServeDNSEscapedDots(t *testing.T) {
 			if msg != nil && rcode == dns.RcodeNameError && !msg.Authoritative {
 				t.Errorf("%s: NXDOMAIN not authoritative", tc.qname)
 			}
+		}
+	}
+}
+
+// TestAnswerBuiltToFit: an answer built only as far as the reply carries
+// it is, once the server fits it to the client, what the whole answer
+// was: TC set alike, within the size, as many records (give or take the
+// sizes of the names drawn: SRV targets differ in length), and drawn from
+// every instance.
+func TestAnswerBuiltToFit(t *testing.T) {
+	for _, count := range []int{100, 10000} {
+		c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
+		c.publish(benchCatalog(1, count, count))
+		view := c.local.view.Load()
+		for _, qtype := range []uint16{dns.TypeA, dns.TypeSRV} {
+			for _, tc := range []struct {
+				name string
+				edns uint16
+				tcp  bool
+			}{{"udp-512", 0, false}, {"udp-1232", 1232, false}, {"udp-4096", 4096, false}, {"tcp", 0, true}} {
+				m := new(dns.Msg)
+				m.SetQuestion("service-0.service.consul.", qtype)
+				if tc.edns > 0 {
+					m.SetEdns0(tc.edns, false)
+				}
+				w := &packing{discard: discard{test.ResponseWriter{TCP: tc.tcp}}}
+				firsts := map[string]bool{}
+				for range 20 {
+					if _, err := c.ServeDNS(t.Context(), request.NewScrubWriter(m, w), m); err != nil {
+						t.Fatal(err)
+					}
+					firsts[w.msg.Answer[0].String()] = true
+				}
+				// The whole answer, fitted as the server fits it.
+				q := answer.Question{Name: m.Question[0].Name, Lower: m.Question[0].Name, Zone: "consul.", Type: qtype}
+				whole := answer.Lookup(view, q)
+				full := new(dns.Msg)
+				full.SetReply(m)
+				full.Answer, full.Extra = whole.Answer, whole.Extra
+				req := request.Request{W: w, Req: m}
+				req.SizeAndDo(full)
+				full = req.Scrub(full)
+				what := fmt.Sprintf("%d instances, %s %s", count, dns.TypeToString[qtype], tc.name)
+				packed, err := w.msg.Pack()
+				if err != nil || len(packed) > req.Size() {
+					t.Errorf("%s: %d bytes (%v), over %d", what, len(packed), err, req.Size())
+				}
+				if n, whole := len(w.msg.Answer), len(full.Answer); n < whole*9/10 || n > whole*11/10 || w.msg.Truncated != full.Truncated {
+					t.Errorf("%s: %d answers, %d extra, TC %v; the whole answer fitted: %d, %d, TC %v", what,
+						len(w.msg.Answer), len(w.msg.Extra), w.msg.Truncated, len(full.Answer), len(full.Extra), full.Truncated)
+				}
+				if len(firsts) < 10 {
+					t.Errorf("%s: 20 questions began with %d records, want them drawn at random", what, len(firsts))
+				}
+			}
+		}
+	}
+}
+
+// TestLargeServiceCost: a question for a service of 10,000 instances costs
+// what its reply carries, not the service: it allocated 0.85 MB (A) and
+// 2 MB (SRV) for a 512-byte reply when every record was built.
+func TestLargeServiceCost(t *testing.T) {
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
+	c.publish(benchCatalog(1, 10000, 10000))
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeSRV} {
+		m := new(dns.Msg)
+		m.SetQuestion("service-0.service.consul.", qtype)
+		w := &discard{}
+		const runs = 20
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range runs {
+			if _, err := c.ServeDNS(t.Context(), request.NewScrubWriter(m, w), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		if perQuestion := (after.TotalAlloc - before.TotalAlloc) / runs; perQuestion > 64<<10 {
+			t.Errorf("%s: %d bytes allocated per question, want under 64 KiB", dns.TypeToString[qtype], perQuestion)
 		}
 	}
 }

@@ -22,6 +22,14 @@ type Question struct {
 	Lower string
 	Zone  string // the matched zone, lower case, fully qualified
 	Type  uint16
+	// Size is the most the reply may take over UDP (512 bytes without
+	// EDNS0, the advertised size with it): records past it are not built.
+	// 0 for no bound.
+	Size int
+	// Conn is where the question came from: over TCP the reply may take
+	// 64 KiB. Read only for an answer that may not fit, since a test's
+	// writer allocates an address for each call; nil for UDP.
+	Conn interface{ RemoteAddr() net.Addr }
 }
 
 // Result is what the answer builder found for a question.

@@ -21,6 +21,14 @@ func (b *builder) service(name *Name) {
 		b.res = b.nxdomain()
 		return
 	}
+	if name.Tag == "" && len(svc.inst) > sampleMin {
+		if n := b.fit(); n > 0 && len(svc.inst) > 2*n {
+			if picked := b.sample(svc, n); picked != nil {
+				b.records(svc, picked)
+				return
+			}
+		}
+	}
 	b.records(svc, svc.pick(name.Tag, b.picked[:0]))
 }
 
@@ -154,6 +162,11 @@ func (b *builder) addressRecords(svc *service, picked []*instance) []dns.RR {
 	if limit := b.opt.ARecordLimit; limit > 0 && len(ts) > limit {
 		ts = ts[:limit]
 	}
+	if len(ts) > fitMin {
+		if n := b.fit(); n > 0 && len(ts) > n {
+			ts = ts[:n]
+		}
+	}
 	for _, t := range ts {
 		if len(t.ip) == net.IPv4len {
 			v4++
@@ -224,6 +237,11 @@ func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []
 	}
 	if !b.inOrder {
 		shuffle(pairs)
+	}
+	if len(pairs) > fitMin {
+		if n := b.fit(); n > 0 && len(pairs) > n {
+			pairs = pairs[:n]
+		}
 	}
 
 	ttl := svc.ttl
