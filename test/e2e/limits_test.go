@@ -172,3 +172,37 @@ func TestUnrepresentableValuesKeepGoodInstances(t *testing.T) {
 		t.Errorf("an ERROR line:\n%s", server.Output())
 	}
 }
+
+// TestEscapedDotGoesToNextPlugin: in a root server block, a name whose last
+// label only looks like consul.'s (web.service\.consul.: "service.consul"
+// is one label) is not the plugin's: whoami answers it, as any name outside
+// consul.; a name under consul. with an escaped dot in a label is NXDOMAIN
+// from the plugin.
+func TestEscapedDotGoesToNextPlugin(t *testing.T) {
+	agent, client := startAgent(t)
+	consulagent.Register(t, client, "node-a", "127.0.0.11", &api.AgentService{ID: "web-a", Service: "web", Port: 8001}, "passing")
+	server := corednsproc.Start(t, corednsproc.Corefile{Zone: ".", ConsulZones: "consul.",
+		Consul: []string{"address " + agent.HTTPAddr}, After: []string{"whoami"}}.Build)
+	wait.Until(t, 30*time.Second, func() error {
+		if m := dnsq.Query(t, server.Addr, "web.service.consul.", dns.TypeA); len(m.Answer) != 1 {
+			return fmt.Errorf("web.service.consul.: %v", m.Answer)
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		name   string
+		rcode  int
+		whoami bool
+	}{
+		{`web.service\.consul.`, dns.RcodeSuccess, true},
+		{`we\.b.service.consul.`, dns.RcodeNameError, false},
+	} {
+		for _, opts := range [][]dnsq.Option{nil, {dnsq.TCP}} {
+			m := dnsq.Query(t, server.Addr, tc.name, dns.TypeA, opts...)
+			// whoami answers with the client's address in the additional section.
+			if m.Rcode != tc.rcode || (len(m.Extra) > 0) != tc.whoami {
+				t.Errorf("%s: %s, %d extra; want %s from whoami=%v", tc.name, dns.RcodeToString[m.Rcode], len(m.Extra), dns.RcodeToString[tc.rcode], tc.whoami)
+			}
+		}
+	}
+}
