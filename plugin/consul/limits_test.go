@@ -1,7 +1,10 @@
 package consul
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	golog "log"
 	"runtime"
 	"strings"
 	"testing"
@@ -174,5 +177,31 @@ func TestLargeServiceCost(t *testing.T) {
 		if perQuestion := (after.TotalAlloc - before.TotalAlloc) / runs; perQuestion > 64<<10 {
 			t.Errorf("%s: %d bytes allocated per question, want under 64 KiB", dns.TypeToString[qtype], perQuestion)
 		}
+	}
+}
+
+// TestDroppedLoggedOnce: a service with a value DNS cannot carry, changing
+// at every snapshot, is counted at each but logged once a minute.
+func TestDroppedLoggedOnce(t *testing.T) {
+	var out bytes.Buffer
+	golog.SetOutput(&out)
+	defer golog.SetOutput(io.Discard)
+	droppedLogged.Store(0)
+	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
+	c.local.label = "logged"
+	long := strings.Repeat("n", 64)
+	for i := range 5 {
+		svc := &snapshot.Service{Name: "web", Index: uint64(i + 1), Instances: []snapshot.Instance{{ID: "bad", Node: long, NodeAddress: "10.0.0.2", Port: uint16(80 + i)}}}
+		c.publish(snapshot.New("dc1", uint64(i+1), map[string]*snapshot.Service{"web": svc}, nil, time.Now()))
+	}
+	if n := strings.Count(out.String(), "left out of answers"); n != 1 {
+		t.Errorf("%d log lines, want 1:\n%s", n, out.String())
+	}
+	var got dto.Metric
+	if err := recordsDropped.WithLabelValues("logged", "label_too_long").Write(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got := got.GetCounter().GetValue(); got != 5 {
+		t.Errorf("records_dropped_total = %v, want 5, one per snapshot that prepared the service", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
@@ -141,9 +142,12 @@ func forgetMetrics(dc string) {
 	}
 }
 
+// droppedLogged is when countDropped last logged, in Unix nanoseconds.
+var droppedLogged atomic.Int64
+
 // countDropped counts the records view left out, with one log line for the
-// view: a value DNS cannot carry is the catalog's to fix, not each question's
-// to report.
+// view, at most one a minute: a value DNS cannot carry is the catalog's to
+// fix, not each question's (nor each change of its service) to report.
 func countDropped(dc string, view *answer.View) {
 	if len(view.Dropped) == 0 {
 		return
@@ -152,6 +156,10 @@ func countDropped(dc string, view *answer.View) {
 	for reason, n := range view.Dropped {
 		recordsDropped.WithLabelValues(dc, reason).Add(float64(n))
 		total += n
+	}
+	now, last := time.Now().UnixNano(), droppedLogged.Load()
+	if now-last < int64(time.Minute) || !droppedLogged.CompareAndSwap(last, now) {
+		return
 	}
 	example := view.DroppedExample
 	if len(example) > 80 {
