@@ -34,6 +34,7 @@ func TestUnrepresentableKeepsAnswer(t *testing.T) {
 		{ID: "good", Node: "n1", NodeAddress: "10.0.0.1", Port: 80},
 		{ID: "bad", Node: long, NodeAddress: "10.0.0.2", Port: 80},
 	}}
+	before := droppedCount(t, "odd", "label_too_long")
 	c.publish(snapshot.New("dc1", 0, map[string]*snapshot.Service{"web": svc}, nodes, time.Now()))
 	w := &packing{}
 	for range 3 {
@@ -47,13 +48,19 @@ func TestUnrepresentableKeepsAnswer(t *testing.T) {
 		}
 	}
 	// Two records per zone: the SRV target and the node's meta's owner.
-	var got dto.Metric
-	if err := recordsDropped.WithLabelValues("odd", "label_too_long").Write(&got); err != nil {
-		t.Fatal(err)
-	}
-	if got := got.GetCounter().GetValue(); got != 2 {
+	if got := droppedCount(t, "odd", "label_too_long") - before; got != 2 {
 		t.Errorf("records_dropped_total = %v, want 2, counted once for the view", got)
 	}
+}
+
+// droppedCount is records_dropped_total for dc and reason.
+func droppedCount(t *testing.T, dc, reason string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := recordsDropped.WithLabelValues(dc, reason).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
 
 // packing is a ResponseWriter that packs what it is given, as the server
@@ -190,6 +197,7 @@ func TestDroppedLoggedOnce(t *testing.T) {
 	c := withLocal(&Consul{Zones: []string{"consul."}, opts: answer.DefaultOptions()})
 	c.local.label = "logged"
 	long := strings.Repeat("n", 64)
+	before := droppedCount(t, "logged", "label_too_long")
 	for i := range 5 {
 		svc := &snapshot.Service{Name: "web", Index: uint64(i + 1), Instances: []snapshot.Instance{{ID: "bad", Node: long, NodeAddress: "10.0.0.2", Port: uint16(80 + i)}}}
 		c.publish(snapshot.New("dc1", uint64(i+1), map[string]*snapshot.Service{"web": svc}, nil, time.Now()))
@@ -197,11 +205,7 @@ func TestDroppedLoggedOnce(t *testing.T) {
 	if n := strings.Count(out.String(), "left out of answers"); n != 1 {
 		t.Errorf("%d log lines, want 1:\n%s", n, out.String())
 	}
-	var got dto.Metric
-	if err := recordsDropped.WithLabelValues("logged", "label_too_long").Write(&got); err != nil {
-		t.Fatal(err)
-	}
-	if got := got.GetCounter().GetValue(); got != 5 {
+	if got := droppedCount(t, "logged", "label_too_long") - before; got != 5 {
 		t.Errorf("records_dropped_total = %v, want 5, one per snapshot that prepared the service", got)
 	}
 }
