@@ -175,6 +175,7 @@ consul.:$dns_port {
     bind 127.0.0.1
     errors
     log
+    bufsize 1232
     ready 127.0.0.1:$ready_port
     prometheus 127.0.0.1:$metrics_port
     consul {

@@ -103,6 +103,7 @@ func (c *Consul) answer(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, r
 	if q.Zone == "" {
 		return passOn
 	}
+	q.Size, q.Conn = replySize(r), w
 	var name answer.Name
 	answer.Parse(&q, &name)
 	dc, route := c.route(name)
@@ -203,7 +204,25 @@ func inZone(name, zone string) bool {
 	if !strings.HasSuffix(name, zone) {
 		return false
 	}
-	return len(name) == len(zone) || name[len(name)-len(zone)-1] == '.'
+	if len(name) == len(zone) {
+		return true
+	}
+	// The zone starts a label only after a dot that is not escaped: in
+	// web.service\.consul. the last label is "service.consul".
+	dot := len(name) - len(zone) - 1
+	return name[dot] == '.' && !answer.Escaped(name, dot)
+}
+
+// replySize is the most the reply to r may take over UDP, as
+// request.Request.Size gives it without its copy of the request: the size
+// the client advertises with EDNS0 (as bufsize may have lowered it), at
+// least 512 bytes. Over TCP, 64 KiB (answer.Question.Conn).
+func replySize(r *dns.Msg) int {
+	size := 0
+	if o := r.IsEdns0(); o != nil {
+		size = int(o.UDPSize())
+	}
+	return max(size, dns.MinMsgSize)
 }
 
 // reply makes m the reply to r with rcode, as dns.Msg.SetRcode does, but

@@ -396,6 +396,7 @@ func TestMatchZone(t *testing.T) {
 	for _, name := range []string{
 		"consul.", "web.service.consul.", "web.service.dc1.consul.", "dc1.consul.", "xdc1.consul.",
 		"notconsul.", "a.example.org.", "example.org.", "org.", ".", "consul.org.", "web.service.consul.example.",
+		`web.service\.consul.`, `web.service\\.consul.`, `a.dc1\.consul.`, `web.service\\\.consul.`, `x\046consul.`,
 	} {
 		if got, want := matchZone(zones, name), plugin.Zones(zones).Matches(name); got != want {
 			t.Errorf("matchZone(%q) = %q, want %q as plugin.Zones.Matches", name, got, want)

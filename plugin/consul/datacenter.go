@@ -58,7 +58,9 @@ func (d *datacenter) current() *snapshot.Snapshot {
 // serve prepares snap for answering and makes it the one answers are read
 // from. Only publish and start-up call it, one at a time.
 func (d *datacenter) serve(snap *snapshot.Snapshot) {
-	d.view.Store(answer.NewView(snap, d.view.Load(), d.zones, d.opts))
+	view := answer.NewView(snap, d.view.Load(), d.zones, d.opts)
+	countDropped(d.label, view)
+	d.view.Store(view)
 	if d.changed != nil {
 		d.changed.notify()
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 
 	"github.com/coredns/coredns/plugin"
@@ -67,6 +69,10 @@ var (
 		"Panics recovered in the replica's loops, by loop; the loop restarts after a backoff. Any is a bug to report.")
 	invalidValues = counter("invalid_values_total", []string{"datacenter", "what"},
 		"Values in Consul's answers the replica skipped because it cannot use them (a null where an object belongs), by kind.")
+	// recordsDropped is counted when a service's or node's records are
+	// built (once per change of it), not per question.
+	recordsDropped = counter("records_dropped_total", []string{"datacenter", "reason"},
+		"Records left out of answers because DNS cannot carry a catalog value, by reason: label_too_long, name_too_long, empty_label, bad_name, txt_too_long.")
 )
 
 // gauge and counter make the plugin's metrics, by label.
@@ -150,8 +156,34 @@ func forgetMetrics(dc string) {
 		staleGauge, syncTimestamp, watchedServices, unwatchedServices, watcherBudget} {
 		g.DeleteLabelValues(dc)
 	}
-	for _, c := range []*prometheus.CounterVec{sweeps, sweepProbes, requests, requestErrors, aclFiltered} {
+	for _, c := range []*prometheus.CounterVec{sweeps, sweepProbes, requests, requestErrors, aclFiltered, panics, invalidValues, recordsDropped} {
 		c.DeletePartialMatch(prometheus.Labels{"datacenter": dc})
 	}
 	publishDelay.DeleteLabelValues(dc)
+}
+
+// droppedLogged is when countDropped last logged, in Unix nanoseconds.
+var droppedLogged atomic.Int64
+
+// countDropped counts the records view left out, with one log line for the
+// view, at most one a minute: a value DNS cannot carry is the catalog's to
+// fix, not each question's (nor each change of its service) to report.
+func countDropped(dc string, view *answer.View) {
+	if len(view.Dropped) == 0 {
+		return
+	}
+	total := 0
+	for reason, n := range view.Dropped {
+		recordsDropped.WithLabelValues(dc, reason).Add(float64(n))
+		total += n
+	}
+	now, last := time.Now().UnixNano(), droppedLogged.Load()
+	if now-last < int64(time.Minute) || !droppedLogged.CompareAndSwap(last, now) {
+		return
+	}
+	example := view.DroppedExample
+	if len(example) > 80 {
+		example = example[:80] + "..."
+	}
+	log.Warningf("datacenter %s: %d records left out of answers, DNS cannot carry them (%v), such as %q", dc, total, view.Dropped, example)
 }

@@ -22,6 +22,14 @@ type Question struct {
 	Lower string
 	Zone  string // the matched zone, lower case, fully qualified
 	Type  uint16
+	// Size is the most the reply may take over UDP (512 bytes without
+	// EDNS0, the advertised size with it): records past it are not built.
+	// 0 for no bound.
+	Size int
+	// Conn is where the question came from: over TCP the reply may take
+	// 64 KiB. Read only for an answer that may not fit, since a test's
+	// writer allocates an address for each call; nil for UDP.
+	Conn interface{ RemoteAddr() net.Addr }
 }
 
 // Result is what the answer builder found for a question.
@@ -118,18 +126,32 @@ func NameError(v *View, q *Question, res *Result) {
 
 // splitLabels appends the labels of rel, left to right, to buf: a question
 // splits into a few labels, which fit the caller's array without allocating.
+// An escaped dot (\.) is part of its label, as in dns.SplitDomainName.
 func splitLabels(rel string, buf []string) []string {
 	if rel == "" {
 		return buf
 	}
-	for {
-		i := strings.IndexByte(rel, '.')
-		if i < 0 {
-			return append(buf, rel)
+	start := 0
+	for i := 0; i < len(rel); i++ {
+		switch rel[i] {
+		case '\\':
+			i++ // the escaped byte, or the first digit of \DDD: no dot
+		case '.':
+			buf = append(buf, rel[start:i])
+			start = i + 1
 		}
-		buf = append(buf, rel[:i])
-		rel = rel[i+1:]
 	}
+	return append(buf, rel[start:])
+}
+
+// Escaped reports whether the byte at i in name, a name in presentation
+// format, is escaped: after an odd number of backslashes.
+func Escaped(name string, i int) bool {
+	n := 0
+	for i--; i >= 0 && name[i] == '\\'; i-- {
+		n++
+	}
+	return n%2 == 1
 }
 
 // builder answers one question. Builders are pooled, with their scratch
@@ -211,6 +233,9 @@ func (b *builder) nameservers() (ns, glue []dns.RR) {
 	if svc, ok := b.snap.Service("consul"); ok {
 		for _, in := range b.instances(svc, "") {
 			target := strings.ToLower(in.Node) + ".node." + b.snap.Datacenter + "." + zone
+			if nameProblem(target) != "" {
+				continue
+			}
 			ns = append(ns, &dns.NS{Hdr: header(zone, dns.TypeNS, ttl), Ns: target})
 			if ip := net.ParseIP(in.NodeAddress); ip != nil {
 				glue = append(glue, addressRR(target, ip, ttl))

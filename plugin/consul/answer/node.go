@@ -20,6 +20,9 @@ type node struct {
 	txt [][]string
 	// meta is indexed by zone, then by the position of the TTL in View.ttls.
 	meta [][]dns.RR
+	// dropped counts the records DNS cannot carry that were left out;
+	// nil for none.
+	dropped *drops
 }
 
 type nodeAddress struct {
@@ -37,16 +40,26 @@ func (v *preparer) node(n *snapshot.Node) *node {
 			}
 			p.to[c].ip = ip
 		} else if addr != "" {
-			p.to[c].host = dns.Fqdn(addr)
+			host := dns.Fqdn(addr)
+			if why := nameProblem(host); why != "" {
+				p.drop(why, host)
+				continue
+			}
+			p.to[c].host = host
 		}
 	}
 	if len(n.Meta) == 0 {
 		return p
 	}
-	p.txt = metaStrings(n.Meta)
+	p.txt = p.metaStrings(n.Meta)
 	p.meta = make([][]dns.RR, len(v.zones)*len(v.ttls))
 	for zi, z := range v.zones {
 		owner := n.Name + ".node." + v.dc + "." + z
+		if why := nameProblem(owner); why != "" {
+			// No name to carry the meta under in this zone.
+			p.drop(why, owner)
+			continue
+		}
 		for ti, ttl := range v.ttls {
 			p.meta[zi*len(v.ttls)+ti] = txtRecords(owner, p.txt, ttl)
 		}
@@ -54,22 +67,34 @@ func (v *preparer) node(n *snapshot.Node) *node {
 	return p
 }
 
-// metaStrings encodes node meta as TXT strings, one per key, as Consul does:
-// key=value per RFC 1464, or the bare value for keys starting "rfc1035-".
-// Keys are sorted so that answers are stable.
-func metaStrings(meta map[string]string) [][]string {
+func (p *node) drop(why, what string) {
+	if p.dropped == nil {
+		p.dropped = &drops{}
+	}
+	p.dropped.add(why, what)
+}
+
+// metaStrings encodes node meta as TXT records' strings, one record per key,
+// as Consul does: key=value per RFC 1464, or the bare value for keys
+// starting "rfc1035-", in 255-byte character-strings (Consul allows values
+// of 512 bytes). Keys are sorted so that answers are stable.
+func (p *node) metaStrings(meta map[string]string) [][]string {
 	keys := make([]string, 0, len(meta))
 	for k := range meta {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	out := make([][]string, len(keys))
-	for i, k := range keys {
+	out := make([][]string, 0, len(keys))
+	for _, k := range keys {
 		txt := encodeRFC1464(k, meta[k])
 		if strings.HasPrefix(strings.ToLower(k), "rfc1035-") {
 			txt = meta[k]
 		}
-		out[i] = []string{txt}
+		if len(txt) > maxTXTData {
+			p.drop(reasonLongTXT, k)
+			continue
+		}
+		out = append(out, txtStrings(txt))
 	}
 	return out
 }

@@ -89,13 +89,14 @@ func TestParseName(t *testing.T) {
 }
 
 func TestSplitLabels(t *testing.T) {
-	for _, name := range []string{"", "a", "a.b", "_web._tcp.service", strings.Repeat("x.", 40) + "y"} {
+	for _, name := range []string{
+		"", "a", "a.b", "_web._tcp.service", strings.Repeat("x.", 40) + "y",
+		`we\.b.service`, `a\\.b`, `a\\\.b.c`, `a\046b.c`,
+	} {
 		var buf [16]string
 		got := splitLabels(name, buf[:0])
-		want := strings.Split(name, ".")
-		if name == "" {
-			want = nil
-		}
+		// As miekg/dns splits a name: an escaped dot is inside a label.
+		want := dns.SplitDomainName(name)
 		if strings.Join(got, "|") != strings.Join(want, "|") || len(got) != len(want) {
 			t.Errorf("splitLabels(%q) = %q, want %q", name, got, want)
 		}

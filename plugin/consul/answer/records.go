@@ -1,7 +1,6 @@
 package answer
 
 import (
-	"encoding/hex"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -20,6 +19,14 @@ func (b *builder) service(name *Name) {
 	if !ok {
 		b.res = b.nxdomain()
 		return
+	}
+	if name.Tag == "" && len(svc.inst) > sampleMin {
+		if n := b.fit(); n > 0 && len(svc.inst) > 2*n {
+			if picked := b.sample(svc, n); picked != nil {
+				b.records(svc, picked)
+				return
+			}
+		}
 	}
 	b.records(svc, svc.pick(name.Tag, b.picked[:0]))
 }
@@ -154,6 +161,11 @@ func (b *builder) addressRecords(svc *service, picked []*instance) []dns.RR {
 	if limit := b.opt.ARecordLimit; limit > 0 && len(ts) > limit {
 		ts = ts[:limit]
 	}
+	if len(ts) > fitMin {
+		if n := b.fit(); n > 0 && len(ts) > n {
+			ts = ts[:n]
+		}
+	}
 	for _, t := range ts {
 		if len(t.ip) == net.IPv4len {
 			v4++
@@ -215,7 +227,7 @@ func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []
 	pairs := b.pairs[:0]
 	for _, in := range picked {
 		t := b.target(in, classOther)
-		if t != nil && seen.add(int(t.srvID)) {
+		if t != nil && b.srvTarget(in, t, svc.ttl).name != "" && seen.add(int(t.srvID)) {
 			pairs = append(pairs, pair{in, t})
 		}
 	}
@@ -224,6 +236,11 @@ func (b *builder) srvRecords(svc *service, picked []*instance) (answer, extra []
 	}
 	if !b.inOrder {
 		shuffle(pairs)
+	}
+	if len(pairs) > fitMin {
+		if n := b.fit(); n > 0 && len(pairs) > n {
+			pairs = pairs[:n]
+		}
 	}
 
 	ttl := svc.ttl
@@ -279,7 +296,19 @@ func (b *builder) srvTarget(in *instance, t *target, ttl uint32) srvTarget {
 	if b.zi != noZoneIdx {
 		return t.srv[b.zi]
 	}
-	return b.v.prep.srvTarget(in.src, t, b.zone.name, ttl)
+	return b.srvTargetBuilt(in, t, ttl)
+}
+
+// srvTargetBuilt is srvTarget in a zone not prepared: rare, and in a frame
+// of its own. A name DNS cannot carry is empty, as a prepared one.
+//
+//go:noinline
+func (b *builder) srvTargetBuilt(in *instance, t *target, ttl uint32) srvTarget {
+	st := b.v.prep.srvTarget(in.src, t, b.zone.name, ttl)
+	if nameProblem(st.name) != "" {
+		return srvTarget{}
+	}
+	return st
 }
 
 // nodeMeta is the meta of in's node as TXT records, shared.
@@ -299,70 +328,9 @@ func (b *builder) nodeMeta(in *instance, ttl uint32, ttlIdx int) []dns.RR {
 //
 //go:noinline
 func (b *builder) nodeMetaBuilt(in *instance, n *node, ttl uint32) []dns.RR {
-	return txtRecords(in.src.Node+".node."+b.snap.Datacenter+"."+b.zone.name, n.txt, ttl)
-}
-
-func hexIP(ip net.IP) string {
-	if v4 := ip.To4(); v4 != nil {
-		return hex.EncodeToString(v4)
+	owner := in.src.Node + ".node." + b.snap.Datacenter + "." + b.zone.name
+	if nameProblem(owner) != "" {
+		return nil
 	}
-	return hex.EncodeToString(ip.To16())
-}
-
-// pickAddress chooses among an address and its tagged lan_ipv4/lan_ipv6
-// variants as Consul's translateAddressAccept does for a question type.
-func pickAddress(addr string, tagged map[string]string, qtype uint16) string {
-	if qtype != dns.TypeA {
-		if v6 := tagged["lan_ipv6"]; v6 != "" {
-			return v6
-		}
-	}
-	if qtype != dns.TypeAAAA {
-		if v4 := tagged["lan_ipv4"]; v4 != "" {
-			return v4
-		}
-	}
-	return addr
-}
-
-// node answers <node>.node: its address for A, AAAA and ANY, its meta as TXT
-// for TXT and ANY, and as extra records for A and AAAA.
-func (b *builder) node(name *Name) Result {
-	n, ok := b.v.node(name.Node)
-	if !ok {
-		return b.nxdomain()
-	}
-	ttl := b.opt.TTL.Node
-	var res Result
-	switch b.q.Type {
-	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
-		addr := n.to[classOf(b.q.Type)]
-		if addr.ip != nil {
-			if matches(addr.ip, b.q.Type) {
-				res.Answer = append(res.Answer, addressRR(b.q.Name, addr.ip, ttl))
-			}
-		} else if addr.host != "" {
-			res.Answer = append(res.Answer, &dns.CNAME{Hdr: header(b.q.Name, dns.TypeCNAME, ttl), Target: addr.host})
-		}
-		if b.q.Type == dns.TypeANY {
-			res.Answer = append(res.Answer, txtRecords(b.q.Name, n.txt, ttl)...)
-		} else if b.opt.NodeMetaTXT {
-			res.Extra = txtRecords(b.q.Name, n.txt, ttl)
-		}
-	case dns.TypeTXT:
-		res.Answer = txtRecords(b.q.Name, n.txt, ttl)
-	}
-	// Consul answers a node's NODATA without the SOA.
-	return res
-}
-
-// addr answers <hexip>.addr with the address it encodes, whatever the
-// datacenter label says, as Consul does. The owner is lower case, as
-// Consul's; a question of the other family gets the record as extra.
-func (b *builder) addr(name *Name) Result {
-	rr := addressRR(b.q.Lower, name.IP, b.opt.TTL.Node)
-	if b.q.Type == rr.Header().Rrtype || b.q.Type == dns.TypeANY {
-		return Result{Answer: []dns.RR{rr}}
-	}
-	return Result{Extra: []dns.RR{rr}}
+	return txtRecords(owner, n.txt, ttl)
 }

@@ -17,6 +17,9 @@ type service struct {
 	// bySrc finds an instance by its snapshot instance, for prepared
 	// queries, when there are too many to scan; nil for few.
 	bySrc map[*snapshot.Instance]int32
+	// dropped counts the records DNS cannot carry that were left out;
+	// nil for none.
+	dropped *drops
 }
 
 // Kinds of distinct keys within one service: addresses, SRV records (target
@@ -79,6 +82,7 @@ func (v *preparer) serviceWith(svc *snapshot.Service, ttl uint32, keep func(*sna
 		}
 		p.inst = append(p.inst, pi)
 	}
+	p.dropped = b.dropped
 	p.ids = [idKinds]int{idAddr: b.addrIDs.count(), idSRV: b.srvIDs.count(), idGlue: b.glueIDs.count(), idNode: b.nodeIDs.count()}
 	if len(p.inst) > idScanMax {
 		p.bySrc = make(map[*snapshot.Instance]int32, len(p.inst))

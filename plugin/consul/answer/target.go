@@ -1,6 +1,7 @@
 package answer
 
 import (
+	"encoding/hex"
 	"net"
 	"net/netip"
 
@@ -43,6 +44,15 @@ type serviceBuilder struct {
 	nodeIDs idAssigner[string]
 	targets []target    // a slab for the service's targets
 	srv     []srvTarget // a slab for their names in every zone
+	dropped *drops      // what DNS cannot carry; nil for nothing
+}
+
+// drop counts a record left out: why, and the name that could not be.
+func (b *serviceBuilder) drop(why, name string) {
+	if b.dropped == nil {
+		b.dropped = &drops{}
+	}
+	b.dropped.add(why, name)
 }
 
 func (b *serviceBuilder) newTarget(t target) *target {
@@ -91,20 +101,36 @@ func parseIP(s string) net.IP {
 func (b *serviceBuilder) named(in *snapshot.Instance, class int, t target) *target {
 	if t.ip == nil {
 		t.host = dns.Fqdn(t.host)
+		if why := nameProblem(t.host); why != "" {
+			// Neither an SRV target nor a CNAME can name it.
+			b.drop(why, t.host)
+			return nil
+		}
 		t.addrID = -1
 	} else {
 		t.addrID = b.addrIDs.id([16]byte(t.ip.To16()))
 	}
 	if class == classOther {
 		start := len(b.srv)
+		key := ""
 		for _, z := range b.zones {
-			b.srv = append(b.srv, b.srvTarget(in, &t, z, b.ttl))
+			st := b.srvTarget(in, &t, z, b.ttl)
+			if why := nameProblem(st.name); why != "" {
+				// Left out of this zone's SRV answers only: the
+				// instance keeps its A and AAAA records.
+				b.drop(why, st.name)
+				st = srvTarget{}
+			} else if key == "" {
+				key = st.name
+			}
+			b.srv = append(b.srv, st)
 		}
 		t.srv = b.srv[start:len(b.srv):len(b.srv)]
-		// Zones differ only in the suffix: one zone's names tell keys apart.
-		key := t.host
-		if len(t.srv) > 0 {
-			key = t.srv[0].name
+		// Zones differ only in the suffix: one zone's names tell keys
+		// apart. A target named in no zone is in no answer: any key that
+		// is its own will do.
+		if key == "" {
+			key = "\x00" + in.Node + "\x00" + t.host
 		}
 		t.glueID = b.glueIDs.id(key)
 		t.srvID = b.srvIDs.id(uint64(t.glueID)<<16 | uint64(in.Port))
@@ -125,4 +151,69 @@ func (v *preparer) srvTarget(in *snapshot.Instance, t *target, zone string, ttl 
 	}
 	name := hexIP(t.ip) + ".addr." + v.dc + "." + zone
 	return srvTarget{name: name, glue: addressRR(name, t.ip, ttl)}
+}
+
+func hexIP(ip net.IP) string {
+	if v4 := ip.To4(); v4 != nil {
+		return hex.EncodeToString(v4)
+	}
+	return hex.EncodeToString(ip.To16())
+}
+
+// pickAddress chooses among an address and its tagged lan_ipv4/lan_ipv6
+// variants as Consul's translateAddressAccept does for a question type.
+func pickAddress(addr string, tagged map[string]string, qtype uint16) string {
+	if qtype != dns.TypeA {
+		if v6 := tagged["lan_ipv6"]; v6 != "" {
+			return v6
+		}
+	}
+	if qtype != dns.TypeAAAA {
+		if v4 := tagged["lan_ipv4"]; v4 != "" {
+			return v4
+		}
+	}
+	return addr
+}
+
+// node answers <node>.node: its address for A, AAAA and ANY, its meta as TXT
+// for TXT and ANY, and as extra records for A and AAAA.
+func (b *builder) node(name *Name) Result {
+	n, ok := b.v.node(name.Node)
+	if !ok {
+		return b.nxdomain()
+	}
+	ttl := b.opt.TTL.Node
+	var res Result
+	switch b.q.Type {
+	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
+		addr := n.to[classOf(b.q.Type)]
+		if addr.ip != nil {
+			if matches(addr.ip, b.q.Type) {
+				res.Answer = append(res.Answer, addressRR(b.q.Name, addr.ip, ttl))
+			}
+		} else if addr.host != "" {
+			res.Answer = append(res.Answer, &dns.CNAME{Hdr: header(b.q.Name, dns.TypeCNAME, ttl), Target: addr.host})
+		}
+		if b.q.Type == dns.TypeANY {
+			res.Answer = append(res.Answer, txtRecords(b.q.Name, n.txt, ttl)...)
+		} else if b.opt.NodeMetaTXT {
+			res.Extra = txtRecords(b.q.Name, n.txt, ttl)
+		}
+	case dns.TypeTXT:
+		res.Answer = txtRecords(b.q.Name, n.txt, ttl)
+	}
+	// Consul answers a node's NODATA without the SOA.
+	return res
+}
+
+// addr answers <hexip>.addr with the address it encodes, whatever the
+// datacenter label says, as Consul does. The owner is lower case, as
+// Consul's; a question of the other family gets the record as extra.
+func (b *builder) addr(name *Name) Result {
+	rr := addressRR(b.q.Lower, name.IP, b.opt.TTL.Node)
+	if b.q.Type == rr.Header().Rrtype || b.q.Type == dns.TypeANY {
+		return Result{Answer: []dns.RR{rr}}
+	}
+	return Result{Extra: []dns.RR{rr}}
 }

@@ -26,6 +26,12 @@ type View struct {
 	Queries *prepared.Set
 	prep    *preparer
 	zones   []zoneRecords
+	// Dropped counts, by reason, the records left out of answers because
+	// DNS cannot carry a value, in what this view prepared (the services
+	// and nodes that changed since the view before); DroppedExample names
+	// the first.
+	Dropped        map[string]int
+	DroppedExample string
 }
 
 // preparer builds the records of services and nodes for one set of zones
@@ -66,15 +72,23 @@ func NewView(snap *snapshot.Snapshot, prev *View, zones []string, opt Options) *
 	for _, z := range prep.zones {
 		v.zones = append(v.zones, v.zoneRecords(z))
 	}
+	var dropped *drops
 	for _, svc := range snap.Services {
-		if svc.Answers.Load(prep, svc) == nil {
-			svc.Answers.Store(prep, svc, prep.service(svc))
+		if svc != nil && svc.Answers.Load(prep, svc) == nil {
+			p := prep.service(svc)
+			svc.Answers.Store(prep, svc, p)
+			dropped = p.dropped.merge(dropped)
 		}
 	}
 	for _, n := range snap.Nodes {
-		if n.Answers.Load(prep, n) == nil {
-			n.Answers.Store(prep, n, prep.node(n))
+		if n != nil && n.Answers.Load(prep, n) == nil {
+			p := prep.node(n)
+			n.Answers.Store(prep, n, p)
+			dropped = p.dropped.merge(dropped)
 		}
+	}
+	if dropped != nil {
+		v.Dropped, v.DroppedExample = dropped.n, dropped.example
 	}
 	return v
 }
@@ -85,7 +99,7 @@ func (v *View) TTLOf(service string) uint32 { return v.prep.opt.TTL.Service(snap
 // service returns the prepared service of that lower-case name.
 func (v *View) service(name string) (*service, bool) {
 	svc, ok := v.Snap.Services[name]
-	if !ok {
+	if !ok || svc == nil {
 		return nil, false
 	}
 	if p, ok := svc.Answers.Load(v.prep, svc).(*service); ok {
@@ -99,7 +113,7 @@ func (v *View) service(name string) (*service, bool) {
 // node returns the prepared node of that lower-case name.
 func (v *View) node(name string) (*node, bool) {
 	n, ok := v.Snap.Nodes[name]
-	if !ok {
+	if !ok || n == nil {
 		return nil, false
 	}
 	if p, ok := n.Answers.Load(v.prep, n).(*node); ok {

@@ -40,6 +40,9 @@ func (s *Set) indexAddresses() {
 	// the first match.
 	for _, key := range slices.Sorted(maps.Keys(s.snap.Nodes)) {
 		n := s.snap.Nodes[key]
+		if n == nil {
+			continue
+		}
 		if _, seen := s.addrs[n.Address]; !seen {
 			s.addrs[n.Address] = n.Name
 		}

@@ -70,6 +70,9 @@ func NewSet(s *snapshot.Snapshot, prev *Set) *Set {
 		byName: make(map[string]*entry, len(s.Queries)),
 	}
 	for _, q := range s.Queries {
+		if q == nil {
+			continue // a broken snapshot file's: Decode should not let it in
+		}
 		e := (*entry)(nil)
 		if prev != nil {
 			e = prev.byPtr[q]
