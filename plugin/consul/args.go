@@ -2,11 +2,11 @@ package consul
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
-	"os"
 	"strconv"
 	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/plugin"
@@ -127,30 +127,12 @@ func zones(c *caddy.Controller) []string {
 	return plugin.OriginsFromArgsOrServerBlock(args, c.ServerBlockKeys)
 }
 
-// maxCredentialFile bounds the size of a CA, certificate, key or token file.
-const maxCredentialFile = 1 << 20
-
-// readable checks that path is a regular file this process may open, and
-// returns the bare reason (the caller names the file) when it is not.
-// It stats before opening, so that a FIFO or a device is never opened.
+// readable checks that path is a file the replica can read its token or
+// TLS material from, and returns the bare reason (the caller names the
+// file) when it is not.
 func readable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return bareErr(err)
-	}
-	if !fi.Mode().IsRegular() {
-		return errors.New("not a regular file")
-	}
-	if fi.Size() > maxCredentialFile {
-		// Certificates, keys and tokens are small; a huge file is a typo
-		// (/proc/kcore reports terabytes) that must not be read whole.
-		return fmt.Errorf("%d bytes, more than a certificate, key or token file holds", fi.Size())
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return bareErr(err)
-	}
-	return f.Close()
+	_, err := replica.ReadCredentialFile(path)
+	return err
 }
 
 // bareErr strips the operation and path from a *fs.PathError, so a message

@@ -1,12 +1,7 @@
 package consul
 
 import (
-	"crypto/sha256"
 	"fmt"
-	"hash"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"reflect"
 	"sync"
 
@@ -240,14 +235,14 @@ func (f *feed) release(d *datacenter) {
 }
 
 // readSettings decide how a replica reads Consul: all it is made with but
-// the callbacks that say where what it reads goes, and the contents of the
-// files its client reads once (token, TLS), so that a reload after a token
-// or a certificate was renewed in place makes a new replica. A field added
-// to either config is compared without anyone listing it.
+// the callbacks that say where what it reads goes. The token and TLS files
+// count by their names, not their contents: a running replica follows the
+// files itself, so a reload after a credential was renewed in place hands
+// it over with its watchers rather than syncing anew. A field added to
+// either config is compared without anyone listing it.
 type readSettings struct {
 	client  api.Config
 	replica replica.Config
-	files   [sha256.Size]byte
 }
 
 func settingsOf(client *api.Config, rc replica.Config) readSettings {
@@ -256,45 +251,7 @@ func settingsOf(client *api.Config, rc replica.Config) readSettings {
 	// the fields compared.
 	s.client.Transport, s.client.HttpClient = nil, nil
 	s.replica.Observer, s.replica.OnDatacenters, s.replica.OnCluster, s.replica.Pool = nil, nil, nil, nil
-	s.files = digestFiles(client)
 	return s
 }
 
 func (s *readSettings) equal(o *readSettings) bool { return reflect.DeepEqual(s, o) }
-
-// digestFiles digests the token, CA, certificate and key files client names.
-func digestFiles(client *api.Config) [sha256.Size]byte {
-	h := sha256.New()
-	tls := client.TLSConfig
-	for _, path := range []string{client.TokenFile, tls.CAFile, tls.CertFile, tls.KeyFile} {
-		if path != "" {
-			digestFile(h, path)
-		}
-	}
-	if tls.CAPath != "" {
-		// Every file under it, as the client loads them.
-		err := filepath.WalkDir(tls.CAPath, func(path string, e fs.DirEntry, err error) error {
-			if err == nil && e.Type().IsRegular() {
-				digestFile(h, path)
-			}
-			return err
-		})
-		fmt.Fprintf(h, "%v\x00", err)
-	}
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
-	return sum
-}
-
-// digestFile adds path and its contents to h, or why it cannot be read: a
-// file that becomes readable is a change too.
-func digestFile(h hash.Hash, path string) {
-	fmt.Fprintf(h, "%s\x00", path)
-	err := readable(path)
-	var data []byte
-	if err == nil {
-		data, err = os.ReadFile(path)
-	}
-	fmt.Fprintf(h, "%d\x00%v\x00", len(data), err)
-	h.Write(data)
-}

@@ -133,7 +133,7 @@ func unstartedFeed(t *testing.T, d *datacenter) *feed {
 // TestReadSettings checks what makes a reload keep a replica: every setting
 // of the replica and the client counts, callbacks do not, and neither does
 // the transport each parse makes; the token and TLS files count by their
-// contents.
+// names, not their contents, which the running replica follows itself.
 func TestReadSettings(t *testing.T) {
 	token := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(token, []byte("one"), 0o600); err != nil {
@@ -192,8 +192,8 @@ func TestReadSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	client, rc = base()
-	if renewed := settingsOf(client, rc); renewed.equal(&want) {
-		t.Error("the token file was renewed in place, and the replica is kept")
+	if renewed := settingsOf(client, rc); !renewed.equal(&want) {
+		t.Error("the token file was renewed in place, and a new replica is made")
 	}
 }
 

@@ -73,6 +73,9 @@ var (
 	// built (once per change of it), not per question.
 	recordsDropped = counter("records_dropped_total", []string{"datacenter", "reason"},
 		"Records left out of answers because DNS cannot carry a catalog value, by reason: label_too_long, name_too_long, empty_label, bad_name, txt_too_long.")
+
+	credentialReloads = counter("credential_reloads_total", []string{"file_kind", "result"},
+		"Changes seen in the token_file (file_kind token) or the tls CA, certificate and key files (tls), by result: ok (in use for the next requests or connections), error (unreadable, empty or invalid: the last good credentials stay in use). Counted by each replica that reads the files.")
 )
 
 // gauge and counter make the plugin's metrics, by label.

@@ -37,7 +37,7 @@ func TestRedirectNotFollowed(t *testing.T) {
 			t.Cleanup(redirect.Close)
 			base := api.DefaultConfig()
 			base.Token = "s3cret-token-value"
-			eps, err := newEndpoints(base, []string{redirect.URL}, 4)
+			eps, err := newEndpoints(base, credentialsOf(t, base), []string{redirect.URL}, 4)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +58,7 @@ func TestRedirectNotFollowed(t *testing.T) {
 func TestBodyTooLarge(t *testing.T) {
 	proxy := faultproxy.New(t, "127.0.0.1:1") // answers on its own
 	proxy.Set(faultproxy.HugeBody)
-	eps, err := newEndpoints(api.DefaultConfig(), []string{proxy.Addr}, 4)
+	eps, err := newEndpoints(api.DefaultConfig(), credentialsOf(t, api.DefaultConfig()), []string{proxy.Addr}, 4)
 	if err != nil {
 		t.Fatal(err)
 	}

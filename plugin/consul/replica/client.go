@@ -53,8 +53,9 @@ type endpoints struct {
 // newEndpoints builds one client per address, all sharing one transport whose
 // connections per host are capped at maxConns, so the replica can never open
 // more connections than a Consul agent accepts from one client
-// (limits.http_max_conns_per_client, 200 by default).
-func newEndpoints(base *api.Config, addrs []string, maxConns int) (*endpoints, error) {
+// (limits.http_max_conns_per_client, 200 by default). Its TLS settings are
+// those creds hold now: new ones make new endpoints.
+func newEndpoints(base *api.Config, creds *credentials, addrs []string, maxConns int) (*endpoints, error) {
 	if len(addrs) == 0 {
 		addrs = []string{base.Address}
 	}
@@ -68,11 +69,8 @@ func newEndpoints(base *api.Config, addrs []string, maxConns int) (*endpoints, e
 	// Set here, not left to api.NewClient: it configures TLS only on a
 	// transport without a TLS config, and Clone gives one (an empty config
 	// that only offers HTTP/2) to every transport that attempts HTTP/2.
-	tlsConf, err := api.SetupTLSConfig(&base.TLSConfig)
-	if err != nil {
-		return nil, fmt.Errorf("consul TLS settings: %w", err)
-	}
-	transport.TLSClientConfig = tlsConf
+	// A clone: the transport adds its protocols to the one it is given.
+	transport.TLSClientConfig = creds.clientTLS().Clone()
 	transport.MaxConnsPerHost = maxConns
 	// Blocking queries return and are sent again all the time: keep their
 	// connections for reuse rather than opening new ones.
@@ -91,6 +89,9 @@ func newEndpoints(base *api.Config, addrs []string, maxConns int) (*endpoints, e
 		cfg.Address = addr
 		cfg.Transport = transport
 		cfg.HttpClient = httpClient
+		// Requests carry the token creds hold when they are sent (call):
+		// the client must not read the file itself, once and for good.
+		cfg.TokenFile, cfg.Token = "", creds.current()
 		client, err := api.NewClient(&cfg)
 		if err != nil {
 			return nil, fmt.Errorf("consul client for %s: %w", addr, err)

@@ -31,7 +31,7 @@ func TestEndpointErrorsNameTheAddress(t *testing.T) {
 	addrs := []string{notFound.URL, closed}
 	base := api.DefaultConfig()
 	base.Token = token
-	eps, err := newEndpoints(base, addrs, 4)
+	eps, err := newEndpoints(base, credentialsOf(t, base), addrs, 4)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
@@ -17,7 +18,11 @@ import (
 type consulSource struct {
 	base  *api.Config // to rebuild the endpoints for another connection cap
 	addrs []string
+	creds *credentials
 	eps   atomic.Pointer[endpoints]
+	// rebuild serializes the endpoints' replacements; maxConns is theirs.
+	rebuild  sync.Mutex
+	maxConns int
 	// opts are sent with every request but the agent's own.
 	dc, namespace, partition string
 	consistency              Consistency
@@ -27,25 +32,58 @@ type consulSource struct {
 
 func newConsulSource(base *api.Config, cfg Config, maxConns int) (*consulSource, error) {
 	s := &consulSource{base: base, addrs: cfg.Addresses, dc: cfg.Datacenter, namespace: cfg.Namespace,
-		partition: cfg.Partition, consistency: cfg.Consistency, invalid: &invalids{observer: cfg.Observer}}
-	eps, err := newEndpoints(base, cfg.Addresses, maxConns)
+		partition: cfg.Partition, consistency: cfg.Consistency, invalid: &invalids{observer: cfg.Observer},
+		maxConns: maxConns}
+	creds, err := newCredentials(base, cfg.Observer)
+	if err != nil {
+		return nil, err
+	}
+	s.creds = creds
+	eps, err := newEndpoints(base, creds, cfg.Addresses, maxConns)
 	if err != nil {
 		return nil, err
 	}
 	s.eps.Store(eps)
+	creds.onTLS = s.newTLS
 	return s, nil
 }
 
 // capConns rebuilds the endpoints with at most maxConns connections per
 // agent. It runs before any loop sends requests.
 func (s *consulSource) capConns(maxConns int) error {
-	eps, err := newEndpoints(s.base, s.addrs, maxConns)
+	s.rebuild.Lock()
+	defer s.rebuild.Unlock()
+	s.maxConns = maxConns
+	return s.replaceEndpoints()
+}
+
+// newTLS rebuilds the endpoints with the TLS material just read: requests
+// from then on connect with it. Requests in flight finish on their
+// connections, which close as they go idle.
+func (s *consulSource) newTLS() {
+	s.rebuild.Lock()
+	defer s.rebuild.Unlock()
+	if err := s.replaceEndpoints(); err != nil {
+		log.Errorf("new TLS material not in use: %v", err)
+	}
+}
+
+// replaceEndpoints swaps in new endpoints, at the same active address.
+func (s *consulSource) replaceEndpoints() error {
+	eps, err := newEndpoints(s.base, s.creds, s.addrs, s.maxConns)
 	if err != nil {
 		return err
 	}
-	s.eps.Swap(eps).close()
+	old := s.eps.Load()
+	eps.active.Store(old.active.Load())
+	s.eps.Store(eps)
+	old.close()
 	return nil
 }
+
+// followCredentials re-reads the token and TLS files as they change, until
+// ctx is done.
+func (s *consulSource) followCredentials(ctx context.Context) { s.creds.follow(ctx.Done()) }
 
 // multiplexed reports whether every address is reached over HTTPS, where
 // HTTP/2 carries many blocking queries on each connection.
@@ -66,11 +104,13 @@ func (s *consulSource) call(ctx context.Context, q Query, req func(*api.Client, 
 		RequireConsistent: s.consistency == Consistent,
 		WaitIndex:         q.Index,
 		WaitTime:          q.Wait,
+		Token:             s.creds.current(),
 	}).WithContext(ctx)
 	meta, err := req(client, opts)
 	if err != nil {
 		// With several addresses, a log line must say which one failed.
 		err = eps.named(i, err)
+		s.creds.failed(err)
 		// A request cut short by its deadline is the endpoint's failure;
 		// one canceled because the replica stops is not.
 		if !errors.Is(ctx.Err(), context.Canceled) {

@@ -93,7 +93,7 @@ func first(lines []string, n int) []string { return lines[:min(n, len(lines))] }
 // TestEndpointMovesLogOnce: with every endpoint down, each failed request
 // moves to the next endpoint; the moves are logged once, not per request.
 func TestEndpointMovesLogOnce(t *testing.T) {
-	eps, err := newEndpoints(api.DefaultConfig(), []string{"127.0.0.1:1", "127.0.0.1:2"}, 4)
+	eps, err := newEndpoints(api.DefaultConfig(), credentialsOf(t, api.DefaultConfig()), []string{"127.0.0.1:1", "127.0.0.1:2"}, 4)
 	if err != nil {
 		t.Fatal(err)
 	}

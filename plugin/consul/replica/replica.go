@@ -91,6 +91,9 @@ func newReplicator(src Source, cfg Config, b *budget, publish func(*snapshot.Sna
 // Start begins replication in the background. It returns at once.
 func (r *Replicator) Start() {
 	r.run.start()
+	if c, ok := r.src.(interface{ followCredentials(context.Context) }); ok {
+		r.run.spawn("credentials", func() { c.followCredentials(r.run.ctx) })
+	}
 	if r.cfg.OnCluster != nil {
 		r.run.spawn("cluster", r.readCluster)
 	}
