@@ -236,31 +236,10 @@ func TestCorefileExample(t *testing.T) {
 // warning and serves what it may read, and a sufficient token serves it all.
 func TestACLTokens(t *testing.T) {
 	const root = "9c0f2e43-1111-4222-8333-944455556666"
-	agent, _ := startAgent(t, fmt.Sprintf(`acl { enabled = true default_policy = "deny" tokens { initial_management = %q } }`, root))
-	cfg := agent.Config()
-	cfg.Token = root
-	admin, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The first writes may come before the ACL system is up.
-	wait.Until(t, 30*time.Second, func() error {
-		_, _, err := admin.ACL().TokenReadSelf(nil)
-		return err
-	})
+	agent, admin := startACLAgent(t, root)
 	consulagent.Register(t, admin, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
 	consulagent.Register(t, admin, "n1", "10.0.0.1", &api.AgentService{ID: "db-1", Service: "db", Port: 5432}, "passing")
-	token := func(name, rules string) string {
-		policy, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: policy.ID}}}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok.SecretID
-	}
+	token := func(name, rules string) string { return aclToken(t, admin, name, rules).SecretID }
 	webOnly := token("web-only", `service "web" { policy = "read" } node_prefix "" { policy = "read" } agent_prefix "" { policy = "read" }`)
 	everything := token("dns", `service_prefix "" { policy = "read" } node_prefix "" { policy = "read" } agent_prefix "" { policy = "read" }`)
 	const unknown = "0badf00d-dead-4bee-8fed-000000000000"

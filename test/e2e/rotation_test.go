@@ -66,6 +66,40 @@ func answeredWithin(t *testing.T, client *api.Client, server *corednsproc.Server
 	return took
 }
 
+// startACLAgent starts an agent with ACLs on, default deny, and root its
+// management token; it returns it with a client holding root once the ACL
+// system answers.
+func startACLAgent(t *testing.T, root string) (*consulagent.Process, *api.Client) {
+	t.Helper()
+	agent, _ := startAgent(t, fmt.Sprintf(`acl { enabled = true default_policy = "deny" tokens { initial_management = %q } }`, root))
+	cfg := agent.Config()
+	cfg.Token = root
+	admin, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first writes may come before the ACL system is up.
+	wait.Until(t, 30*time.Second, func() error {
+		_, _, err := admin.ACL().TokenReadSelf(nil)
+		return err
+	})
+	return agent, admin
+}
+
+// aclToken creates a token with a policy of its own, named name, of rules.
+func aclToken(t *testing.T, admin *api.Client, name, rules string) *api.ACLToken {
+	t.Helper()
+	policy, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: strings.ReplaceAll(name, " ", "-"), Rules: rules}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: policy.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // TestTokenRotation: with ACLs on (default deny), the plugin's token file is
 // replaced by a rename and the old token deleted in Consul, in either
 // order; a service registered afterwards is answered within 5 s with no
@@ -75,35 +109,14 @@ func answeredWithin(t *testing.T, client *api.Client, server *corednsproc.Server
 // with whatever token the plugin holds.
 func TestTokenRotation(t *testing.T) {
 	const root = "7b1f2e43-2222-4333-8444-955566667777"
-	agent, _ := startAgent(t, fmt.Sprintf(`acl { enabled = true default_policy = "deny" tokens { initial_management = %q } }`, root))
-	cfg := agent.Config()
-	cfg.Token = root
-	admin, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wait.Until(t, 30*time.Second, func() error {
-		_, _, err := admin.ACL().TokenReadSelf(nil)
-		return err
-	})
+	agent, admin := startACLAgent(t, root)
 	registerRotationServices(t, admin)
-	policy, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: "dns",
-		Rules: `service_prefix "" { policy = "read" } node_prefix "" { policy = "read" } agent_prefix "" { policy = "read" }`}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newToken := func() *api.ACLToken {
-		tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: policy.ID}}}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	const rules = `service_prefix "" { policy = "read" } node_prefix "" { policy = "read" } agent_prefix "" { policy = "read" }`
 
 	for _, deleteFirst := range []bool{false, true} {
 		order := map[bool]string{false: "rename then delete", true: "delete then rename"}[deleteFirst]
 		t.Run(order, func(t *testing.T) {
-			first, second := newToken(), newToken()
+			first, second := aclToken(t, admin, order+" first", rules), aclToken(t, admin, order+" second", rules)
 			file := filepath.Join(t.TempDir(), "token")
 			renameOver(t, file, []byte(first.SecretID+"\n"))
 			server := startPlugin(t, agent.HTTPAddr, "token_file "+file, "wait 1s")
