@@ -25,6 +25,10 @@ import (
 // the files are small, so their contents are digested instead.
 var credentialPoll = 2 * time.Second
 
+// tlsSettle is how long TLS files that do not load are given to become a
+// matching set before the failure is reported.
+const tlsSettle = time.Second
+
 // maxCredentialFile bounds the size of a CA, certificate, key or token file.
 const maxCredentialFile = 1 << 20
 
@@ -60,6 +64,9 @@ type credentials struct {
 	mu                   sync.Mutex
 	tokenSum, tlsSum     [sha256.Size]byte
 	tokenFailed, tlsFail string // the failure last logged, "" when none
+	// tlsPending is when files that do not load yet changed; zero when
+	// none are waiting to settle.
+	tlsPending time.Time
 }
 
 // newCredentials reads the token and TLS files base names. TLS material that
@@ -200,33 +207,52 @@ func readToken(path string) (string, error) {
 }
 
 // checkTLS reads the CA, certificate and key files again; usable new
-// material is handed to onTLS for the connections opened from then on.
+// material is handed to onTLS for the connections opened from then on. A
+// certificate and its key are replaced one after the other: a pair that
+// does not match is given tlsSettle for the other file to follow before it
+// is reported.
 func (c *credentials) checkTLS() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	sum := c.tlsDigest()
-	if sum == c.tlsSum {
+	if sum == c.tlsSum && c.tlsPending.IsZero() {
 		return
 	}
-	c.tlsSum = sum
+	if sum != c.tlsSum {
+		c.tlsSum, c.tlsPending = sum, time.Now()
+	}
 	conf, err := api.SetupTLSConfig(&c.tlsFiles)
 	if err != nil {
+		if time.Since(c.tlsPending) < tlsSettle {
+			return
+		}
+		c.tlsPending = time.Time{}
 		c.reported(TLSCredential, false)
 		if msg := err.Error(); msg != c.tlsFail {
 			c.tlsFail = msg
-			log.Errorf("tls files (CA %q, certificate %q, key %q): %v; the CA and certificate last read stay in use",
-				c.tlsFiles.CAFile, c.tlsFiles.CertFile, c.tlsFiles.KeyFile, err)
+			log.Errorf("tls files (%s): %v; the CA and certificate last read stay in use", c.tlsNames(), err)
 		}
 		return
 	}
-	c.tlsFail = ""
+	c.tlsPending, c.tlsFail = time.Time{}, ""
 	c.tls.Store(conf)
 	if c.onTLS != nil {
 		c.onTLS()
 	}
 	c.reported(TLSCredential, true)
-	log.Infof("tls files (CA %q, certificate %q, key %q) changed: new connections to Consul use them",
-		c.tlsFiles.CAFile, c.tlsFiles.CertFile, c.tlsFiles.KeyFile)
+	log.Infof("tls files (%s) changed: new connections to Consul use them", c.tlsNames())
+}
+
+// tlsNames names the TLS files followed, for a log line.
+func (c *credentials) tlsNames() string {
+	f := c.tlsFiles
+	var names []string
+	for _, n := range []struct{ what, path string }{{"CA", f.CAFile}, {"CA directory", f.CAPath}, {"certificate", f.CertFile}, {"key", f.KeyFile}} {
+		if n.path != "" {
+			names = append(names, fmt.Sprintf("%s %q", n.what, n.path))
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 func (c *credentials) reported(kind string, ok bool) {

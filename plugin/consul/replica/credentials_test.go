@@ -2,14 +2,19 @@ package replica
 
 import (
 	"context"
+	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coredns-consul/coredns-consul/test/consulagent"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -61,6 +66,25 @@ func replaceFile(t *testing.T, path, data string) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// followingSource returns a source of base that follows its credentials
+// until the test ends, checking them only when a request fails.
+func followingSource(t *testing.T, base *api.Config, cfg Config) (*consulSource, context.Context) {
+	t.Helper()
+	old := credentialPoll
+	credentialPoll = time.Hour
+	t.Cleanup(func() { credentialPoll = old })
+	src, err := newConsulSource(base, cfg, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.followCredentials(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return src, ctx
 }
 
 // TestTokenFileFollowed: a token file renamed over is used at the next
@@ -124,10 +148,6 @@ func TestTokenFileFollowed(t *testing.T) {
 // the token file at once, not at its next poll: the requests after it carry
 // the new token.
 func TestACLNotFoundRereadsToken(t *testing.T) {
-	old := credentialPoll
-	credentialPoll = time.Hour
-	t.Cleanup(func() { credentialPoll = old })
-
 	const oldToken, newToken = "token-deleted", "token-new"
 	consul := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Consul-Token") != newToken {
@@ -143,15 +163,7 @@ func TestACLNotFoundRereadsToken(t *testing.T) {
 
 	base := api.DefaultConfig()
 	base.Address, base.TokenFile = consul.URL, path
-	src, err := newConsulSource(base, DefaultConfig(), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.close)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); src.followCredentials(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	src, ctx := followingSource(t, base, DefaultConfig())
 
 	if _, _, err := src.Services(ctx, Query{}); err == nil || !strings.Contains(err.Error(), "ACL not found") {
 		t.Fatalf("with the old token: %v, want ACL not found", err)
@@ -168,5 +180,135 @@ func TestACLNotFoundRereadsToken(t *testing.T) {
 			t.Fatalf("still %v 5 s after the token file was replaced", err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTLSFilesFollowed: a CA file replaced by a rename is used for the
+// connections opened after it, read at once when the agent's certificate
+// fails to verify; a CA file that is not PEM keeps the CA last read.
+func TestTLSFilesFollowed(t *testing.T) {
+	srv, agentCA := consulagent.StartTLS(t, nil)
+	other := exec.Command(consulagent.Binary(), "tls", "ca", "create")
+	other.Dir = t.TempDir()
+	if out, err := other.CombinedOutput(); err != nil {
+		t.Fatalf("consul tls ca create: %v\n%s", err, out)
+	}
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	replaceFile(t, path, readFile(t, filepath.Join(other.Dir, "consul-agent-ca.pem")))
+	obs := &reloads{counts: map[string]int{}}
+	cfg := DefaultConfig()
+	cfg.Observer = obs
+	base := api.DefaultConfig()
+	base.Address, base.TLSConfig.CAFile = "https://"+srv.HTTPSAddr, path
+	src, ctx := followingSource(t, base, cfg)
+
+	steps := []struct {
+		name    string
+		ca      string
+		ok      bool
+		counted string
+	}{
+		{"a CA file that is not PEM", "not a certificate", false, "tls error"},
+		{"the agent's CA", readFile(t, agentCA), true, "tls ok"},
+	}
+	for _, s := range steps {
+		replaceFile(t, path, s.ca)
+		began := time.Now()
+		for {
+			_, _, err := src.Services(ctx, Query{})
+			obs.mu.Lock()
+			counted := obs.counts[s.counted]
+			obs.mu.Unlock()
+			if (err == nil) == s.ok && counted == 1 {
+				t.Logf("%s: %v, %s after the rename", s.name, err, time.Since(began).Round(time.Millisecond))
+				break
+			}
+			if time.Since(began) > 5*time.Second {
+				t.Fatalf("%s: %v and %v counted 5 s after the rename, want ok %v", s.name, err, obs.take(), s.ok)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		obs.take()
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// TestClientCertificateFollowed: a client certificate and its key replaced
+// one after the other switch together, with no failure reported between
+// the two renames; a key left unmatched past tlsSettle is reported once and
+// the pair last read stays in use.
+func TestClientCertificateFollowed(t *testing.T) {
+	made := t.TempDir()
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-client"}, {"tls", "cert", "create", "-client"}} {
+		cmd := exec.Command(consulagent.Binary(), args...)
+		cmd.Dir = made
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("consul %v: %v\n%s", args, err, out)
+		}
+	}
+	pair := func(i int) (cert, key string) {
+		return readFile(t, filepath.Join(made, fmt.Sprintf("dc1-client-consul-%d.pem", i))),
+			readFile(t, filepath.Join(made, fmt.Sprintf("dc1-client-consul-%d-key.pem", i)))
+	}
+	dir := t.TempDir()
+	files := api.TLSConfig{CAFile: filepath.Join(made, "consul-agent-ca.pem"), CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}
+	cert0, key0 := pair(0)
+	cert1, key1 := pair(1)
+	replaceFile(t, files.CertFile, cert0)
+	replaceFile(t, files.KeyFile, key0)
+	obs := &reloads{counts: map[string]int{}}
+	c, err := newCredentials(&api.Config{TLSConfig: files}, obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := 0
+	c.onTLS = func() { rebuilt++ }
+	logs := captureLog(t)
+	inUse := func() string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.clientTLS().Certificates[0].Certificate[0]}))
+	}
+
+	steps := []struct {
+		name    string
+		change  func()
+		settled bool // past tlsSettle
+		cert    string
+		counted map[string]int
+		logged  string
+	}{
+		{"certificate renamed first", func() { replaceFile(t, files.CertFile, cert1) }, false, cert0, map[string]int{}, ""},
+		{"then its key", func() { replaceFile(t, files.KeyFile, key1) }, false, cert1, map[string]int{"tls ok": 1}, "new connections to Consul use them"},
+		{"a certificate without its key", func() { replaceFile(t, files.CertFile, cert0) }, false, cert1, map[string]int{}, ""},
+		{"still without it", func() {}, true, cert1, map[string]int{"tls error": 1}, "private key does not match public key"},
+		{"and on", func() {}, true, cert1, map[string]int{}, ""},
+		{"its key at last", func() { replaceFile(t, files.KeyFile, key0) }, false, cert0, map[string]int{"tls ok": 1}, "new connections to Consul use them"},
+	}
+	for _, s := range steps {
+		s.change()
+		if s.settled && !c.tlsPending.IsZero() {
+			c.tlsPending = c.tlsPending.Add(-tlsSettle)
+		}
+		c.checkTLS()
+		if got := inUse(); strings.TrimSpace(got) != strings.TrimSpace(s.cert) {
+			t.Errorf("%s: another certificate in use", s.name)
+		}
+		if got := obs.take(); len(got) != len(s.counted) || got["tls ok"] != s.counted["tls ok"] || got["tls error"] != s.counted["tls error"] {
+			t.Errorf("%s: counted %v, want %v", s.name, got, s.counted)
+		}
+		lines := logs.take()
+		if s.logged == "" && len(lines) != 0 || s.logged != "" && (len(lines) != 1 || !strings.Contains(lines[0], s.logged)) {
+			t.Errorf("%s: logged %q, want %q", s.name, lines, s.logged)
+		}
+	}
+	if rebuilt != 2 {
+		t.Errorf("the endpoints were rebuilt %d times, want 2", rebuilt)
 	}
 }
