@@ -144,6 +144,39 @@ func TestTokenFileFollowed(t *testing.T) {
 	}
 }
 
+// TestTokenFileSymlinkSwap: a Kubernetes secret volume replaces its files by
+// pointing ..data at a new directory; the token file, a symlink through
+// ..data, is followed.
+func TestTokenFileSymlinkSwap(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, token string) {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		replaceFile(t, filepath.Join(dir, name, "token"), token)
+		if err := os.Symlink(name, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..v1", "secret-one")
+	path := filepath.Join(dir, "token")
+	if err := os.Symlink(filepath.Join("..data", "token"), path); err != nil {
+		t.Fatal(err)
+	}
+	c := credentialsOf(t, &api.Config{TokenFile: path})
+	if got := c.current(); got != "secret-one" {
+		t.Fatalf("token %q at start", got)
+	}
+	version("..v2", "secret-two")
+	c.checkToken()
+	if got := c.current(); got != "secret-two" {
+		t.Errorf("token %q after ..data was swapped, want the new one", got)
+	}
+}
+
 // TestACLNotFoundRereadsToken: a 403 "ACL not found" makes the replica read
 // the token file at once, not at its next poll: the requests after it carry
 // the new token.
