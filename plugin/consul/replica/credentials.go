@@ -51,7 +51,6 @@ type CredentialObserver interface {
 // which rebuilds the connections' transport.
 type credentials struct {
 	tokenFile string
-	baseToken string        // the token when the file gives none
 	tlsFiles  api.TLSConfig // files, names and verification, as configured
 	observer  Observer
 
@@ -73,7 +72,7 @@ type credentials struct {
 // cannot be used fails, as it did before the files were watched; a token
 // file that cannot be read falls back to base's token until it can.
 func newCredentials(base *api.Config, observer Observer) (*credentials, error) {
-	c := &credentials{tokenFile: base.TokenFile, baseToken: base.Token, tlsFiles: base.TLSConfig,
+	c := &credentials{tokenFile: base.TokenFile, tlsFiles: base.TLSConfig,
 		observer: observer, poke: make(chan struct{}, 1)}
 	tlsConf, err := api.SetupTLSConfig(&c.tlsFiles)
 	if err != nil {
@@ -304,6 +303,8 @@ func readSmall(path string) ([]byte, error) {
 		return nil, errors.New("not a regular file")
 	}
 	if fi.Size() > maxCredentialFile {
+		// Certificates, keys and tokens are small; a huge file is a typo
+		// (/proc/kcore reports terabytes) that must not be read whole.
 		return nil, fmt.Errorf("%d bytes, more than a certificate, key or token file holds", fi.Size())
 	}
 	data, err := os.ReadFile(path)
