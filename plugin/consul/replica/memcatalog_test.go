@@ -64,6 +64,8 @@ type memCatalog struct {
 	// panics makes every read but the agent's panic, as a conversion of
 	// data nothing checked would.
 	panics atomic.Bool
+	// dns is what the agent says of its DNS settings; nil for nothing.
+	dns atomic.Pointer[AgentDNS]
 }
 
 type memService struct {
@@ -238,7 +240,7 @@ func (c *memCatalog) answerIndex(i uint64) uint64 {
 
 func (c *memCatalog) Agent(context.Context) (Agent, error) {
 	limit := 0
-	return Agent{Datacenter: "dc1", NodeName: "agent", MaxConnsPerClient: &limit}, nil
+	return Agent{Datacenter: "dc1", NodeName: "agent", MaxConnsPerClient: &limit, DNS: c.dns.Load()}, nil
 }
 
 func (c *memCatalog) Services(ctx context.Context, q Query) (map[string][]string, Meta, error) {
