@@ -2,6 +2,7 @@ package consul
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	golog "log"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+	"github.com/coredns-consul/coredns-consul/test/consulagent"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/plugin/test"
@@ -171,5 +173,31 @@ func TestUnfollowedLoggedOnce(t *testing.T) {
 		if n := strings.Count(out.String(), setting); n != want {
 			t.Errorf("%q logged %d times, want %d:\n%s", setting, n, want, out.String())
 		}
+	}
+}
+
+// TestReloadKeepsAgentDNS: a reload that hands the running replica over
+// answers with the agent's settings from its first answer, not from the
+// replica's next read of the agent, 30 s later.
+func TestReloadKeepsAgentDNS(t *testing.T) {
+	agent := consulagent.StartProcessWith(t, consulagent.Options{HCL: []string{`dns_config { service_ttl { "*" = "7s" } }`}})
+	register(t, agent.Client(), "web-1")
+	block := func(nodeTTL string) string {
+		return fmt.Sprintf("consul {\n address %s\n node_ttl %s\n}", agent.HTTPAddr, nodeTTL)
+	}
+	old := startCorefile(t, block("1s"))
+	eventually(t, old[0], "answering web with the agent's TTL", func() bool {
+		n, ttl := answers(t, old[0], "web.service.consul.")
+		return n == 1 && ttl == 7
+	})
+	next, err := reload(t, old, block("2s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next[0].local.feed.replica != old[0].local.feed.replica {
+		t.Fatal("the reloaded block made a replica of its own")
+	}
+	if n, ttl := answers(t, next[0], "web.service.consul."); n != 1 || ttl != 7 {
+		t.Errorf("the first answer after the reload: %d records, TTL %d; want 1 with the agent's 7", n, ttl)
 	}
 }
