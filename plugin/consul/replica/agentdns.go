@@ -105,7 +105,9 @@ func (r *Replicator) agentLoop(last *AgentDNS) {
 		case err != nil:
 			continue // counted with the other requests; tried again next time
 		case self.DNS == nil:
-			if !refused {
+			// Said only when something was followed: an agent that never
+			// reported its settings was said to at start.
+			if !refused && last != nil {
 				log.Warningf("the agent's DNS settings can no longer be read (the token may lack agent:read): keeping those read before")
 			}
 			refused = true

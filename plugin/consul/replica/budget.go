@@ -112,7 +112,11 @@ func (r *Replicator) readAgent() bool {
 		r.setAgent(self)
 		r.sizeBudget(self.MaxConnsPerClient)
 		r.agentDNS = self.DNS
-		if self.DNS != nil && r.cfg.OnAgentDNS != nil {
+		switch {
+		case r.cfg.OnAgentDNS == nil:
+		case self.DNS == nil:
+			log.Warningf("the agent does not report its DNS settings (no DebugConfig in /v1/agent/self): its dns_config is not followed")
+		default:
 			r.cfg.OnAgentDNS(*self.DNS)
 		}
 		return Meta{KnownLeader: true}, nil
