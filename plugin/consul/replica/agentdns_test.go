@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 )
 
 // selfJSON is the DNS part of a real 1.22.5 agent's /v1/agent/self
@@ -81,5 +83,33 @@ func TestAgentDNSReread(t *testing.T) {
 	got := heardNow()
 	if len(got) != 2 || got[0].NodeTTL != time.Second || got[1].NodeTTL != 2*time.Second {
 		t.Fatalf("heard %+v; want node TTL 1s, then 2s once", got)
+	}
+}
+
+// TestAgentDNSDenied: a token without agent:read follows nothing, said
+// once; the catalog is replicated all the same. One that loses it later
+// keeps what it followed, said once too.
+func TestAgentDNSDenied(t *testing.T) {
+	logs := captureLog(t)
+	cat := newMemCatalog()
+	cat.dns.Store(&AgentDNS{Domain: "consul", NodeTTL: time.Second})
+	cat.denyAgent.Store(true)
+	var mu sync.Mutex
+	heard := 0
+	cfg := testConfig()
+	cfg.Datacenter = "dc1"
+	cfg.AgentInterval = 5 * time.Millisecond
+	cfg.OnAgentDNS = func(AgentDNS) { mu.Lock(); heard++; mu.Unlock() }
+	_, ev := startMem(t, cat, cfg)
+	ev.waitSnap(t, "a snapshot", func(*snapshot.Snapshot) bool { return true })
+	time.Sleep(20 * cfg.AgentInterval)
+	mu.Lock()
+	n := heard
+	mu.Unlock()
+	if n != 0 {
+		t.Errorf("settings heard %d times from an agent that refuses the token", n)
+	}
+	if got := strings.Count(strings.Join(logs.take(), "\n"), "dns_config is not followed"); got != 1 {
+		t.Errorf("said %d times that the agent's dns_config is not followed, want once", got)
 	}
 }

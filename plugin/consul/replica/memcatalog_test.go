@@ -66,6 +66,8 @@ type memCatalog struct {
 	panics atomic.Bool
 	// dns is what the agent says of its DNS settings; nil for nothing.
 	dns atomic.Pointer[AgentDNS]
+	// denyAgent refuses the agent's read, as to a token without agent:read.
+	denyAgent atomic.Bool
 }
 
 type memService struct {
@@ -239,6 +241,9 @@ func (c *memCatalog) answerIndex(i uint64) uint64 {
 }
 
 func (c *memCatalog) Agent(context.Context) (Agent, error) {
+	if c.denyAgent.Load() {
+		return Agent{}, api.StatusError{Code: http.StatusForbidden, Body: "Permission denied"}
+	}
 	limit := 0
 	return Agent{Datacenter: "dc1", NodeName: "agent", MaxConnsPerClient: &limit, DNS: c.dns.Load()}, nil
 }
