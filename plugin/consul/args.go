@@ -115,16 +115,18 @@ func validLabel(s string) bool {
 }
 
 // zones are the block's arguments, or else the server block's zones. A root
-// server block (". { consul }") serves the consul. zone, not every name.
-func zones(c *caddy.Controller) []string {
+// server block (". { consul }") serves the consul. zone, not every name:
+// given is false then, and the agent's domain may take its place.
+func zones(c *caddy.Controller) (zones []string, given bool) {
 	args := c.RemainingArgs()
+	given = true
 	if len(args) == 0 {
 		args = plugin.OriginsFromArgsOrServerBlock(nil, c.ServerBlockKeys)
 		if len(args) == 1 && args[0] == "." {
-			args = []string{"consul."}
+			args, given = []string{"consul."}, false
 		}
 	}
-	return plugin.OriginsFromArgsOrServerBlock(args, c.ServerBlockKeys)
+	return plugin.OriginsFromArgsOrServerBlock(args, c.ServerBlockKeys), given
 }
 
 // readable checks that path is a file the replica can read its token or

@@ -7,6 +7,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
@@ -30,6 +31,9 @@ type Consul struct {
 	Fall fall.F
 
 	opts answer.Options
+	// followed is what the block answers with once the agent's DNS
+	// settings are followed (agent_dns); nil before.
+	followed atomic.Pointer[answering]
 
 	// maxStale is how long past its last contact with Consul the snapshot
 	// is served (0: for as long as the outage lasts); staleTTL caps the TTL
@@ -99,7 +103,7 @@ func (c *Consul) answer(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, r
 	q.Name = dns.Name(r.Question[0].Name).String()
 	q.Lower = strings.ToLower(q.Name)
 	q.Type = r.Question[0].Qtype
-	q.Zone = matchZone(c.Zones, q.Lower)
+	q.Zone = matchZone(c.zones(), q.Lower)
 	if q.Zone == "" {
 		return passOn
 	}

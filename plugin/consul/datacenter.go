@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 )
 
@@ -29,6 +30,8 @@ type datacenter struct {
 	lists func(known, byDistance []string)
 	// cluster hears of the cluster's identity; the local one's only.
 	cluster func(id string)
+	// agentDNS hears of the agent's DNS settings; the local one's only.
+	agentDNS func(replica.AgentDNS)
 	// changed is woken by every snapshot served, for start-up's wait.
 	changed *signal
 
@@ -63,6 +66,17 @@ func (d *datacenter) serve(snap *snapshot.Snapshot) {
 	d.view.Store(view)
 	if d.changed != nil {
 		d.changed.notify()
+	}
+}
+
+// reconfigure answers with zones and opts from now on, the snapshot served
+// now included.
+func (d *datacenter) reconfigure(zones []string, opts answer.Options) {
+	d.publishMu.Lock()
+	defer d.publishMu.Unlock()
+	d.zones, d.opts = zones, opts
+	if v := d.view.Load(); v != nil {
+		d.serve(v.Snap)
 	}
 }
 
@@ -167,13 +181,14 @@ func (d *datacenter) stale(view *answer.View, maxStale time.Duration) (stale, ex
 // block serves for it, else from the snapshot file's.
 func (c *Consul) newDatacenter(dc string, gen *generation, file *snapshot.Set) (*datacenter, error) {
 	cfg := c.cfg
-	d := &datacenter{name: dc, label: dc, key: cfg.replicaKey(), zones: cfg.zones, opts: cfg.answer, served: c.remoteServed, changed: &c.changed}
+	now := c.answering()
+	d := &datacenter{name: dc, label: dc, key: cfg.replicaKey(), zones: now.zones, opts: now.opts, served: c.remoteServed, changed: &c.changed}
 	rc := cfg.replica
 	rc.Share = cfg.share()
 	inFile := dc
 	if dc == "" {
 		d.name, d.label = snapshot.Key(rc.Datacenter), cfg.dcLabel()
-		d.served, d.lists, d.cluster = c.localServed, c.datacentersRead, c.clusterRead
+		d.served, d.lists, d.cluster, d.agentDNS = c.localServed, c.datacentersRead, c.clusterRead, c.agentDNSRead
 		rc.Coordinates = true
 		if file != nil {
 			inFile = file.Local

@@ -30,10 +30,13 @@ type feed struct {
 	// owner's block stops the replica: the datacenter it was made for or
 	// handed over to. A block that shuts down while its replica is lent
 	// passes it to the borrower.
-	owner   *datacenter
-	latest  *snapshot.Snapshot // the newest snapshot the replica published
-	started bool
-	stopped bool
+	owner  *datacenter
+	latest *snapshot.Snapshot // the newest snapshot the replica published
+	// agentDNS is the newest DNS settings the replica read from the agent,
+	// for a block the replica is handed over to.
+	agentDNS *replica.AgentDNS
+	started  bool
+	stopped  bool
 	// predecessor is the replica of the reloaded block, lent to this one's
 	// datacenter until this one publishes; nil after.
 	predecessor *feed
@@ -51,6 +54,9 @@ func newFeed(client *api.Config, rc replica.Config, settings readSettings, to *d
 	}
 	if to.cluster != nil {
 		rc.OnCluster = f.clusterRead
+	}
+	if to.agentDNS != nil {
+		rc.OnAgentDNS = f.agentDNSRead
 	}
 	r, err := replica.New(client, rc, f.publish)
 	if err != nil {
@@ -85,6 +91,25 @@ func (f *feed) datacentersRead(known, byDistance []string) {
 	to := f.to
 	f.mu.Unlock()
 	to.lists(known, byDistance)
+}
+
+// agentDNSRead passes the agent's DNS settings on. Not under mu, as
+// datacentersRead.
+func (f *feed) agentDNSRead(a replica.AgentDNS) {
+	f.mu.Lock()
+	f.agentDNS = &a
+	to := f.to
+	f.mu.Unlock()
+	if to.agentDNS != nil {
+		to.agentDNS(a)
+	}
+}
+
+// agentDNSOf is the newest DNS settings the replica read; nil before.
+func (f *feed) agentDNSOf() *replica.AgentDNS {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.agentDNS
 }
 
 // serve makes the replica feed d, and d's block the one that stops it: one
@@ -251,6 +276,7 @@ func settingsOf(client *api.Config, rc replica.Config) readSettings {
 	// the fields compared.
 	s.client.Transport, s.client.HttpClient = nil, nil
 	s.replica.Observer, s.replica.OnDatacenters, s.replica.OnCluster, s.replica.Pool = nil, nil, nil, nil
+	s.replica.OnAgentDNS = nil
 	return s
 }
 

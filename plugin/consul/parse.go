@@ -42,6 +42,13 @@ type config struct {
 	// warnings are logged when the block is set up: what is insecure in
 	// how Consul is reached.
 	warnings []string
+
+	// agentDNS follows the agent's dns_config, domain and alt_domain
+	// (agent_dns on|off) where the Corefile says nothing: given names the
+	// properties the Corefile sets, zonesGiven whether it names the zones.
+	agentDNS   bool
+	given      map[string]bool
+	zonesGiven bool
 }
 
 // parse reads one consul block:
@@ -66,6 +73,7 @@ type config struct {
 //	    a_record_limit N
 //	    node_meta_txt on|off
 //	    srv_weights consul|haproxy
+//	    agent_dns on|off
 //	    fallthrough [ZONES...]
 //	    snapshot PATH [INTERVAL]
 //	    startup_timeout DURATION
@@ -83,6 +91,8 @@ func parse(c *caddy.Controller) (*config, error) {
 
 		snapshotInterval: 10 * time.Second,
 		startupTimeout:   5 * time.Second,
+		agentDNS:         true,
+		given:            make(map[string]bool),
 	}
 	envWarning := verifyFromEnvironment(cfg.client)
 	blocks := 0
@@ -91,7 +101,7 @@ func parse(c *caddy.Controller) (*config, error) {
 		if blocks > 1 {
 			return nil, plugin.ErrOnce
 		}
-		cfg.zones = zones(c)
+		cfg.zones, cfg.zonesGiven = zones(c)
 		for c.NextBlock() {
 			if err := parseProperty(c, cfg); err != nil {
 				return nil, err
@@ -110,10 +120,12 @@ func parse(c *caddy.Controller) (*config, error) {
 
 // parseProperty reads the property c is at into cfg.
 func parseProperty(c *caddy.Controller, cfg *config) error {
-	read, ok := properties[c.Val()]
+	name := c.Val()
+	read, ok := properties[name]
 	if !ok {
-		return c.Errf("unknown property %q", c.Val())
+		return c.Errf("unknown property %q", name)
 	}
+	cfg.given[name] = true
 	return read(c, cfg)
 }
 
@@ -150,6 +162,7 @@ var properties = map[string]property{
 	"a_record_limit": scalar(upTo(1<<16), func(cfg *config, n int) { cfg.answer.ARecordLimit = n }),
 	"node_meta_txt":  scalar(either("on", "off"), func(cfg *config, v string) { cfg.answer.NodeMetaTXT = v == "on" }),
 	"srv_weights":    scalar(either("consul", "haproxy"), func(cfg *config, v string) { cfg.answer.HAProxyWeights = v == "haproxy" }),
+	"agent_dns":      scalar(either("on", "off"), func(cfg *config, v string) { cfg.agentDNS = v == "on" }),
 	"fallthrough": func(c *caddy.Controller, cfg *config) error {
 		cfg.fall.SetZonesFromArgs(c.RemainingArgs())
 		return nil

@@ -177,6 +177,10 @@ func (c *Consul) startup() error {
 		// fails the reload, and the old block runs on.
 		return plugin.Error(pluginName, errors.New("the local replica to take over was stopped"))
 	}
+	// A replica taken over read the agent before this block was made.
+	if a := c.local.feed.agentDNSOf(); a != nil {
+		c.agentDNSRead(*a)
+	}
 	c.startRemotes()
 	live.join(c)
 	c.waitReady(c.cfg.startupTimeout)

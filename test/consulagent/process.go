@@ -65,6 +65,9 @@ type Options struct {
 	// HCL is more agent configuration, e.g. Observable or
 	// "limits { http_max_conns_per_client = 10000 }".
 	HCL []string
+	// ConfigDir is a directory of configuration files, read again on
+	// `consul reload` (the HCL is not).
+	ConfigDir string
 	// ReadyWithin is how long the agent may take to answer catalog reads
 	// with a known leader; 90 s when 0 (a make bench once saw a fresh agent
 	// without a leader after 30 s, while the previous agents were still
@@ -162,6 +165,9 @@ func (p *Process) arguments() []string {
 	}
 	for _, h := range o.HCL {
 		args = append(args, "-hcl", h)
+	}
+	if o.ConfigDir != "" {
+		args = append(args, "-config-dir", o.ConfigDir)
 	}
 	return args
 }

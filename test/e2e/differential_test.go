@@ -105,6 +105,14 @@ func differential(t *testing.T, seed uint64) {
 	services, nodes := catalog(t, client, seed)
 	plugin := startPlugin(t, agent.HTTPAddr)
 
+	questions := catalogQuestions(services, nodes, "consul.")
+	// Over TCP: over UDP without EDNS, Consul cuts answers to 3 records.
+	compare(t, agent.DNSAddr, plugin.Addr, questions)
+}
+
+// catalogQuestions are the questions asked about a generated catalog in
+// domain (fully qualified).
+func catalogQuestions(services, nodes []string, domain string) []question {
 	var questions []question
 	ask := func(name string, types ...uint16) {
 		for _, qt := range types {
@@ -112,21 +120,21 @@ func differential(t *testing.T, seed uint64) {
 		}
 	}
 	for _, s := range append(services, "consul", "no-such-service") {
-		ask(s+".service.consul.", dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeANY, dns.TypeMX)
-		ask(s+".service.dc1.consul.", dns.TypeA, dns.TypeSRV)
-		ask(s+".service.dc1.dc.consul.", dns.TypeSRV)
-		ask(s+".service.dc9.consul.", dns.TypeA)
-		ask("_"+s+"._tcp.service.consul.", dns.TypeSRV)
-		ask("_"+s+"._tcp.consul.", dns.TypeSRV)
+		ask(s+".service."+domain, dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeANY, dns.TypeMX)
+		ask(s+".service.dc1."+domain, dns.TypeA, dns.TypeSRV)
+		ask(s+".service.dc1.dc."+domain, dns.TypeSRV)
+		ask(s+".service.dc9."+domain, dns.TypeA)
+		ask("_"+s+"._tcp.service."+domain, dns.TypeSRV)
+		ask("_"+s+"._tcp."+domain, dns.TypeSRV)
 		for _, tag := range []string{"v1", "primary", "nope"} {
-			ask(tag+"."+s+".service.consul.", dns.TypeA, dns.TypeSRV)
-			ask("_"+s+"._"+tag+".service.consul.", dns.TypeSRV)
+			ask(tag+"."+s+".service."+domain, dns.TypeA, dns.TypeSRV)
+			ask("_"+s+"._"+tag+".service."+domain, dns.TypeSRV)
 		}
 	}
 	for _, n := range append(nodes, "no-such-node") {
-		ask(n+".node.consul.", dns.TypeA, dns.TypeAAAA, dns.TypeTXT, dns.TypeANY)
-		ask(n+".node.dc1.consul.", dns.TypeA)
-		ask(n+".node.dc9.consul.", dns.TypeA)
+		ask(n+".node."+domain, dns.TypeA, dns.TypeAAAA, dns.TypeTXT, dns.TypeANY)
+		ask(n+".node.dc1."+domain, dns.TypeA)
+		ask(n+".node.dc9."+domain, dns.TypeA)
 	}
 	for _, ip := range []string{"10.0.0.1", "192.168.7.9", "2001:db8::3"} {
 		parsed := net.ParseIP(ip)
@@ -134,15 +142,14 @@ func differential(t *testing.T, seed uint64) {
 		if raw == nil {
 			raw = parsed.To16()
 		}
-		ask(fmt.Sprintf("%x.addr.consul.", []byte(raw)), dns.TypeA, dns.TypeAAAA)
-		ask(fmt.Sprintf("%x.addr.dc1.consul.", []byte(raw)), dns.TypeA)
+		ask(fmt.Sprintf("%x.addr.%s", []byte(raw), domain), dns.TypeA, dns.TypeAAAA)
+		ask(fmt.Sprintf("%x.addr.dc1.%s", []byte(raw), domain), dns.TypeA)
 	}
-	ask("consul.", dns.TypeSOA, dns.TypeNS)
-	ask("0a00zz01.addr.consul.", dns.TypeA)
-	ask("a.b.c.d.consul.", dns.TypeA)
+	ask(domain, dns.TypeSOA, dns.TypeNS)
+	ask("0a00zz01.addr."+domain, dns.TypeA)
+	ask("a.b.c.d."+domain, dns.TypeA)
 
-	// Over TCP: over UDP without EDNS, Consul cuts answers to 3 records.
-	compare(t, agent.DNSAddr, plugin.Addr, questions)
+	return questions
 }
 
 // TestOtherDatacenters runs two WAN-joined datacenters, each with its own

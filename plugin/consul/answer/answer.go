@@ -55,6 +55,14 @@ type Options struct {
 	// SOAMinTTL is the SOA's minimum field and TTL: how long resolvers may
 	// cache a negative answer.
 	SOAMinTTL uint32
+	// SOARefresh, SOARetry and SOAExpire are the SOA's other timers, as
+	// Consul's dns_config.soa.
+	SOARefresh, SOARetry, SOAExpire uint32
+	// Domain, when set, is the zone whose SOA answers an SOA question for
+	// the apex of another zone: Consul names the SOA of its alt_domain's
+	// apex after its domain (a name under the alt_domain gets the
+	// alt_domain's). Lower case, fully qualified.
+	Domain string
 	// NodeMetaTXT adds a node's meta as TXT records to the additional
 	// section, as Consul's enable_additional_node_meta_txt (on by default).
 	NodeMetaTXT bool
@@ -65,7 +73,16 @@ type Options struct {
 }
 
 // DefaultOptions are Consul's defaults.
-func DefaultOptions() Options { return Options{NodeMetaTXT: true} }
+func DefaultOptions() Options {
+	return Options{NodeMetaTXT: true, SOARefresh: 3600, SOARetry: 600, SOAExpire: 86400}
+}
+
+// Equal reports whether o and p answer alike.
+func (o *Options) Equal(p *Options) bool {
+	return o.OnlyPassing == p.OnlyPassing && o.ARecordLimit == p.ARecordLimit && o.NodeMetaTXT == p.NodeMetaTXT &&
+		o.HAProxyWeights == p.HAProxyWeights && o.Domain == p.Domain && o.SOAMinTTL == p.SOAMinTTL &&
+		o.SOARefresh == p.SOARefresh && o.SOARetry == p.SOARetry && o.SOAExpire == p.SOAExpire && o.TTL.equal(&p.TTL)
+}
 
 // Parse reads what q's name asks for into name.
 func Parse(q *Question, name *Name) {
@@ -217,7 +234,12 @@ func (b *builder) apex() Result {
 	switch b.q.Type {
 	case dns.TypeSOA:
 		ns, glue := b.nameservers()
-		return Result{Answer: []dns.RR{b.soa()}, Ns: ns, Extra: glue}
+		soa := b.soa()
+		if d := b.opt.Domain; d != "" && d != b.zone.name {
+			z, _ := b.v.zone(d)
+			soa = z.negative[0]
+		}
+		return Result{Answer: []dns.RR{soa}, Ns: ns, Extra: glue}
 	case dns.TypeNS:
 		ns, glue := b.nameservers()
 		return Result{Answer: ns, Extra: glue}

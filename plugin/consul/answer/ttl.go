@@ -2,6 +2,7 @@ package answer
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -74,4 +75,9 @@ func (t *TTLs) values() []uint32 {
 		add(p.ttl)
 	}
 	return out
+}
+
+// equal reports whether t and u give every name the same TTL.
+func (t *TTLs) equal(u *TTLs) bool {
+	return t.fallback == u.fallback && t.Node == u.Node && maps.Equal(t.exact, u.exact) && slices.Equal(t.prefixes, u.prefixes)
 }

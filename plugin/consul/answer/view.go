@@ -54,14 +54,15 @@ type zoneRecords struct {
 }
 
 // NewView prepares snap for answering names in zones with opt. prev is the
-// view served before, made with the same zones and options, or nil: services
-// and nodes that did not change since keep what was built for them.
+// view served before, or nil: when it was made with the same zones and
+// options, services and nodes that did not change since keep what was built
+// for them.
 func NewView(snap *snapshot.Snapshot, prev *View, zones []string, opt Options) *View {
 	prep := &preparer{opt: opt, dc: snap.Datacenter, ttls: opt.TTL.values()}
 	for _, z := range zones {
 		prep.zones = append(prep.zones, strings.ToLower(dns.Fqdn(z)))
 	}
-	if prev != nil && prev.prep.dc == prep.dc && slices.Equal(prev.prep.zones, prep.zones) {
+	if prev != nil && prev.prep.dc == prep.dc && slices.Equal(prev.prep.zones, prep.zones) && prev.prep.opt.Equal(&opt) {
 		prep = prev.prep
 	}
 	var prevQueries *prepared.Set
@@ -128,9 +129,9 @@ func (v *View) zoneRecords(zone string) zoneRecords {
 		Ns:      "ns." + zone,
 		Mbox:    "hostmaster." + zone,
 		Serial:  uint32(v.Snap.Index),
-		Refresh: 3600,
-		Retry:   600,
-		Expire:  86400,
+		Refresh: v.prep.opt.SOARefresh,
+		Retry:   v.prep.opt.SOARetry,
+		Expire:  v.prep.opt.SOAExpire,
 		Minttl:  v.prep.opt.SOAMinTTL,
 	}
 	return zoneRecords{name: zone, negative: []dns.RR{soa}}

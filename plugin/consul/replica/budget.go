@@ -83,7 +83,7 @@ func (b *budget) size(limit int) bool {
 func (r *Replicator) readAgent() bool {
 	// The local replica also wants the agent's node name, which prepared
 	// queries sort near ("_agent").
-	if r.cfg.Datacenter != "" && !r.budget.auto && r.cfg.OnDatacenters == nil {
+	if r.cfg.Datacenter != "" && !r.budget.auto && r.cfg.OnDatacenters == nil && r.cfg.OnAgentDNS == nil {
 		r.setAgent(Agent{Datacenter: r.cfg.Datacenter})
 		return true
 	}
@@ -96,6 +96,9 @@ func (r *Replicator) readAgent() bool {
 		case denied(err) && r.cfg.Datacenter != "":
 			if !refused {
 				log.Warningf("the ACL token may not read the agent (agent:read), so its connection limit is unknown: watching at most %d services one by one, which fits the default limit", r.budget.base)
+				if r.cfg.OnAgentDNS != nil {
+					log.Warningf("the ACL token may not read the agent (agent:read), so its dns_config is not followed: answers use the Corefile's settings and Consul's defaults")
+				}
 			}
 			refused = true
 			r.setAgent(Agent{Datacenter: r.cfg.Datacenter})
@@ -108,6 +111,14 @@ func (r *Replicator) readAgent() bool {
 		self.Datacenter = cmp.Or(r.cfg.Datacenter, self.Datacenter)
 		r.setAgent(self)
 		r.sizeBudget(self.MaxConnsPerClient)
+		r.agentDNS = self.DNS
+		switch {
+		case r.cfg.OnAgentDNS == nil:
+		case self.DNS == nil:
+			log.Warningf("the agent does not report its DNS settings (no DebugConfig in /v1/agent/self): its dns_config is not followed")
+		default:
+			r.cfg.OnAgentDNS(*self.DNS)
+		}
 		return Meta{KnownLeader: true}, nil
 	})
 }

@@ -69,6 +69,10 @@ type Config struct {
 	// OnCluster, when set, is given the cluster's identity once read (see
 	// Replicator.Cluster).
 	OnCluster func(id string)
+	// OnAgentDNS, when set, is given the agent's DNS settings once read,
+	// and again whenever they change, read every AgentInterval.
+	OnAgentDNS    func(AgentDNS)
+	AgentInterval time.Duration
 	// Coordinates reads the nodes' network coordinates every
 	// CoordinateInterval: prepared queries sort by them only in the agent's
 	// own datacenter.
@@ -121,6 +125,7 @@ func DefaultConfig() Config {
 		LivenessTimeout:  2 * time.Second,
 
 		DatacentersInterval: 10 * time.Second,
+		AgentInterval:       30 * time.Second,
 	}
 }
 

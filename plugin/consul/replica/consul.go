@@ -157,14 +157,21 @@ func (s *consulSource) raw(ctx context.Context, path string, out any, local bool
 func (s *consulSource) Agent(ctx context.Context) (Agent, error) {
 	var self struct {
 		Config      struct{ Datacenter, NodeName string }
-		DebugConfig struct{ HTTPMaxConnsPerClient *int }
+		DebugConfig struct {
+			HTTPMaxConnsPerClient *int
+			agentDNSJSON
+		}
 	}
 	// Agent().Self() takes no context; a hung agent would hold Stop.
 	if _, err := s.raw(ctx, "/v1/agent/self", &self, true); err != nil {
 		return Agent{}, err
 	}
+	dns, err := self.DebugConfig.convert()
+	if err != nil {
+		return Agent{}, err
+	}
 	return Agent{Datacenter: self.Config.Datacenter, NodeName: self.Config.NodeName,
-		MaxConnsPerClient: self.DebugConfig.HTTPMaxConnsPerClient}, nil
+		MaxConnsPerClient: self.DebugConfig.HTTPMaxConnsPerClient, DNS: dns}, nil
 }
 
 func (s *consulSource) Services(ctx context.Context, q Query) (map[string][]string, Meta, error) {

@@ -64,6 +64,10 @@ type memCatalog struct {
 	// panics makes every read but the agent's panic, as a conversion of
 	// data nothing checked would.
 	panics atomic.Bool
+	// dns is what the agent says of its DNS settings; nil for nothing.
+	dns atomic.Pointer[AgentDNS]
+	// denyAgent refuses the agent's read, as to a token without agent:read.
+	denyAgent atomic.Bool
 }
 
 type memService struct {
@@ -237,8 +241,11 @@ func (c *memCatalog) answerIndex(i uint64) uint64 {
 }
 
 func (c *memCatalog) Agent(context.Context) (Agent, error) {
+	if c.denyAgent.Load() {
+		return Agent{}, api.StatusError{Code: http.StatusForbidden, Body: "Permission denied"}
+	}
 	limit := 0
-	return Agent{Datacenter: "dc1", NodeName: "agent", MaxConnsPerClient: &limit}, nil
+	return Agent{Datacenter: "dc1", NodeName: "agent", MaxConnsPerClient: &limit, DNS: c.dns.Load()}, nil
 }
 
 func (c *memCatalog) Services(ctx context.Context, q Query) (map[string][]string, Meta, error) {

@@ -55,6 +55,8 @@ type Replicator struct {
 	moves moveTracker
 
 	cluster atomic.Pointer[string] // once read
+	// agentDNS is the agent's DNS settings read at start, for agentLoop.
+	agentDNS *AgentDNS
 }
 
 // New returns a Replicator that reads from the Consul endpoints that consul
@@ -118,6 +120,9 @@ func (r *Replicator) Start() {
 		}
 		if r.cfg.OnDatacenters != nil {
 			r.run.spawn("datacentersLoop", r.datacentersLoop)
+		}
+		if r.cfg.OnAgentDNS != nil {
+			r.run.spawn("agentLoop", func() { r.agentLoop(r.agentDNS) })
 		}
 		for range r.cfg.Fetchers {
 			r.run.spawn("fetchLoop", r.fetchLoop)

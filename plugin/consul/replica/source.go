@@ -73,6 +73,8 @@ type Agent struct {
 	// MaxConnsPerClient is limits.http_max_conns_per_client (0: no limit);
 	// nil when the agent does not say.
 	MaxConnsPerClient *int
+	// DNS is the agent's DNS settings; nil when it does not report them.
+	DNS *AgentDNS
 }
 
 // Check is one non-passing health check.
