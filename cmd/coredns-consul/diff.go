@@ -169,8 +169,8 @@ func instanceChanges(a, b snapshot.Instance) []string {
 	va, vb := newInstance(a), newInstance(b)
 	var out []string
 	change := func(field string, x, y any) {
-		if fmt.Sprint(x) != fmt.Sprint(y) {
-			out = append(out, fmt.Sprintf("%s: %v -> %v", field, x, y))
+		if sx, sy := fmt.Sprint(x), fmt.Sprint(y); sx != sy {
+			out = append(out, fmt.Sprintf("%s: %s -> %s", field, orNone(sx, "-"), orNone(sy, "-")))
 		}
 	}
 	change("address", va.Address, vb.Address)

@@ -54,9 +54,9 @@ func writeReport(w io.Writer, r *Report) error {
 	fmt.Fprintf(tw, "known datacenters:\t%s\n", orNone(strings.Join(r.KnownDatacenters, ", "), "(never read)"))
 	fmt.Fprintf(tw, "by distance:\t%s\n", orNone(strings.Join(r.ByDistance, ", "), "(never read)"))
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "DATACENTER\tINDEX\tBUILT\tAGE\tSERVICES\tINSTANCES\tNODES\tQUERIES\t")
+	fmt.Fprintln(tw, "DATACENTER\tINDEX\tBUILT\tAGE\tSERVICES\tINSTANCES\tNODES\tQUERIES")
 	for _, d := range r.Datacenters {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d%s\t%d\t%d\t%d%s\t\n", d.Name, d.Index,
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d%s\t%d\t%d\t%d%s\n", d.Name, d.Index,
 			d.Built.Format(time.RFC3339), time.Duration(d.AgeSeconds*float64(time.Second)),
 			d.Services, hidden(d.ServicesHidden), d.Instances, d.Nodes, len(d.Queries), hidden(d.QueriesHidden))
 	}
@@ -79,13 +79,13 @@ func writeQueries(w io.Writer, d Datacenter) {
 	}
 	fmt.Fprintf(w, "\nprepared queries in %s:\n", d.Name)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tTEMPLATE\tSERVICE\tID\t")
+	fmt.Fprintln(tw, "  NAME\tTEMPLATE\tSERVICE\tID")
 	for _, q := range d.Queries {
 		tmpl := orNone(q.Template, "-")
 		if q.Regexp != "" {
 			tmpl += " " + q.Regexp
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t\n", orNone(q.Name, "-"), tmpl, q.Service, q.ID)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", orNone(q.Name, "-"), tmpl, q.Service, q.ID)
 	}
 	tw.Flush()
 }
@@ -100,9 +100,9 @@ func writeService(w io.Writer, d Datacenter) {
 	}
 	fmt.Fprintf(w, "\nservice %s in %s (index %d, %d instances):\n", d.Service.Name, d.Name, d.Service.Index, len(d.Service.Instances))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NODE\tID\tADDRESS\tPORT\tHEALTH\tFAILING CHECKS\tTAGS\t")
+	fmt.Fprintln(tw, "  NODE\tID\tADDRESS\tPORT\tHEALTH\tFAILING CHECKS\tTAGS")
 	for _, in := range d.Service.Instances {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t\n", in.Node, in.ID, in.Address, in.Port, in.Health,
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\n", in.Node, in.ID, in.Address, in.Port, in.Health,
 			orNone(checkList(in.FailingChecks), "-"), orNone(strings.Join(in.Tags, ","), "-"))
 	}
 	tw.Flush()
