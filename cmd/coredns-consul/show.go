@@ -41,6 +41,7 @@ func runShow(args []string, stdout io.Writer) (int, error) {
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // "a -> b" reads as it prints
 	return enc.Encode(v)
 }
 
