@@ -32,7 +32,7 @@ func writeDiff(w io.Writer, d *DiffReport) error {
 			fmt.Fprintf(w, "  ~ %s/%s: %s\n", c.Node, c.ID, strings.Join(c.Changes, "; "))
 		}
 	}
-	_, err := fmt.Fprintf(w, "%d services only in the file, %d only in Consul, %d changed\n",
+	_, err := fmt.Fprintf(w, "services only in the file: %d, only in Consul: %d, changed: %d\n",
 		len(d.OnlyInFile), len(d.OnlyInConsul), len(d.Changed))
 	return err
 }
