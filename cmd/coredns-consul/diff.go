@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/inspect"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/hashicorp/consul/api"
@@ -27,10 +28,10 @@ type DiffReport struct {
 
 // ServiceDiff is a service both hold, with different instances.
 type ServiceDiff struct {
-	Name         string         `json:"name"`
-	OnlyInFile   []Instance     `json:"only_in_file"`
-	OnlyInConsul []Instance     `json:"only_in_consul"`
-	Changed      []InstanceDiff `json:"changed"`
+	Name         string             `json:"name"`
+	OnlyInFile   []inspect.Instance `json:"only_in_file"`
+	OnlyInConsul []inspect.Instance `json:"only_in_consul"`
+	Changed      []InstanceDiff     `json:"changed"`
 }
 
 // InstanceDiff is an instance both hold (same node and ID) that differs;
@@ -72,7 +73,7 @@ func runDiff(args []string, stdout io.Writer) (int, error) {
 	}
 	file := set.Snapshot(name)
 	if file == nil {
-		return exitError, fmt.Errorf("%s holds no snapshot of datacenter %s (it holds %s)", pos[0], snapshot.Quote(name), datacenterNames(set))
+		return exitError, fmt.Errorf("%s holds no snapshot of datacenter %s (it holds %s)", pos[0], snapshot.Quote(name), inspect.DatacenterNames(set))
 	}
 	cfg := api.DefaultConfig() // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN(_FILE), CONSUL_CACERT...
 	if len(pos) == 2 {
@@ -143,15 +144,15 @@ func compareService(file, live *snapshot.Service) *ServiceDiff {
 		return m
 	}
 	f, l := byKey(file), byKey(live)
-	sd := ServiceDiff{Name: file.Name, OnlyInFile: []Instance{}, OnlyInConsul: []Instance{}, Changed: []InstanceDiff{}}
+	sd := ServiceDiff{Name: file.Name, OnlyInFile: []inspect.Instance{}, OnlyInConsul: []inspect.Instance{}, Changed: []InstanceDiff{}}
 	for _, key := range sortedKeys(f, l) {
 		a, inFile := f[key]
 		b, inLive := l[key]
 		switch {
 		case !inLive:
-			sd.OnlyInFile = append(sd.OnlyInFile, newInstance(a))
+			sd.OnlyInFile = append(sd.OnlyInFile, inspect.NewInstance(a))
 		case !inFile:
-			sd.OnlyInConsul = append(sd.OnlyInConsul, newInstance(b))
+			sd.OnlyInConsul = append(sd.OnlyInConsul, inspect.NewInstance(b))
 		default:
 			if changes := instanceChanges(a, b); len(changes) > 0 {
 				sd.Changed = append(sd.Changed, InstanceDiff{Node: a.Node, ID: a.ID, Changes: changes})
@@ -166,7 +167,7 @@ func compareService(file, live *snapshot.Service) *ServiceDiff {
 
 // instanceChanges names every field that decides an answer and differs.
 func instanceChanges(a, b snapshot.Instance) []string {
-	va, vb := newInstance(a), newInstance(b)
+	va, vb := inspect.NewInstance(a), inspect.NewInstance(b)
 	var out []string
 	change := func(field string, x, y any) {
 		if sx, sy := fmt.Sprint(x), fmt.Sprint(y); sx != sy {

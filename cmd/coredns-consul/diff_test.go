@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/inspect"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 )
 
@@ -40,14 +41,14 @@ func TestCompare(t *testing.T) {
 		{"instances added, removed, changed", snap(web),
 			snap(svc("web", inst("a", "web-1", 81, snapshot.Critical), inst("c", "web-2", 80, snapshot.Passing))),
 			DiffReport{Changed: []ServiceDiff{{Name: "web",
-				OnlyInFile:   []Instance{newInstance(web.Instances[1])},
-				OnlyInConsul: []Instance{newInstance(inst("c", "web-2", 80, snapshot.Passing))},
+				OnlyInFile:   []inspect.Instance{inspect.NewInstance(web.Instances[1])},
+				OnlyInConsul: []inspect.Instance{inspect.NewInstance(inst("c", "web-2", 80, snapshot.Passing))},
 				Changed: []InstanceDiff{{Node: "a", ID: "web-1", Changes: []string{
 					"port: 80 -> 81", "health: passing -> critical", "failing checks: - -> service:web-1 (critical)"}}},
 			}}}},
 		{"address and tags", snap(web),
 			snap(svc("web", snapshot.Instance{ID: "web-1", Node: "a", NodeAddress: "10.0.0.1", Address: "10.9.9.9", Port: 80, Tags: []string{"x"}}, web.Instances[1])),
-			DiffReport{Changed: []ServiceDiff{{Name: "web", OnlyInFile: []Instance{}, OnlyInConsul: []Instance{},
+			DiffReport{Changed: []ServiceDiff{{Name: "web", OnlyInFile: []inspect.Instance{}, OnlyInConsul: []inspect.Instance{},
 				Changed: []InstanceDiff{{Node: "a", ID: "web-1", Changes: []string{"address: 10.0.0.1 -> 10.9.9.9", "tags: - -> x"}}}}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

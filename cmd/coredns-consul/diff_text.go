@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/inspect"
 )
 
 // writeDiff prints d as text: one line per service only one side has, and
@@ -37,6 +39,6 @@ func writeDiff(w io.Writer, d *DiffReport) error {
 	return err
 }
 
-func describeInstance(in Instance) string {
+func describeInstance(in inspect.Instance) string {
 	return fmt.Sprintf("%s/%s %s:%d %s", in.Node, in.ID, in.Address, in.Port, in.Health)
 }

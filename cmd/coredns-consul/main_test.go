@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/inspect"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 )
 
@@ -112,7 +113,7 @@ func TestShowJSON(t *testing.T) {
 	if status != exitOK {
 		t.Fatalf("status %d: %s", status, errOut)
 	}
-	var r Report
+	var r inspect.Report
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("%v:\n%s", err, out)
 	}
@@ -133,7 +134,7 @@ func TestShowJSON(t *testing.T) {
 		{"datacenters[0].service.instances", len(dc1.Service.Instances), 2},
 		{"instance address (service's own)", dc1.Service.Instances[1].Address, "10.1.0.2"},
 		{"instance address (node's)", dc1.Service.Instances[0].Address, "10.0.0.1"},
-		{"failing check", dc1.Service.Instances[1].FailingChecks[0], Check{ID: "service:web-2", Health: "critical"}},
+		{"failing check", dc1.Service.Instances[1].FailingChecks[0], inspect.Check{ID: "service:web-2", Health: "critical"}},
 		{"datacenters[1].services_hidden", r.Datacenters[1].ServicesHidden, true},
 		{"datacenters[1].missing_service", r.Datacenters[1].Missing, "web"},
 	} {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/inspect"
 )
 
 // runShow is "snapshot show FILE [-json] [-service NAME] [-dc DC]".
@@ -28,7 +30,7 @@ func runShow(args []string, stdout io.Writer) (int, error) {
 	if err != nil {
 		return exitError, err
 	}
-	r, err := newReport(pos[0], version, set, time.Now(), *service, *dc)
+	r, err := inspect.New(pos[0], version, set, time.Now(), *service, *dc)
 	if err != nil {
 		return exitError, err
 	}
@@ -46,7 +48,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // writeReport prints r as aligned text.
-func writeReport(w io.Writer, r *Report) error {
+func writeReport(w io.Writer, r *inspect.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "file:\t%s\n", r.File)
 	fmt.Fprintf(tw, "format version:\t%d\n", r.FormatVersion)
@@ -74,7 +76,7 @@ func writeReport(w io.Writer, r *Report) error {
 	return nil
 }
 
-func writeQueries(w io.Writer, d Datacenter) {
+func writeQueries(w io.Writer, d inspect.Datacenter) {
 	if len(d.Queries) == 0 {
 		return
 	}
@@ -91,7 +93,7 @@ func writeQueries(w io.Writer, d Datacenter) {
 	tw.Flush()
 }
 
-func writeService(w io.Writer, d Datacenter) {
+func writeService(w io.Writer, d inspect.Datacenter) {
 	if d.Missing != "" {
 		fmt.Fprintf(w, "\nservice %s: not in the snapshot of %s\n", d.Missing, d.Name)
 		return
@@ -109,7 +111,7 @@ func writeService(w io.Writer, d Datacenter) {
 	tw.Flush()
 }
 
-func checkList(checks []Check) string {
+func checkList(checks []inspect.Check) string {
 	parts := make([]string, len(checks))
 	for i, c := range checks {
 		parts[i] = c.ID + " (" + c.Health + ")"
@@ -117,7 +119,7 @@ func checkList(checks []Check) string {
 	return strings.Join(parts, ", ")
 }
 
-func hasHidden(r *Report) bool {
+func hasHidden(r *inspect.Report) bool {
 	for _, d := range r.Datacenters {
 		if d.ServicesHidden || d.QueriesHidden {
 			return true

@@ -1,4 +1,8 @@
-package main
+// Package inspect describes a snapshot set for people and scripts: what the
+// coredns-consul command prints of a snapshot file, and what a running
+// CoreDNS serves of its live replica (the consul block's inspect option).
+// The JSON field names are an interface: docs/operations.md documents them.
+package inspect
 
 import (
 	"fmt"
@@ -9,10 +13,8 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 )
 
-// The JSON schema of "snapshot show -json" (docs/operations.md documents
-// it). Field names are part of the interface: scripts read them.
-
-// Report is what a snapshot file holds.
+// Report is what a snapshot set holds: "snapshot show -json" prints it, the
+// inspect endpoint serves it.
 type Report struct {
 	File             string       `json:"file"`
 	FormatVersion    uint32       `json:"format_version"`
@@ -77,9 +79,10 @@ type Check struct {
 	Health string `json:"health"`
 }
 
-// newReport describes set, read from file; now dates the ages. service and
-// dc, when not empty, pick a service's instances and one datacenter.
-func newReport(file string, version uint32, set *snapshot.Set, now time.Time, service, dc string) (*Report, error) {
+// New describes set, read from file (or a URL, for a live replica); now
+// dates the ages. service and dc, when not empty, pick a service's
+// instances and one datacenter.
+func New(file string, version uint32, set *snapshot.Set, now time.Time, service, dc string) (*Report, error) {
 	r := &Report{
 		File: file, FormatVersion: version, Cluster: set.Cluster, LocalDatacenter: set.Local,
 		KnownDatacenters: nonNil(set.Known), ByDistance: nonNil(set.ByDistance),
@@ -91,7 +94,7 @@ func newReport(file string, version uint32, set *snapshot.Set, now time.Time, se
 		r.Datacenters = append(r.Datacenters, newDatacenter(snap, now, service))
 	}
 	if len(r.Datacenters) == 0 {
-		return nil, fmt.Errorf("%s holds no snapshot of datacenter %s (it holds %s)", file, snapshot.Quote(dc), datacenterNames(set))
+		return nil, fmt.Errorf("%s holds no snapshot of datacenter %s (it holds %s)", file, snapshot.Quote(dc), DatacenterNames(set))
 	}
 	// Local first, then by name: the file's order is the plugin's.
 	slices.SortStableFunc(r.Datacenters, func(a, b Datacenter) int {
@@ -132,12 +135,12 @@ func newDatacenter(snap *snapshot.Snapshot, now time.Time, service string) Datac
 func newService(svc *snapshot.Service) *Service {
 	s := &Service{Name: svc.Name, Index: svc.Index, Instances: make([]Instance, 0, len(svc.Instances))}
 	for _, in := range svc.Instances {
-		s.Instances = append(s.Instances, newInstance(in))
+		s.Instances = append(s.Instances, NewInstance(in))
 	}
 	return s
 }
 
-func newInstance(in snapshot.Instance) Instance {
+func NewInstance(in snapshot.Instance) Instance {
 	out := Instance{ID: in.ID, Node: in.Node, Address: in.Address, NodeAddress: in.NodeAddress,
 		Port: in.Port, Tags: nonNil(in.Tags), Health: in.Health.String(), FailingChecks: []Check{}}
 	if out.Address == "" {
@@ -158,7 +161,7 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func datacenterNames(set *snapshot.Set) string {
+func DatacenterNames(set *snapshot.Set) string {
 	names := make([]string, 0, len(set.Datacenters))
 	for _, snap := range set.Datacenters {
 		names = append(names, snap.Datacenter)
