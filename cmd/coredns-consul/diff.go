@@ -92,7 +92,7 @@ func runDiff(args []string, stdout io.Writer) (int, error) {
 	d := compare(file, live)
 	d.File, d.Consul = pos[0], cfg.Address
 	if *asJSON {
-		err = writeJSON(stdout, d)
+		err = inspect.WriteJSON(stdout, d)
 	} else {
 		err = writeDiff(stdout, d)
 	}

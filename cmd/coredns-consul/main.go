@@ -18,12 +18,14 @@ const (
 )
 
 const usage = `usage:
-  coredns-consul snapshot show FILE [-json] [-service NAME] [-dc DC]
+  coredns-consul snapshot show FILE|URL [-json] [-service NAME] [-dc DC]
   coredns-consul snapshot diff FILE [CONSUL_ADDRESS] [-json] [-dc DC] [-token-file FILE] [-ca FILE]
 
-show prints what the snapshot file holds; diff compares it with a live
-Consul (CONSUL_ADDRESS, else $CONSUL_HTTP_ADDR, else 127.0.0.1:8500; the
-token and TLS settings come from the usual CONSUL_* variables).
+show prints what the snapshot file holds or, given the URL of a running
+CoreDNS's inspect endpoint (http://127.0.0.1:PORT), what its replica holds.
+diff compares a snapshot file with a live Consul (CONSUL_ADDRESS, else
+$CONSUL_HTTP_ADDR, else 127.0.0.1:8500; the token and TLS settings come
+from the usual CONSUL_* variables).
 Exit status: 0 ok (diff: equal), 1 diff found differences, 2 error.
 `
 

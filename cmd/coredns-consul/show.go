@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -12,7 +11,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/inspect"
 )
 
-// runShow is "snapshot show FILE [-json] [-service NAME] [-dc DC]".
+// runShow is "snapshot show FILE|URL [-json] [-service NAME] [-dc DC]".
 func runShow(args []string, stdout io.Writer) (int, error) {
 	fs := flag.NewFlagSet("snapshot show", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -26,25 +25,27 @@ func runShow(args []string, stdout io.Writer) (int, error) {
 	if len(pos) != 1 {
 		return exitError, fmt.Errorf("snapshot show: %w", errUsage)
 	}
-	set, version, err := readSnapshot(pos[0])
-	if err != nil {
-		return exitError, err
-	}
-	r, err := inspect.New(pos[0], version, set, time.Now(), *service, *dc)
+	r, err := report(pos[0], *service, *dc)
 	if err != nil {
 		return exitError, err
 	}
 	if *asJSON {
-		return exitOK, writeJSON(stdout, r)
+		return exitOK, inspect.WriteJSON(stdout, r)
 	}
 	return exitOK, writeReport(stdout, r)
 }
 
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false) // "a -> b" reads as it prints
-	return enc.Encode(v)
+// report describes the file at source, or the live replica when source
+// is a running CoreDNS's inspect endpoint.
+func report(source, service, dc string) (*inspect.Report, error) {
+	if isURL(source) {
+		return fetchReport(source, service, dc)
+	}
+	set, version, err := readSnapshot(source)
+	if err != nil {
+		return nil, err
+	}
+	return inspect.New(source, version, set, time.Now(), service, dc)
 }
 
 // writeReport prints r as aligned text.

@@ -4,16 +4,22 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
+	"github.com/coredns-consul/coredns-consul/test/freeport"
+	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -71,7 +77,8 @@ func inspect(t *testing.T, args ...string) (status int, stdout, stderr string) {
 }
 
 // TestInspector: the command run on a snapshot file the real plugin wrote,
-// beside the live agent it was read from: show prints it, diff finds no
+// beside the live agent it was read from: show prints it (and the same of
+// the running CoreDNS's replica through its inspect endpoint), diff finds no
 // difference, then exactly the changes made in Consul since; a damaged
 // file is an error naming it, exit status 2.
 func TestInspector(t *testing.T) {
@@ -80,22 +87,43 @@ func TestInspector(t *testing.T) {
 	consulagent.Register(t, client, "n2", "10.0.0.2", &api.AgentService{ID: "web-2", Service: "web", Port: 80}, "critical")
 	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "cache", Service: "cache", Port: 6379}, "passing")
 	path := filepath.Join(t.TempDir(), "consul.snapshot")
-	server := startPlugin(t, agent.HTTPAddr, "snapshot "+path+" 10ms")
+	endpoint := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(freeport.Port(t)))
+	server := startPlugin(t, agent.HTTPAddr, "snapshot "+path+" 10ms", "inspect "+strings.TrimPrefix(endpoint, "http://"))
 	waitSnapshotFile(t, server, path)
-	// The file must not move while Consul does.
-	server.Stop(t)
 
-	status, out, errOut := inspect(t, "snapshot", "show", path, "-service", "web")
-	if status != 0 {
-		t.Fatalf("show: status %d: %s", status, errOut)
-	}
-	for _, want := range []string{"local datacenter:   dc1", "n1    web-1  10.0.0.1  80    passing   -                       v1",
-		"n2    web-2  10.0.0.2  80    critical  check:web-2 (critical)  -"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("show lacks %q:\n%s", want, out)
+	// The file, and the live replica through the inspect endpoint.
+	for _, source := range []string{path, endpoint} {
+		status, out, errOut := inspect(t, "snapshot", "show", source, "-service", "web")
+		if status != 0 {
+			t.Fatalf("show %s: status %d: %s", source, status, errOut)
+		}
+		for _, want := range []string{"local datacenter:   dc1", "n1    web-1  10.0.0.1  80    passing   -                       v1",
+			"n2    web-2  10.0.0.2  80    critical  check:web-2 (critical)  -"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("show %s lacks %q:\n%s", source, want, out)
+			}
 		}
 	}
-	status, out, errOut = inspect(t, "snapshot", "show", path, "-json")
+	if status, out, errOut := inspect(t, "snapshot", "show", endpoint, "-dc", "dc9"); status != 2 || !strings.Contains(errOut, "404 Not Found") {
+		t.Errorf("show of an unknown datacenter on the endpoint: status %d, %s%s; want 2 and 404", status, out, errOut)
+	}
+	// A reload hands the endpoint's address over to the new block.
+	server.Reload(t, server.Corefile+"\n")
+	wait.Until(t, 10*time.Second, func() error {
+		if n := strings.Count(server.Output(), "inspect: the replica is served on"); n != 2 {
+			return fmt.Errorf("the endpoint was started %d times, want 2", n)
+		}
+		if status, _, errOut := inspect(t, "snapshot", "show", endpoint); status != 0 {
+			return fmt.Errorf("show after the reload: status %d: %s", status, errOut)
+		}
+		return nil
+	})
+	if strings.Contains(server.Output(), "Restart failed") {
+		t.Errorf("the reload failed:\n%s", server.Tail(20))
+	}
+	// The file must not move while Consul does.
+	server.Stop(t)
+	status, out, errOut := inspect(t, "snapshot", "show", path, "-json")
 	var report struct {
 		Datacenters []struct {
 			Name      string

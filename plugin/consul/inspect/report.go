@@ -5,7 +5,9 @@
 package inspect
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -167,4 +169,13 @@ func DatacenterNames(set *snapshot.Set) string {
 		names = append(names, snap.Datacenter)
 	}
 	return strings.Join(names, ", ")
+}
+
+// WriteJSON writes v indented, as the command prints it and the endpoint
+// serves it.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // "a -> b" reads as it prints
+	return enc.Encode(v)
 }
