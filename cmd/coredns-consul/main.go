@@ -18,7 +18,7 @@ const (
 )
 
 const usage = `usage:
-  coredns-consul snapshot show FILE|URL [-json] [-service NAME] [-dc DC]
+  coredns-consul snapshot show FILE|URL [-json] [-services] [-service NAME] [-dc DC]
   coredns-consul snapshot diff FILE [CONSUL_ADDRESS] [-json] [-dc DC] [-token-file FILE] [-ca FILE]
 
 show prints what the snapshot file holds or, given the URL of a running

@@ -80,6 +80,12 @@ func TestShowText(t *testing.T) {
 			"v1,primary",
 			"node-b  web-2  10.1.0.2  8080  critical  service:web-2 (critical)",
 		}, []string{"dc2 "}},
+		{"every service", []string{"-services", "-dc", "DC1"}, []string{
+			"services in dc1:",
+			"  NAME  INDEX  INSTANCES  PASSING  WARNING  CRITICAL",
+			"  db    7      1          1        0        0",
+			"  web   42     2          1        0        1",
+		}, []string{"dc2 ", "service web in"}},
 		{"a service a datacenter lacks", []string{"-service", "web"}, []string{
 			"service web in dc1", "service web: not in the snapshot of dc2",
 		}, nil},
@@ -109,7 +115,7 @@ func TestShowText(t *testing.T) {
 func TestShowJSON(t *testing.T) {
 	built := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	path := writeSet(t, testSet(built))
-	status, out, errOut := runCmd("snapshot", "show", "-json", path, "-service", "web")
+	status, out, errOut := runCmd("snapshot", "show", "-json", path, "-service", "web", "-services")
 	if status != exitOK {
 		t.Fatalf("status %d: %s", status, errOut)
 	}
@@ -137,6 +143,8 @@ func TestShowJSON(t *testing.T) {
 		{"failing check", dc1.Service.Instances[1].FailingChecks[0], inspect.Check{ID: "service:web-2", Health: "critical"}},
 		{"datacenters[1].services_hidden", r.Datacenters[1].ServicesHidden, true},
 		{"datacenters[1].missing_service", r.Datacenters[1].Missing, "web"},
+		{"datacenters[0].service_list", len(dc1.ServiceList), 2},
+		{"datacenters[0].service_list[1]", dc1.ServiceList[1], inspect.ServiceSummary{Name: "web", Index: 42, Instances: 2, Passing: 1, Critical: 1}},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.field, c.got, c.want)

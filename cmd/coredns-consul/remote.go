@@ -23,7 +23,7 @@ const maxReport = 256 << 20
 
 // fetchReport reads the live replica's report from the inspect endpoint at
 // base (http://127.0.0.1:PORT, with or without /snapshot).
-func fetchReport(base, service, dc string) (*inspect.Report, error) {
+func fetchReport(base string, opts inspect.Options) (*inspect.Report, error) {
 	u, err := url.Parse(strings.TrimSuffix(base, "/"))
 	if err != nil {
 		return nil, fmt.Errorf("inspect endpoint %s: %w", base, err)
@@ -32,11 +32,14 @@ func fetchReport(base, service, dc string) (*inspect.Report, error) {
 		u.Path += "/snapshot"
 	}
 	q := u.Query()
-	if service != "" {
-		q.Set("service", service)
+	if opts.Service != "" {
+		q.Set("service", opts.Service)
 	}
-	if dc != "" {
-		q.Set("dc", dc)
+	if opts.Datacenter != "" {
+		q.Set("dc", opts.Datacenter)
+	}
+	if opts.Services {
+		q.Set("services", "")
 	}
 	u.RawQuery = q.Encode()
 	client := &http.Client{Timeout: 30 * time.Second}

@@ -11,13 +11,15 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/inspect"
 )
 
-// runShow is "snapshot show FILE|URL [-json] [-service NAME] [-dc DC]".
+// runShow is "snapshot show FILE|URL [-json] [-services] [-service NAME] [-dc DC]".
 func runShow(args []string, stdout io.Writer) (int, error) {
 	fs := flag.NewFlagSet("snapshot show", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	asJSON := fs.Bool("json", false, "print JSON")
-	service := fs.String("service", "", "print this service's instances")
-	dc := fs.String("dc", "", "only this datacenter")
+	var opts inspect.Options
+	fs.StringVar(&opts.Service, "service", "", "print this service's instances")
+	fs.StringVar(&opts.Datacenter, "dc", "", "only this datacenter")
+	fs.BoolVar(&opts.Services, "services", false, "list every service, counted by health")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return exitError, fmt.Errorf("snapshot show: %w", err)
@@ -25,7 +27,7 @@ func runShow(args []string, stdout io.Writer) (int, error) {
 	if len(pos) != 1 {
 		return exitError, fmt.Errorf("snapshot show: %w", errUsage)
 	}
-	r, err := report(pos[0], *service, *dc)
+	r, err := report(pos[0], opts)
 	if err != nil {
 		return exitError, err
 	}
@@ -37,15 +39,15 @@ func runShow(args []string, stdout io.Writer) (int, error) {
 
 // report describes the file at source, or the live replica when source
 // is a running CoreDNS's inspect endpoint.
-func report(source, service, dc string) (*inspect.Report, error) {
+func report(source string, opts inspect.Options) (*inspect.Report, error) {
 	if isURL(source) {
-		return fetchReport(source, service, dc)
+		return fetchReport(source, opts)
 	}
 	set, version, err := readSnapshot(source)
 	if err != nil {
 		return nil, err
 	}
-	return inspect.New(source, version, set, time.Now(), service, dc)
+	return inspect.New(source, version, set, time.Now(), opts)
 }
 
 // writeReport prints r as aligned text.
@@ -69,6 +71,7 @@ func writeReport(w io.Writer, r *inspect.Report) error {
 	}
 	for _, d := range r.Datacenters {
 		writeQueries(w, d)
+		writeServiceList(w, d)
 		writeService(w, d)
 	}
 	if hasHidden(r) {
@@ -90,6 +93,19 @@ func writeQueries(w io.Writer, d inspect.Datacenter) {
 			tmpl += " " + q.Regexp
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", orNone(q.Name, "-"), tmpl, q.Service, q.ID)
+	}
+	tw.Flush()
+}
+
+func writeServiceList(w io.Writer, d inspect.Datacenter) {
+	if d.ServiceList == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nservices in %s:\n", d.Name)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tINDEX\tINSTANCES\tPASSING\tWARNING\tCRITICAL")
+	for _, s := range d.ServiceList {
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\n", s.Name, s.Index, s.Instances, s.Passing, s.Warning, s.Critical)
 	}
 	tw.Flush()
 }

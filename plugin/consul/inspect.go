@@ -91,26 +91,32 @@ func (s *inspectServer) stop() error {
 	return err
 }
 
-// handler serves GET /snapshot (?service=NAME&dc=DC) and
+// handler serves GET /snapshot (?service=NAME&dc=DC&services) and
 // /snapshot/service/NAME.
 func (s *inspectServer) handler() http.Handler {
 	mux := http.NewServeMux()
+	options := func(r *http.Request) inspect.Options {
+		q := r.URL.Query()
+		return inspect.Options{Datacenter: q.Get("dc"), Service: q.Get("service"), Services: q.Has("services")}
+	}
 	mux.HandleFunc("GET /snapshot", func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r.URL.Query().Get("service"), r.URL.Query().Get("dc"))
+		s.serve(w, options(r))
 	})
 	mux.HandleFunc("GET /snapshot/service/{name}", func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r.PathValue("name"), r.URL.Query().Get("dc"))
+		opts := options(r)
+		opts.Service = r.PathValue("name")
+		s.serve(w, opts)
 	})
 	return mux
 }
 
-func (s *inspectServer) serve(w http.ResponseWriter, service, dc string) {
+func (s *inspectServer) serve(w http.ResponseWriter, opts inspect.Options) {
 	set := s.collect()
 	if set == nil {
 		http.Error(w, "no snapshot yet: the replica has not synced", http.StatusServiceUnavailable)
 		return
 	}
-	report, err := inspect.New("http://"+s.addr+"/snapshot", snapshot.FileVersion, set, time.Now(), service, dc)
+	report, err := inspect.New("http://"+s.addr+"/snapshot", snapshot.FileVersion, set, time.Now(), opts)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return

@@ -70,6 +70,7 @@ func TestInspectEndpoint(t *testing.T) {
 	}{
 		{"/snapshot", 200, -1},
 		{"/snapshot?service=WEB", 200, 1},
+		{"/snapshot?services", 200, -1},
 		{"/snapshot/service/web", 200, 1},
 		{"/snapshot/service/web?dc=dc1", 200, 1},
 		{"/snapshot/service/web?dc=dc2", 404, -1},
@@ -87,6 +88,9 @@ func TestInspectEndpoint(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &r); err != nil || len(r.Datacenters) != 1 || r.Datacenters[0].Services != 1 {
 			t.Errorf("%s: %v, %s", tc.path, err, body)
 			continue
+		}
+		if got := r.Datacenters[0].ServiceList; strings.Contains(tc.path, "services") != (len(got) == 1) {
+			t.Errorf("%s: service list %+v", tc.path, got)
 		}
 		if got := r.Datacenters[0].Service; (got == nil) != (tc.instances < 0) || got != nil && len(got.Instances) != tc.instances {
 			t.Errorf("%s: service %+v, want %d instances", tc.path, got, tc.instances)

@@ -40,10 +40,29 @@ type Datacenter struct {
 	QueriesHidden  bool      `json:"queries_hidden"`
 	AgentNode      string    `json:"agent_node,omitempty"`
 	Queries        []Query   `json:"prepared_queries"`
+	// ServiceList is every service, with -services.
+	ServiceList []ServiceSummary `json:"service_list,omitempty"`
 	// Service is the service -service asked for; Missing when this
 	// datacenter's snapshot does not hold it.
 	Service *Service `json:"service,omitempty"`
 	Missing string   `json:"missing_service,omitempty"`
+}
+
+// ServiceSummary is one service's instances counted by health.
+type ServiceSummary struct {
+	Name      string `json:"name"`
+	Index     uint64 `json:"index"`
+	Instances int    `json:"instances"`
+	Passing   int    `json:"passing"`
+	Warning   int    `json:"warning"`
+	Critical  int    `json:"critical"`
+}
+
+// Options say what a report holds beyond each datacenter's summary.
+type Options struct {
+	Datacenter string // only this datacenter, when not empty
+	Service    string // this service's instances, when not empty
+	Services   bool   // every service, counted by health
 }
 
 // Query is a prepared query's definition, as far as it decides answers.
@@ -82,9 +101,9 @@ type Check struct {
 }
 
 // New describes set, read from file (or a URL, for a live replica); now
-// dates the ages. service and dc, when not empty, pick a service's
-// instances and one datacenter.
-func New(file string, version uint32, set *snapshot.Set, now time.Time, service, dc string) (*Report, error) {
+// dates the ages.
+func New(file string, version uint32, set *snapshot.Set, now time.Time, opts Options) (*Report, error) {
+	dc := opts.Datacenter
 	r := &Report{
 		File: file, FormatVersion: version, Cluster: set.Cluster, LocalDatacenter: set.Local,
 		KnownDatacenters: nonNil(set.Known), ByDistance: nonNil(set.ByDistance),
@@ -93,7 +112,7 @@ func New(file string, version uint32, set *snapshot.Set, now time.Time, service,
 		if dc != "" && snap.Datacenter != snapshot.Key(dc) {
 			continue
 		}
-		r.Datacenters = append(r.Datacenters, newDatacenter(snap, now, service))
+		r.Datacenters = append(r.Datacenters, newDatacenter(snap, now, opts))
 	}
 	if len(r.Datacenters) == 0 {
 		return nil, fmt.Errorf("%s holds no snapshot of datacenter %s (it holds %s)", file, snapshot.Quote(dc), DatacenterNames(set))
@@ -111,7 +130,7 @@ func New(file string, version uint32, set *snapshot.Set, now time.Time, service,
 	return r, nil
 }
 
-func newDatacenter(snap *snapshot.Snapshot, now time.Time, service string) Datacenter {
+func newDatacenter(snap *snapshot.Snapshot, now time.Time, opts Options) Datacenter {
 	services, instances := snap.Counts()
 	d := Datacenter{
 		Name: snap.Datacenter, Index: snap.Index, Built: snap.Built.UTC(),
@@ -124,14 +143,38 @@ func newDatacenter(snap *snapshot.Snapshot, now time.Time, service string) Datac
 		d.Queries = append(d.Queries, Query{ID: q.ID, Name: q.Name, Template: q.Template.Type,
 			Regexp: q.Template.Regexp, Service: q.Service.Service})
 	}
-	if service != "" {
-		if svc, ok := snap.Service(snapshot.Key(service)); ok {
+	if opts.Services {
+		d.ServiceList = summaries(snap)
+	}
+	if opts.Service != "" {
+		if svc, ok := snap.Service(snapshot.Key(opts.Service)); ok {
 			d.Service = newService(svc)
 		} else {
-			d.Missing = service
+			d.Missing = opts.Service
 		}
 	}
 	return d
+}
+
+// summaries counts every service's instances by health, in name order.
+func summaries(snap *snapshot.Snapshot) []ServiceSummary {
+	out := make([]ServiceSummary, 0, len(snap.Services))
+	for _, svc := range snap.Services {
+		s := ServiceSummary{Name: svc.Name, Index: svc.Index, Instances: len(svc.Instances)}
+		for _, in := range svc.Instances {
+			switch in.Health {
+			case snapshot.Passing:
+				s.Passing++
+			case snapshot.Warning:
+				s.Warning++
+			default:
+				s.Critical++
+			}
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b ServiceSummary) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 func newService(svc *snapshot.Service) *Service {
