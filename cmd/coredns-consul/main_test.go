@@ -210,6 +210,11 @@ func boolInt(b bool) int {
 }
 
 func TestUsage(t *testing.T) {
+	for _, args := range [][]string{{"snapshot", "show", "-h"}, {"snapshot", "diff", "-help"}} {
+		if status, out, _ := runCmd(args...); status != exitOK || !strings.Contains(out, "usage:") {
+			t.Errorf("%q: status %d, stdout %q; want 0 and the usage", args, status, out)
+		}
+	}
 	for _, args := range [][]string{nil, {"snapshot"}, {"snapshot", "list"}, {"other", "show"}, {"snapshot", "show"},
 		{"snapshot", "show", "a", "b"}, {"snapshot", "show", "-bogus", "a"}, {"snapshot", "diff"}, {"snapshot", "diff", "a", "b", "c"}} {
 		if status, _, errOut := runCmd(args...); status != exitError || errOut == "" {
