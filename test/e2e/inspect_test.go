@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
+	"github.com/coredns-consul/coredns-consul/test/corednsproc"
 	"github.com/coredns-consul/coredns-consul/test/freeport"
 	"github.com/coredns-consul/coredns-consul/test/wait"
 
@@ -91,36 +92,7 @@ func TestInspector(t *testing.T) {
 	server := startPlugin(t, agent.HTTPAddr, "snapshot "+path+" 10ms", "inspect "+strings.TrimPrefix(endpoint, "http://"))
 	waitSnapshotFile(t, server, path)
 
-	// The file, and the live replica through the inspect endpoint.
-	for _, source := range []string{path, endpoint} {
-		status, out, errOut := inspect(t, "snapshot", "show", source, "-service", "web")
-		if status != 0 {
-			t.Fatalf("show %s: status %d: %s", source, status, errOut)
-		}
-		for _, want := range []string{"local datacenter:   dc1", "n1    web-1  10.0.0.1  80    passing   -                       v1",
-			"n2    web-2  10.0.0.2  80    critical  check:web-2 (critical)  -"} {
-			if !strings.Contains(out, want) {
-				t.Errorf("show %s lacks %q:\n%s", source, want, out)
-			}
-		}
-	}
-	if status, out, errOut := inspect(t, "snapshot", "show", endpoint, "-dc", "dc9"); status != 2 || !strings.Contains(errOut, "404 Not Found") {
-		t.Errorf("show of an unknown datacenter on the endpoint: status %d, %s%s; want 2 and 404", status, out, errOut)
-	}
-	// A reload hands the endpoint's address over to the new block.
-	server.Reload(t, server.Corefile+"\n")
-	wait.Until(t, 10*time.Second, func() error {
-		if n := strings.Count(server.Output(), "inspect: the replica is served on"); n != 2 {
-			return fmt.Errorf("the endpoint was started %d times, want 2", n)
-		}
-		if status, _, errOut := inspect(t, "snapshot", "show", endpoint); status != 0 {
-			return fmt.Errorf("show after the reload: status %d: %s", status, errOut)
-		}
-		return nil
-	})
-	if strings.Contains(server.Output(), "Restart failed") {
-		t.Errorf("the reload failed:\n%s", server.Tail(20))
-	}
+	inspectShow(t, server, path, endpoint)
 	// The file must not move while Consul does.
 	server.Stop(t)
 	status, out, errOut := inspect(t, "snapshot", "show", path, "-json")
@@ -166,7 +138,49 @@ func TestInspector(t *testing.T) {
 		!slices.Contains(d.Changed[0].Changed[0].Changes, "health: critical -> passing") {
 		t.Errorf("diff after registering api, deregistering cache, web-2 passing:\n%s", out)
 	}
+	inspectBadFiles(t, path, agent.HTTPAddr)
+}
 
+// inspectShow: show prints the file and, through the inspect endpoint, the
+// running replica alike; the endpoint survives a reload of the block.
+func inspectShow(t *testing.T, server *corednsproc.Server, path, endpoint string) {
+	t.Helper()
+	// The file, and the live replica through the inspect endpoint.
+	for _, source := range []string{path, endpoint} {
+		status, out, errOut := inspect(t, "snapshot", "show", source, "-service", "web")
+		if status != 0 {
+			t.Fatalf("show %s: status %d: %s", source, status, errOut)
+		}
+		for _, want := range []string{"local datacenter:   dc1", "n1    web-1  10.0.0.1  80    passing   -                       v1",
+			"n2    web-2  10.0.0.2  80    critical  check:web-2 (critical)  -"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("show %s lacks %q:\n%s", source, want, out)
+			}
+		}
+	}
+	if status, out, errOut := inspect(t, "snapshot", "show", endpoint, "-dc", "dc9"); status != 2 || !strings.Contains(errOut, "404 Not Found") {
+		t.Errorf("show of an unknown datacenter on the endpoint: status %d, %s%s; want 2 and 404", status, out, errOut)
+	}
+	// A reload hands the endpoint's address over to the new block.
+	server.Reload(t, server.Corefile+"\n")
+	wait.Until(t, 10*time.Second, func() error {
+		if n := strings.Count(server.Output(), "inspect: the replica is served on"); n != 2 {
+			return fmt.Errorf("the endpoint was started %d times, want 2", n)
+		}
+		if status, _, errOut := inspect(t, "snapshot", "show", endpoint); status != 0 {
+			return fmt.Errorf("show after the reload: status %d: %s", status, errOut)
+		}
+		return nil
+	})
+	if strings.Contains(server.Output(), "Restart failed") {
+		t.Errorf("the reload failed:\n%s", server.Tail(20))
+	}
+}
+
+// inspectBadFiles: a corrupt or a truncated copy of the file at path is an
+// error naming the file and the reason, exit status 2, for show and diff.
+func inspectBadFiles(t *testing.T, path, consul string) {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +199,7 @@ func TestInspector(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, cmd := range []string{"show", "diff"} {
-			status, out, errOut := inspect(t, "snapshot", cmd, bad, agent.HTTPAddr)
+			status, out, errOut := inspect(t, "snapshot", cmd, bad, consul)
 			if cmd == "show" {
 				status, out, errOut = inspect(t, "snapshot", cmd, bad)
 			}
