@@ -21,18 +21,20 @@ const maxFileSize = 512 << 20
 // file belongs to the running user: an operator inspects the file of the
 // user CoreDNS runs as, and nothing read here is ever served.
 func readSnapshot(path string) (*snapshot.Set, uint32, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, fmt.Errorf("reading snapshot: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
+	// Looked at before it is opened: opening a named pipe blocks until
+	// something writes to it.
+	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading snapshot: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, 0, fmt.Errorf("reading snapshot %s: not a regular file (%s)", path, snapshot.Kind(fi.Mode()))
 	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading snapshot: %w", err)
+	}
+	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading snapshot %s: %w", path, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/inspect"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"github.com/coredns-consul/coredns-consul/test/unsafepath"
 )
 
 // testSet is a file's content: two datacenters, a service with a healthy
@@ -199,6 +200,56 @@ func TestBadFiles(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestSpecialFiles: a named pipe or a link to a device is refused at once:
+// opening a pipe blocked until a writer came, reading /dev/zero never ended.
+func TestSpecialFiles(t *testing.T) {
+	paths := unsafepath.Make(t, nil)
+	for _, tc := range []struct{ name, reason string }{
+		{"named pipe", "not a regular file (a named pipe)"},
+		{"symlink to /dev/zero", "not a regular file (a device)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan struct{})
+			var status int
+			var errOut string
+			go func() {
+				defer close(done)
+				status, _, errOut = runCmd("snapshot", "show", paths[tc.name])
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("show did not return within 5s")
+			}
+			if status != exitError || !strings.Contains(errOut, tc.reason) {
+				t.Errorf("status %d, stderr %q; want 2 and %q", status, errOut, tc.reason)
+			}
+		})
+	}
+}
+
+// TestDiffConsulErrors: Consul unreachable, or a token file that cannot be
+// read, is an error (2), not a difference (1).
+func TestDiffConsulErrors(t *testing.T) {
+	path := writeSet(t, testSet(time.Now()))
+	missing := filepath.Join(t.TempDir(), "token")
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		reason string
+	}{
+		{"unreachable", []string{"127.0.0.1:1"}, "listing the services of datacenter dc1 at 127.0.0.1:1"},
+		{"token file", []string{"127.0.0.1:1", "-token-file", missing}, missing},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, out, errOut := runCmd(append([]string{"snapshot", "diff", path}, tc.args...)...)
+			if status != exitError || out != "" || !strings.Contains(errOut, tc.reason) {
+				t.Errorf("status %d, stdout %q, stderr %q; want 2 and %q", status, out, errOut, tc.reason)
+			}
+		})
 	}
 }
 
