@@ -8,17 +8,20 @@ LDFLAGS := -X github.com/coredns-consul/coredns-consul/plugin/consul.Version=$(V
 
 CONSUL  := $(CURDIR)/.cache/bin/consul
 COREDNS := $(CURDIR)/bin/coredns
+INSPECT := $(CURDIR)/bin/coredns-consul
 
 export CONSUL_BIN  := $(CONSUL)
 export COREDNS_BIN := $(COREDNS)
+export COREDNS_CONSUL_BIN := $(INSPECT)
 
 .PHONY: all build consul deps test lint demo bench bench-replica bench-fleet fuzz soak clean
 
 all: build
 
-## build: the CoreDNS binary with the consul plugin, into bin/coredns
+## build: the CoreDNS binary with the consul plugin, into bin/coredns, and the snapshot inspector, into bin/coredns-consul
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(COREDNS) ./cmd/coredns
+	$(GO) build -o $(INSPECT) ./cmd/coredns-consul
 
 ## consul: the real Consul agent for tests and the demo (cached in .cache/bin)
 consul:

@@ -174,6 +174,7 @@ var properties = map[string]property{
 	"max_stale":       scalar(durationArg, func(cfg *config, d time.Duration) { cfg.maxStale = d }),
 	"stale_ttl":       scalar(durationArg, func(cfg *config, d time.Duration) { cfg.staleTTL = d }),
 	"guard":           readGuard,
+	"inspect":         readInspect, // inspect.go
 }
 
 func readAddress(c *caddy.Controller, cfg *config) error {
