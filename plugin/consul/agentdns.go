@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
 	"github.com/miekg/dns"
 )
@@ -56,6 +58,40 @@ func (c *Consul) agentDNSRead(a replica.AgentDNS) {
 	}
 	c.followed.Store(&next)
 	log.Infof("following the agent's DNS settings: zones %v, %s", next.zones, describeOptions(&next.opts))
+	if c.persist != nil {
+		c.persist.offer()
+	}
+}
+
+// agentDNSForFile are the agent's DNS settings last read, for the snapshot
+// file; nil before the agent was read.
+func (c *Consul) agentDNSForFile() json.RawMessage {
+	a := c.local.feed.agentDNSOf()
+	if a == nil {
+		a = c.fileAgentDNS
+	}
+	if a == nil {
+		return nil
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return nil // plain values: cannot fail
+	}
+	return b
+}
+
+// agentDNSOfFile are the agent's DNS settings file holds; nil for none, or
+// for settings that do not decode (logged: the rest of the file stands).
+func agentDNSOfFile(file *snapshot.Set) *replica.AgentDNS {
+	if file == nil || len(file.AgentDNS) == 0 {
+		return nil
+	}
+	var a replica.AgentDNS
+	if err := json.Unmarshal(file.AgentDNS, &a); err != nil {
+		log.Warningf("the snapshot file's agent DNS settings do not decode, left out: %.100v", err)
+		return nil
+	}
+	return &a
 }
 
 // follow is cfg's answering, with the agent's settings for what cfg does
@@ -90,6 +126,14 @@ func follow(cfg *config, a replica.AgentDNS) answering {
 	opts.SOARefresh, opts.SOARetry, opts.SOAExpire = a.SOA.Refresh, a.SOA.Retry, a.SOA.Expire
 
 	domain, alt := fqdnLower(a.Domain), fqdnLower(a.AltDomain)
+	if domain == "" || !validZone(domain) {
+		logOnce("domain "+domain, "the agent's domain %.100q is no domain name: answering %v", domain, cfg.zones)
+		return answering{zones: cfg.zones, opts: opts}
+	}
+	if !validZone(alt) {
+		logOnce("alt_domain "+alt, "the agent's alt_domain %.100q is no domain name: left out", alt)
+		alt = ""
+	}
 	agentZones := []string{domain}
 	if alt != "" && alt != domain {
 		agentZones = append(agentZones, alt)
@@ -136,6 +180,17 @@ func logOnce(key, format string, args ...any) {
 	if _, seen := logged.LoadOrStore(key, true); !seen {
 		log.Warningf(format, args...)
 	}
+}
+
+// validZone reports whether zone (lower case, fully qualified) can be a
+// zone: what the agent says becomes the names the plugin answers for, and
+// is checked as any value read from Consul or the snapshot file.
+func validZone(zone string) bool {
+	if zone == "" || zone == "." {
+		return zone == ""
+	}
+	_, ok := dns.IsDomainName(zone)
+	return ok && !strings.Contains(zone, "\\")
 }
 
 func seconds(d time.Duration) uint32 { return uint32(min(d/time.Second, 1<<31-1)) }

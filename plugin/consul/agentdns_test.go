@@ -2,15 +2,18 @@ package consul
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	golog "log"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 
 	"github.com/coredns/caddy"
@@ -199,5 +202,49 @@ func TestReloadKeepsAgentDNS(t *testing.T) {
 	}
 	if n, ttl := answers(t, next[0], "web.service.consul."); n != 1 || ttl != 7 {
 		t.Errorf("the first answer after the reload: %d records, TTL %d; want 1 with the agent's 7", n, ttl)
+	}
+}
+
+// TestAgentDNSFromFile: a CoreDNS restarted while Consul is down answers as
+// the agent did, under its domain and alt_domain, from the settings the
+// snapshot file kept; a domain no name can have is not taken from it.
+func TestAgentDNSFromFile(t *testing.T) {
+	tests := []struct {
+		name   string
+		domain string
+		qname  string // answered from the file, with web's TTL from the agent
+		zones  []string
+	}{
+		{"the agent's domains", "MyDom", "web.service.alt.example.", []string{"mydom.", "alt.example."}},
+		{"a domain that is no name", "bad..name", "web.service.consul.", []string{"consul."}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := testAgentDNS()
+			a.Domain = tc.domain
+			set := oneService("dc1", "web")
+			var err error
+			if set.AgentDNS, err = json.Marshal(a); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "snap")
+			if err := snapshot.WriteFile(path, set); err != nil {
+				t.Fatal(err)
+			}
+			h := blockFromFile(t, ".:53", path, " startup_timeout 100ms\n")
+			if err := h.startup(); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.zones(); !slices.Equal(got, tc.zones) {
+				t.Errorf("zones %v, want %v", got, tc.zones)
+			}
+			m, rcode := ask(t, h, tc.qname, dns.TypeA)
+			if rcode != dns.RcodeSuccess || len(m.Answer) != 1 || m.Answer[0].Header().Ttl != 7 {
+				t.Errorf("%s: rcode %d, answer %v; want web with the agent's TTL 7", tc.qname, rcode, m.Answer)
+			}
+			if got := h.agentDNSForFile(); !bytes.Equal(got, set.AgentDNS) {
+				t.Errorf("the settings written back are %s, want the file's %s", got, set.AgentDNS)
+			}
+		})
 	}
 }

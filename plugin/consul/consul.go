@@ -34,6 +34,9 @@ type Consul struct {
 	// followed is what the block answers with once the agent's DNS
 	// settings are followed (agent_dns); nil before.
 	followed atomic.Pointer[answering]
+	// fileAgentDNS are the agent's DNS settings the snapshot file holds,
+	// followed at start-up until the agent is read; nil for none.
+	fileAgentDNS *replica.AgentDNS
 
 	// maxStale is how long past its last contact with Consul the snapshot
 	// is served (0: for as long as the outage lasts); staleTTL caps the TTL

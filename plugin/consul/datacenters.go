@@ -308,7 +308,7 @@ func (c *Consul) collect() *snapshot.Set {
 	if local == nil {
 		return nil
 	}
-	set := &snapshot.Set{Local: local.Datacenter, Datacenters: []*snapshot.Snapshot{local}, Cluster: c.clusterID()}
+	set := &snapshot.Set{Local: local.Datacenter, Datacenters: []*snapshot.Snapshot{local}, Cluster: c.clusterID(), AgentDNS: c.agentDNSForFile()}
 	for _, d := range c.remotes() {
 		if snap := d.current(); snap != nil {
 			set.Datacenters = append(set.Datacenters, snap)

@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -107,7 +108,8 @@ func (p *persister) close(writeLast bool) {
 // snapshot is never modified), the same known datacenters and come from
 // the same cluster.
 func sameSet(a, b *snapshot.Set) bool {
-	if b == nil || a.Local != b.Local || a.Cluster != b.Cluster || !slices.Equal(a.Known, b.Known) || !slices.Equal(a.ByDistance, b.ByDistance) ||
+	if b == nil || a.Local != b.Local || a.Cluster != b.Cluster || !bytes.Equal(a.AgentDNS, b.AgentDNS) ||
+		!slices.Equal(a.Known, b.Known) || !slices.Equal(a.ByDistance, b.ByDistance) ||
 		len(a.Datacenters) != len(b.Datacenters) {
 		return false
 	}

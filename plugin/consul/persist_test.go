@@ -56,9 +56,16 @@ func oneService(dc, name string) *snapshot.Set {
 // startFromFile makes a block that reads the snapshot file at path, from an
 // address where no Consul answers: it answers from the file alone.
 func startFromFile(t *testing.T, path string) *Consul {
+	return blockFromFile(t, "consul.:53", path, "")
+}
+
+// blockFromFile makes the block of server block key that reads the snapshot
+// file at path from an address where no Consul answers, with the Corefile
+// lines more; not started.
+func blockFromFile(t *testing.T, key, path, more string) *Consul {
 	t.Helper()
-	c := caddy.NewTestController("dns", "consul {\n address 127.0.0.1:1\n snapshot "+path+"\n}")
-	c.ServerBlockKeys = []string{"consul.:53"}
+	c := caddy.NewTestController("dns", "consul {\n address 127.0.0.1:1\n snapshot "+path+"\n"+more+"}")
+	c.ServerBlockKeys = []string{key}
 	cfg, err := parse(c)
 	if err != nil {
 		t.Fatal(err)

@@ -66,6 +66,7 @@ func newConsul(cfg *config, gen *generation) (*Consul, error) {
 	c.want, c.every = cfg.datacenters, cfg.everyDatacenter
 	c.newRemote = func(dc string) (*datacenter, error) { return c.newDatacenter(dc, nil, nil) }
 	c.loadLists(file)
+	c.fileAgentDNS = agentDNSOfFile(file)
 	for _, dc := range c.firstRemotes(file) {
 		d, err := c.newDatacenter(dc, gen, file)
 		if err != nil {
@@ -177,9 +178,12 @@ func (c *Consul) startup() error {
 		// fails the reload, and the old block runs on.
 		return plugin.Error(pluginName, errors.New("the local replica to take over was stopped"))
 	}
-	// A replica taken over read the agent before this block was made.
+	// A replica taken over read the agent before this block was made;
+	// else the snapshot file says what the agent said last.
 	if a := c.local.feed.agentDNSOf(); a != nil {
 		c.agentDNSRead(*a)
+	} else if c.fileAgentDNS != nil {
+		c.agentDNSRead(*c.fileAgentDNS)
 	}
 	c.startRemotes()
 	live.join(c)

@@ -42,6 +42,11 @@ type Set struct {
 	// Cluster is the Consul cluster the snapshots were read from (its CA's
 	// trust domain, "<cluster-id>.consul"); empty when it was not known.
 	Cluster string `json:",omitempty"`
+	// AgentDNS are the agent's DNS settings as the replica last read them
+	// (agent_dns), so that a CoreDNS restarted while Consul is down answers
+	// as the agent would, under its domain and alt_domain; opaque here, and
+	// checked where they are used as any read from the agent.
+	AgentDNS json.RawMessage `json:",omitempty"`
 	// Skipped counts the entries Decode left out: nulls and queries nested
 	// too deep, which only a damaged or crafted file holds.
 	Skipped int `json:"-"`
