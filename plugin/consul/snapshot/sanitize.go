@@ -24,5 +24,6 @@ func sanitize(snap *Snapshot) int {
 	snap.Queries = slices.DeleteFunc(snap.Queries, func(q *Query) bool {
 		return skip(q == nil)
 	})
+	snap.Ingress = slices.DeleteFunc(snap.Ingress, func(g *IngressGateway) bool { return skip(g == nil) })
 	return skipped
 }
