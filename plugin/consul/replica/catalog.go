@@ -22,6 +22,10 @@ type catalog struct {
 	servicesHidden, queriesHidden bool
 	queries                       []*snapshot.Query
 	coords                        []*snapshot.Coordinate
+	// ingress are the ingress gateways' entries, ingressRead whether they
+	// were read, ingressDenied whether the token may not read them all.
+	ingress                    []*snapshot.IngressGateway
+	ingressRead, ingressDenied bool
 	// seq orders reads of services by how recent their data is.
 	seq atomic.Uint64
 }
@@ -66,6 +70,7 @@ func (r *Replicator) build() *snapshot.Snapshot {
 	snap := snapshot.New(d.datacenter, 0, services, maps.Clone(d.nodes), time.Now())
 	snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode = d.queries, d.queriesHidden, d.coords, d.agentNode
 	snap.ServicesHidden = d.servicesHidden
+	snap.Ingress, snap.IngressRead = d.ingress, d.ingressRead
 	return snap
 }
 
