@@ -17,7 +17,8 @@ import (
 // service with its own address, two ingress gateway instances (one with
 // its own address) exposing web and api, a service with neither, and a
 // service registered through the agent with a sidecar (whose default checks
-// fail: no Envoy listens). Consul assigns the virtual IPs.
+// fail: no Envoy listens), and a terminating gateway. Consul assigns the
+// virtual IPs.
 func meshCatalog(t *testing.T, client *api.Client) []string {
 	proxy := func(id, dest string) *api.AgentService {
 		return &api.AgentService{ID: id, Service: dest + "-sidecar-proxy", Kind: api.ServiceKindConnectProxy, Port: 21000,
@@ -43,12 +44,21 @@ func meshCatalog(t *testing.T, client *api.Client) []string {
 	if _, _, err := client.ConfigEntries().Set(entry, nil); err != nil {
 		t.Fatalf("writing the ingress gateway's entry: %v", err)
 	}
+	// A terminating gateway linking an external service and web: both
+	// answer .connect with it, and it carries their virtual IPs.
+	consulagent.Register(t, client, "n6", "10.0.0.6", &api.AgentService{ID: "tg-1", Service: "tg", Kind: api.ServiceKindTerminatingGateway,
+		Port: 8443}, api.HealthPassing)
+	consulagent.Register(t, client, "ext", "10.9.9.9", &api.AgentService{ID: "legacy-1", Service: "legacy", Port: 5432}, api.HealthPassing)
+	linking := &api.TerminatingGatewayConfigEntry{Kind: api.TerminatingGateway, Name: "tg", Services: []api.LinkedService{{Name: "legacy"}, {Name: "web"}}}
+	if _, _, err := client.ConfigEntries().Set(linking, nil); err != nil {
+		t.Fatalf("writing the terminating gateway's entry: %v", err)
+	}
 	err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "agentsvc-1", Name: "agentsvc", Port: 9000,
 		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{}}})
 	if err != nil {
 		t.Fatalf("registering agentsvc with a sidecar: %v", err)
 	}
-	return []string{"web", "api", "nat", "agentsvc", "ig", "lonely", "web-sidecar-proxy", "no-such-service"}
+	return []string{"web", "api", "nat", "agentsvc", "ig", "lonely", "legacy", "tg", "web-sidecar-proxy", "no-such-service"}
 }
 
 // meshQuestions asks every form of the mesh names about services.
@@ -91,6 +101,7 @@ func TestMeshNames(t *testing.T) {
 	waitFor(t, agent.DNSAddr, "agentsvc.virtual.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
 	waitFor(t, plugin.Addr, "agentsvc.virtual.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
 	waitFor(t, plugin.Addr, "web.ingress.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+	waitFor(t, plugin.Addr, "legacy.virtual.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
 
 	questions := meshQuestions(services)
 	t.Run("differential", func(t *testing.T) {

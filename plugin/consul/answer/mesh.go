@@ -45,18 +45,21 @@ func parseMesh(name *Name, typ string, parts, locality []string) {
 
 // meshIndex is what a view answers <svc>.connect, <svc>.ingress and
 // <svc>.virtual from. Consul answers the first two as service answers over
-// other instances (a service's proxies, an exposed service's gateways), so
-// each is a service of its own, named after the service asked about and
-// prepared like any other.
+// other instances (a service's proxies and terminating gateways, an exposed
+// service's ingress gateways), so each is a service of its own, named after
+// the service asked about and prepared like any other.
 type meshIndex struct {
 	connect map[string]*meshSet // by the destination's key
 	ingress map[string]*meshSet // by the exposed service's key
 	virtual map[string]net.IP   // by the service's key
-	// ingressUnknown: the gateways' entries were not read (or some
-	// listener exposes "*", every service of its protocol, which the
-	// replica cannot tell from the catalog): a service no known gateway
-	// exposes may still be exposed.
-	ingressUnknown bool
+	// linked are the services a terminating gateway links: their virtual
+	// IP is on the gateway's registration once Consul has written it.
+	linked map[string]bool
+	// ingressUnknown and terminatingUnknown: the gateways' entries were not
+	// read, or one names "*" (by protocol, or every service), which the
+	// replica does not resolve: a name no known gateway serves may still
+	// be served.
+	ingressUnknown, terminatingUnknown bool
 }
 
 // meshSet is one name's instances, drawn from the services in from.
@@ -69,20 +72,10 @@ type meshSet struct {
 // very values prev's was drawn from keeps what prev prepared: a publish
 // prepares again only the sets whose proxies or gateways changed.
 func newMeshIndex(snap *snapshot.Snapshot, prev *View, prep *preparer) *meshIndex {
-	m := &meshIndex{ingressUnknown: !snap.IngressRead}
-	exposed := map[string][]string{} // gateway service key -> exposed keys
-	for _, gw := range snap.Ingress {
-		if gw == nil {
-			continue
-		}
-		for _, s := range gw.Services {
-			if s == "*" {
-				m.ingressUnknown = true
-				continue
-			}
-			exposed[snapshot.Key(gw.Name)] = append(exposed[snapshot.Key(gw.Name)], snapshot.Key(s))
-		}
-	}
+	m := &meshIndex{}
+	exposed, wildIngress := gatewayServices(snap.Ingress)
+	linked, wildTerminating := gatewayServices(snap.Terminating)
+	m.ingressUnknown = !snap.IngressRead || wildIngress
 	connectFrom := map[string][]*snapshot.Service{}
 	ingressFrom := map[string][]*snapshot.Service{}
 	for key, svc := range snap.Services {
@@ -92,15 +85,24 @@ func newMeshIndex(snap *snapshot.Snapshot, prev *View, prep *preparer) *meshInde
 		for _, s := range exposed[key] {
 			ingressFrom[s] = append(ingressFrom[s], svc)
 		}
+		for _, s := range linked[key] {
+			connectFrom[s] = append(connectFrom[s], svc)
+			m.linked = setTrue(m.linked, s)
+		}
 		for i := range svc.Instances {
-			dest := connectDestination(svc, &svc.Instances[i])
+			in := &svc.Instances[i]
+			if in.Mesh != nil && in.Mesh.Kind == snapshot.KindTerminatingGateway {
+				m.terminatingUnknown = m.terminatingUnknown || !snap.TerminatingRead || wildTerminating
+				m.virtual = linkedVirtuals(m.virtual, in.TaggedAddresses)
+			}
+			dest := connectDestination(svc, in)
 			if dest == "" {
 				continue
 			}
 			if from := connectFrom[dest]; len(from) == 0 || from[len(from)-1] != svc {
 				connectFrom[dest] = append(from, svc)
 			}
-			if vip := net.ParseIP(svc.Instances[i].TaggedAddresses[snapshot.VirtualIPTag]); vip != nil {
+			if vip := net.ParseIP(in.TaggedAddresses[snapshot.VirtualIPTag]); vip != nil {
 				m.virtual = setVirtual(m.virtual, dest, vip)
 			}
 		}
@@ -109,10 +111,54 @@ func newMeshIndex(snap *snapshot.Snapshot, prev *View, prep *preparer) *meshInde
 	if prev != nil && prev.mesh != nil && prev.prep == prep {
 		prevConnect, prevIngress = prev.mesh.connect, prev.mesh.ingress
 	}
-	m.connect = meshSets(connectFrom, prevConnect, prep, connectInstances)
+	m.connect = meshSets(connectFrom, prevConnect, prep, func(dest string, svc *snapshot.Service) []snapshot.Instance {
+		if slices.Contains(linked[snapshot.Key(svc.Name)], dest) {
+			return svc.Instances
+		}
+		return connectInstances(dest, svc)
+	})
 	m.ingress = meshSets(ingressFrom, prevIngress, prep, func(_ string, svc *snapshot.Service) []snapshot.Instance {
 		return svc.Instances
 	})
+	return m
+}
+
+// gatewayServices maps each gateway's service key to the services it
+// names; wildcard when one names "*".
+func gatewayServices(entries []*snapshot.Gateway) (named map[string][]string, wildcard bool) {
+	named = map[string][]string{}
+	for _, gw := range entries {
+		if gw == nil {
+			continue
+		}
+		for _, s := range gw.Services {
+			if s == "*" {
+				wildcard = true
+				continue
+			}
+			named[snapshot.Key(gw.Name)] = append(named[snapshot.Key(gw.Name)], snapshot.Key(s))
+		}
+	}
+	return named, wildcard
+}
+
+// linkedVirtuals adds the virtual IPs a terminating gateway's registration
+// carries for the services it links, tagged consul-virtual:<service>.
+func linkedVirtuals(m map[string]net.IP, tagged map[string]string) map[string]net.IP {
+	for tag, addr := range tagged {
+		name, ok := strings.CutPrefix(tag, snapshot.VirtualIPTag+":")
+		if vip := net.ParseIP(addr); ok && name != "" && vip != nil {
+			m = setVirtual(m, snapshot.Key(name), vip)
+		}
+	}
+	return m
+}
+
+func setTrue(m map[string]bool, k string) map[string]bool {
+	if m == nil {
+		m = map[string]bool{}
+	}
+	m[k] = true
 	return m
 }
 
@@ -189,7 +235,7 @@ func (b *builder) mesh(name *Name) {
 	switch {
 	case ok:
 		b.records(set.svc, set.svc.pick("", b.picked[:0]))
-	case name.Kind == KindIngress && b.v.mesh.ingressUnknown:
+	case name.Kind == KindIngress && b.v.mesh.ingressUnknown, name.Kind == KindConnect && b.v.mesh.terminatingUnknown:
 		b.res = Result{PassOn: true}
 	default:
 		b.res = b.nxdomain()
@@ -200,11 +246,15 @@ func (b *builder) mesh(name *Name) {
 // in the answer section for its own family's question (and ANY), in the
 // additional section for any other; no authority section, and NOERROR
 // whether or not the service has one. A peer that is not replicated has
-// none.
+// none. A service a terminating gateway links (or may link) whose virtual
+// IP no registration shows yet is passed on.
 func (b *builder) virtual(name *Name) Result {
 	var ip net.IP
 	if name.Peer == "" {
 		ip = b.v.mesh.virtual[name.Service]
+		if ip == nil && (b.v.mesh.linked[name.Service] || b.v.mesh.terminatingUnknown) {
+			return Result{PassOn: true}
+		}
 	}
 	if ip == nil {
 		return Result{Rcode: dns.RcodeSuccess}

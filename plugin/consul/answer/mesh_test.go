@@ -37,7 +37,7 @@ func meshCatalog() map[string]*snapshot.Service {
 	}
 }
 
-func meshView(services map[string]*snapshot.Service, ingress []*snapshot.IngressGateway, prev *View, opt Options) *View {
+func meshView(services map[string]*snapshot.Service, ingress []*snapshot.Gateway, prev *View, opt Options) *View {
 	snap := catalog(services, nil)
 	snap.Ingress, snap.IngressRead = ingress, true
 	return NewView(snap, prev, zones, opt)
@@ -56,7 +56,7 @@ func rrStrings(rrs []dns.RR) []string {
 // TestMeshAnswers answers every mesh name form as Consul 1.22.5's DNS does
 // (checked against a dev agent with the same registrations).
 func TestMeshAnswers(t *testing.T) {
-	ingress := []*snapshot.IngressGateway{{Name: "ig", Services: []string{"api", "web"}}}
+	ingress := []*snapshot.Gateway{{Name: "ig", Services: []string{"api", "web"}}}
 	v := meshView(meshCatalog(), ingress, nil, DefaultOptions())
 	const soa = 1 // authority: the SOA alone
 	tests := []struct {
@@ -150,7 +150,7 @@ func TestMeshOptions(t *testing.T) {
 // token that may not read them) cover nothing known: an ingress name no
 // known gateway exposes goes on, one a gateway exposes is answered.
 func TestMeshIngressUnknown(t *testing.T) {
-	wildcard := meshView(meshCatalog(), []*snapshot.IngressGateway{{Name: "ig", Services: []string{"*", "web"}}}, nil, DefaultOptions())
+	wildcard := meshView(meshCatalog(), []*snapshot.Gateway{{Name: "ig", Services: []string{"*", "web"}}}, nil, DefaultOptions())
 	snap := catalog(meshCatalog(), nil)
 	unread := NewView(snap, nil, zones, DefaultOptions())
 	for _, tc := range []struct {
@@ -184,5 +184,42 @@ func TestMeshSharesUnchanged(t *testing.T) {
 	}
 	if got := srv(t, v2, "nat.connect.consul.").Answer[0].(*dns.SRV).Port; got != 9443 {
 		t.Errorf("nat.connect SRV port %d, want 9443", got)
+	}
+}
+
+// TestMeshTerminating: a terminating gateway answers <svc>.connect for the
+// services it links, beside their proxies, and carries their virtual IPs
+// (consul-virtual:<svc>), as a 1.22.5 agent shows; unread entries, a
+// wildcard, or a linked service whose virtual IP is not shown yet go on.
+func TestMeshTerminating(t *testing.T) {
+	services := meshCatalog()
+	services["tg"] = &snapshot.Service{Name: "tg", Instances: []snapshot.Instance{{ID: "tg-1", Node: "n6", NodeAddress: "10.0.0.6",
+		Port: 8443, WeightPassing: 1, Mesh: &snapshot.Mesh{Kind: snapshot.KindTerminatingGateway},
+		TaggedAddresses: map[string]string{snapshot.VirtualIPTag + ":legacy": "240.0.0.3", snapshot.VirtualIPTag + ":web": "240.0.0.1"}}}}
+	snap := catalog(services, nil)
+	snap.Terminating, snap.TerminatingRead = []*snapshot.Gateway{{Name: "tg", Services: []string{"legacy", "new", "web"}}}, true
+	v := NewView(snap, nil, zones, DefaultOptions())
+	unread := NewView(catalog(services, nil), nil, zones, DefaultOptions())
+	tests := []struct {
+		v      *View
+		name   string
+		qtype  uint16
+		passOn bool
+		answer []string
+	}{
+		{v, "web.connect.consul.", dns.TypeA, false, []string{"web.connect.consul.\t0\tIN\tA\t10.0.0.1", "web.connect.consul.\t0\tIN\tA\t10.0.0.6"}},
+		{v, "legacy.connect.consul.", dns.TypeSRV, false, []string{"legacy.connect.consul.\t0\tIN\tSRV\t1 1 8443 n6.node.dc1.consul."}},
+		{v, "legacy.virtual.consul.", dns.TypeA, false, []string{"legacy.virtual.consul.\t0\tIN\tA\t240.0.0.3"}},
+		{v, "new.virtual.consul.", dns.TypeA, true, nil},
+		{v, "nope.connect.consul.", dns.TypeA, false, nil},
+		{unread, "nope.connect.consul.", dns.TypeA, true, nil},
+		{unread, "web.connect.consul.", dns.TypeA, false, []string{"web.connect.consul.\t0\tIN\tA\t10.0.0.1"}},
+	}
+	for _, tc := range tests {
+		res := Lookup(tc.v, Question{Name: tc.name, Lower: tc.name, Zone: "consul.", Type: tc.qtype})
+		if res.PassOn != tc.passOn || !slices.Equal(rrStrings(res.Answer), tc.answer) {
+			t.Errorf("%s %s: pass on %v, answer %q; want %v, %q", tc.name, dns.TypeToString[tc.qtype], res.PassOn,
+				rrStrings(res.Answer), tc.passOn, tc.answer)
+		}
 	}
 }

@@ -38,7 +38,8 @@ func sampleDC1() *Snapshot {
 			WeightPassing: 3, WeightWarning: 1, Health: Warning,
 		}}},
 	}, map[string]*Node{"n1": {Name: "n1", Address: "10.0.0.1", Meta: map[string]string{"rack": "r1"}}}, time.Unix(1700000000, 0).UTC())
-	s.Ingress, s.IngressRead = []*IngressGateway{{Name: "ig", Services: []string{"*", "web"}}}, true
+	s.Ingress, s.IngressRead = []*Gateway{{Name: "ig", Services: []string{"*", "web"}}}, true
+	s.Terminating, s.TerminatingRead = []*Gateway{{Name: "tg", Services: []string{"legacy"}}}, true
 	return s
 }
 

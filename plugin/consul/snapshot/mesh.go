@@ -17,20 +17,23 @@ type Mesh struct {
 
 // Mesh kinds the answers read.
 const (
-	KindConnectProxy   = "connect-proxy"
-	KindIngressGateway = "ingress-gateway"
+	KindConnectProxy       = "connect-proxy"
+	KindIngressGateway     = "ingress-gateway"
+	KindTerminatingGateway = "terminating-gateway"
 )
 
 // VirtualIPTag is the tagged address Consul puts a service's virtual IP in,
 // on its proxies' and its Connect-native instances' registrations.
 const VirtualIPTag = "consul-virtual"
 
-// IngressGateway is one ingress-gateway config entry: which services the
-// gateway of that name exposes.
-type IngressGateway struct {
+// Gateway is one ingress-gateway or terminating-gateway config entry:
+// which services the gateway of that name exposes (ingress) or links to the
+// mesh (terminating).
+type Gateway struct {
 	// Name is the gateway's service name.
 	Name string
-	// Services are the exposed services' names, lower case, sorted, once
-	// each; "*" for a listener that exposes every service of its protocol.
+	// Services are the services' names, lower case, sorted, once each; "*"
+	// for a wildcard (an ingress listener exposing every service of its
+	// protocol, a terminating gateway linking every service).
 	Services []string
 }

@@ -145,12 +145,16 @@ type Snapshot struct {
 	// what a prepared query's Near "_agent" means.
 	AgentNode string `json:",omitempty"`
 	// Ingress are the ingress gateways' config entries, for <svc>.ingress
-	// names; nil when not read (a file written before they were kept).
-	Ingress []*IngressGateway `json:",omitempty"`
-	// IngressRead: the entries were read, so a service that no gateway
-	// in Ingress exposes is exposed by none. False in files written before
-	// they were kept, and while the token may not read them.
-	IngressRead bool `json:",omitempty"`
+	// names; Terminating the terminating gateways', which <svc>.connect
+	// answers with the proxies.
+	Ingress     []*Gateway `json:",omitempty"`
+	Terminating []*Gateway `json:",omitempty"`
+	// IngressRead and TerminatingRead: the entries were read, so a service
+	// that no gateway of that kind names is named by none. False in files
+	// written before they were kept, and while the token may not read
+	// them.
+	IngressRead     bool `json:",omitempty"`
+	TerminatingRead bool `json:",omitempty"`
 
 	instances int // counted by New, which already visits every service
 }
