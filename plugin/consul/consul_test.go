@@ -277,7 +277,7 @@ func TestServeDNSPassOn(t *testing.T) {
 	}{
 		{"unknown prepared query", nil, "geo.query.consul.", dns.TypeA, false},
 		{"connect: answered from the replica", nil, "web.connect.consul.", dns.TypeA, false},
-		{"ingress before the gateways' entries are read", nil, "web.ingress.consul.", dns.TypeA, true},
+		{"ingress without any gateway registered", nil, "web.ingress.consul.", dns.TypeA, false},
 		{"virtual: answered from the replica", nil, "web.virtual.consul.", dns.TypeA, false},
 		{"virtual of a peer", nil, "web.virtual.other.peer.consul.", dns.TypeA, true},
 		{"peer", nil, "web.service.other.peer.consul.", dns.TypeA, true},

@@ -55,10 +55,11 @@ type meshIndex struct {
 	// linked are the services a terminating gateway links: their virtual
 	// IP is on the gateway's registration once Consul has written it.
 	linked map[string]bool
-	// ingressUnknown and terminatingUnknown: the gateways' entries were not
-	// read, or one names "*" (by protocol, or every service), which the
-	// replica does not resolve: a name no known gateway serves may still
-	// be served.
+	// ingressUnknown and terminatingUnknown: a gateway of that kind is
+	// registered, and the entries were not read, or one names "*" (by
+	// protocol, or every service), which the replica does not resolve: a
+	// name no known gateway serves may still be served. Without any such
+	// gateway, no name is served, read or not.
 	ingressUnknown, terminatingUnknown bool
 }
 
@@ -75,7 +76,6 @@ func newMeshIndex(snap *snapshot.Snapshot, prev *View, prep *preparer) *meshInde
 	m := &meshIndex{}
 	exposed, wildIngress := gatewayServices(snap.Ingress)
 	linked, wildTerminating := gatewayServices(snap.Terminating)
-	m.ingressUnknown = !snap.IngressRead || wildIngress
 	connectFrom := map[string][]*snapshot.Service{}
 	ingressFrom := map[string][]*snapshot.Service{}
 	for key, svc := range snap.Services {
@@ -91,7 +91,10 @@ func newMeshIndex(snap *snapshot.Snapshot, prev *View, prep *preparer) *meshInde
 		}
 		for i := range svc.Instances {
 			in := &svc.Instances[i]
-			if in.Mesh != nil && in.Mesh.Kind == snapshot.KindTerminatingGateway {
+			switch kind(in) {
+			case snapshot.KindIngressGateway:
+				m.ingressUnknown = m.ingressUnknown || !snap.IngressRead || wildIngress
+			case snapshot.KindTerminatingGateway:
 				m.terminatingUnknown = m.terminatingUnknown || !snap.TerminatingRead || wildTerminating
 				m.virtual = linkedVirtuals(m.virtual, in.TaggedAddresses)
 			}
@@ -140,6 +143,13 @@ func gatewayServices(entries []*snapshot.Gateway) (named map[string][]string, wi
 		}
 	}
 	return named, wildcard
+}
+
+func kind(in *snapshot.Instance) string {
+	if in.Mesh == nil {
+		return ""
+	}
+	return in.Mesh.Kind
 }
 
 // linkedVirtuals adds the virtual IPs a terminating gateway's registration

@@ -148,16 +148,19 @@ func TestMeshOptions(t *testing.T) {
 // TestMeshIngressUnknown: a listener exposing "*" covers services the
 // replica cannot tell, and entries not read (an older snapshot file, a
 // token that may not read them) cover nothing known: an ingress name no
-// known gateway exposes goes on, one a gateway exposes is answered.
+// known gateway exposes goes on, one a gateway exposes is answered; with
+// no ingress gateway registered at all, no name is exposed.
 func TestMeshIngressUnknown(t *testing.T) {
 	wildcard := meshView(meshCatalog(), []*snapshot.Gateway{{Name: "ig", Services: []string{"*", "web"}}}, nil, DefaultOptions())
-	snap := catalog(meshCatalog(), nil)
-	unread := NewView(snap, nil, zones, DefaultOptions())
+	unread := NewView(catalog(meshCatalog(), nil), nil, zones, DefaultOptions())
+	noGateway := meshCatalog()
+	delete(noGateway, "ig")
+	unreadNoGateway := NewView(catalog(noGateway, nil), nil, zones, DefaultOptions())
 	for _, tc := range []struct {
 		v      *View
 		name   string
 		passOn bool
-	}{{wildcard, "web", false}, {wildcard, "api", true}, {unread, "web", true}} {
+	}{{wildcard, "web", false}, {wildcard, "api", true}, {unread, "web", true}, {unreadNoGateway, "web", false}} {
 		q := tc.name + ".ingress.consul."
 		if res := Lookup(tc.v, Question{Name: q, Lower: q, Zone: "consul.", Type: dns.TypeA}); res.PassOn != tc.passOn {
 			t.Errorf("%s: %+v, want passed on %v", q, res, tc.passOn)
