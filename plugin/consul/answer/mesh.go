@@ -2,6 +2,7 @@ package answer
 
 import (
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -55,6 +56,11 @@ type meshIndex struct {
 	// linked are the services a terminating gateway links: their virtual
 	// IP is on the gateway's registration once Consul has written it.
 	linked map[string]bool
+	// from are the services the index was derived from (proxies,
+	// Connect-native services, gateways), by key: while they and the
+	// gateways' entries stay the same, the next snapshot's index is this
+	// one.
+	from map[string]*snapshot.Service
 	// ingressUnknown and terminatingUnknown: a gateway of that kind is
 	// registered, and the entries were not read, or one names "*" (by
 	// protocol, or every service), which the replica does not resolve: a
@@ -73,7 +79,10 @@ type meshSet struct {
 // very values prev's was drawn from keeps what prev prepared: a publish
 // prepares again only the sets whose proxies or gateways changed.
 func newMeshIndex(snap *snapshot.Snapshot, prev *View, prep *preparer) *meshIndex {
-	m := &meshIndex{}
+	if prev != nil && prev.mesh != nil && prev.prep == prep && sameMesh(snap, prev.Snap, prev.mesh) {
+		return prev.mesh
+	}
+	m := &meshIndex{from: map[string]*snapshot.Service{}}
 	exposed, wildIngress := gatewayServices(snap.Ingress)
 	linked, wildTerminating := gatewayServices(snap.Terminating)
 	connectFrom := map[string][]*snapshot.Service{}
@@ -81,6 +90,9 @@ func newMeshIndex(snap *snapshot.Snapshot, prev *View, prep *preparer) *meshInde
 	for key, svc := range snap.Services {
 		if svc == nil {
 			continue
+		}
+		if len(exposed[key]) > 0 || len(linked[key]) > 0 || inMesh(svc) {
+			m.from[key] = svc
 		}
 		for _, s := range exposed[key] {
 			ingressFrom[s] = append(ingressFrom[s], svc)
@@ -124,6 +136,50 @@ func newMeshIndex(snap *snapshot.Snapshot, prev *View, prep *preparer) *meshInde
 		return svc.Instances
 	})
 	return m
+}
+
+// sameMesh reports whether snap holds the mesh data of prev, from which
+// m was derived: the same gateway entries, the same services m was derived
+// from, and no other service that changed since prev holding mesh data.
+// Consecutive snapshots share unchanged services, so this costs a lookup
+// per service, not a scan of every instance.
+func sameMesh(snap, prev *snapshot.Snapshot, m *meshIndex) bool {
+	if snap.IngressRead != prev.IngressRead || snap.TerminatingRead != prev.TerminatingRead ||
+		!reflect.DeepEqual(snap.Ingress, prev.Ingress) || !reflect.DeepEqual(snap.Terminating, prev.Terminating) {
+		return false
+	}
+	for key, svc := range m.from {
+		if snap.Services[key] != svc {
+			return false
+		}
+	}
+	for key, svc := range snap.Services {
+		if svc != nil && prev.Services[key] != svc && (inMesh(svc) || names(snap.Ingress, key) || names(snap.Terminating, key)) {
+			return false
+		}
+	}
+	return true
+}
+
+// inMesh reports whether an instance of svc is a proxy, Connect-native or
+// a gateway.
+func inMesh(svc *snapshot.Service) bool {
+	for i := range svc.Instances {
+		if svc.Instances[i].Mesh != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// names reports whether an entry is the gateway of service key.
+func names(entries []*snapshot.Gateway, key string) bool {
+	for _, gw := range entries {
+		if gw != nil && snapshot.Key(gw.Name) == key {
+			return true
+		}
+	}
+	return false
 }
 
 // gatewayServices maps each gateway's service key to the services it

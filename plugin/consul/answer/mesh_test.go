@@ -1,6 +1,7 @@
 package answer
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -188,6 +189,35 @@ func TestMeshSharesUnchanged(t *testing.T) {
 	if got := srv(t, v2, "nat.connect.consul.").Answer[0].(*dns.SRV).Port; got != 9443 {
 		t.Errorf("nat.connect SRV port %d, want 9443", got)
 	}
+
+	// A change outside the mesh keeps the whole index; a new proxy, or
+	// a service now named by a gateway's entry, does not.
+	services = maps.Clone(services)
+	services["web"] = web(81)
+	v3 := meshView(services, nil, v2, DefaultOptions())
+	if v3.mesh != v2.mesh {
+		t.Error("a change outside the mesh derived the mesh names again")
+	}
+	services = maps.Clone(services)
+	services["db-sidecar-proxy"] = &snapshot.Service{Name: "db-sidecar-proxy", Instances: []snapshot.Instance{{ID: "db-1-sidecar",
+		Node: "n1", NodeAddress: "10.0.0.1", Port: 21000, Mesh: &snapshot.Mesh{Kind: snapshot.KindConnectProxy, Destination: "db"}}}}
+	v4 := meshView(services, nil, v3, DefaultOptions())
+	if _, ok := v4.mesh.connect["db"]; !ok {
+		t.Error("a new proxy's destination is not answered")
+	}
+	services = maps.Clone(services)
+	services["plain-gw"] = web(82)
+	v5 := meshView(services, []*snapshot.Gateway{{Name: "plain-gw", Services: []string{"db"}}}, v4, DefaultOptions())
+	v6 := meshView(services, []*snapshot.Gateway{{Name: "plain-gw", Services: []string{"db"}}}, v5, DefaultOptions())
+	services = maps.Clone(services)
+	services["plain-gw"] = web(83)
+	v7 := meshView(services, []*snapshot.Gateway{{Name: "plain-gw", Services: []string{"db"}}}, v6, DefaultOptions())
+	if v6.mesh != v5.mesh || v7.mesh == v6.mesh {
+		t.Error("a gateway named by an entry is not followed by identity")
+	}
+	if got := srv(t, v7, "db.ingress.consul.").Answer[0].(*dns.SRV).Port; got != 83 {
+		t.Errorf("db.ingress SRV port %d, want the changed gateway's 83", got)
+	}
 }
 
 // TestMeshTerminating: a terminating gateway answers <svc>.connect for the
@@ -224,5 +254,30 @@ func TestMeshTerminating(t *testing.T) {
 			t.Errorf("%s %s: pass on %v, answer %q; want %v, %q", tc.name, dns.TypeToString[tc.qtype], res.PassOn,
 				rrStrings(res.Answer), tc.passOn, tc.answer)
 		}
+	}
+}
+
+// BenchmarkMeshIndex is what each publish pays for the mesh names: 5,000
+// services of 5 instances, a tenth with a sidecar service, nothing changed
+// since the view before.
+func BenchmarkMeshIndex(b *testing.B) {
+	services := map[string]*snapshot.Service{}
+	for i := range 5000 {
+		name := fmt.Sprintf("svc-%d", i)
+		svc := &snapshot.Service{Name: name}
+		for j := range 5 {
+			in := snapshot.Instance{ID: fmt.Sprintf("%s-%d", name, j), Node: fmt.Sprintf("n%d", j), NodeAddress: "10.0.0.1", Port: 80}
+			if i%10 == 1 {
+				in.Mesh = &snapshot.Mesh{Kind: snapshot.KindConnectProxy, Destination: fmt.Sprintf("svc-%d", i-1)}
+				in.TaggedAddresses = map[string]string{snapshot.VirtualIPTag: "240.0.0.1"}
+			}
+			svc.Instances = append(svc.Instances, in)
+		}
+		services[name] = svc
+	}
+	v := NewView(catalog(services, nil), nil, zones, DefaultOptions())
+	b.ResetTimer()
+	for b.Loop() {
+		newMeshIndex(v.Snap, v, v.prep)
 	}
 }
