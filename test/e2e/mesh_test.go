@@ -139,3 +139,28 @@ func TestMeshNames(t *testing.T) {
 		sameAnswers(t, restarted.Addr, questions, want)
 	})
 }
+
+// TestMeshOtherDatacenter asks the mesh names of a replicated datacenter
+// (dc2, through dc1's agent) of the plugin and of Consul's DNS in dc1:
+// proxies, gateways and entries are dc2's, SRV targets named in dc2; the
+// virtual form reads one label as a peer, never a datacenter.
+func TestMeshOtherDatacenter(t *testing.T) {
+	dcs := consulagent.StartDatacentersHCL(t, "connect { enabled = true }", "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	services := meshCatalog(t, dc2.Client())
+	plugin := startPlugin(t, dc1.HTTPAddr, "datacenters dc2")
+	waitFor(t, plugin.Addr, "web.ingress.dc2.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+	waitFor(t, plugin.Addr, "legacy.connect.dc2.consul.", dns.TypeSRV, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
+	var questions []question
+	for _, s := range services {
+		for _, kind := range []string{"connect", "ingress"} {
+			for _, dc := range []string{".dc2", ".dc2.dc"} {
+				for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV} {
+					questions = append(questions, question{s + "." + kind + dc + ".consul.", qt})
+				}
+			}
+		}
+		questions = append(questions, question{s + ".virtual.dc2.consul.", dns.TypeA}, question{s + ".connect.consul.", dns.TypeA})
+	}
+	compare(t, dc1.DNSAddr, plugin.Addr, questions)
+}
