@@ -276,9 +276,10 @@ func TestServeDNSPassOn(t *testing.T) {
 		passed bool
 	}{
 		{"unknown prepared query", nil, "geo.query.consul.", dns.TypeA, false},
-		{"connect", nil, "web.connect.consul.", dns.TypeA, true},
-		{"ingress", nil, "web.ingress.consul.", dns.TypeA, true},
-		{"virtual", nil, "web.virtual.consul.", dns.TypeA, true},
+		{"connect: answered from the replica", nil, "web.connect.consul.", dns.TypeA, false},
+		{"ingress without any gateway registered", nil, "web.ingress.consul.", dns.TypeA, false},
+		{"virtual: answered from the replica", nil, "web.virtual.consul.", dns.TypeA, false},
+		{"virtual of a peer", nil, "web.virtual.other.peer.consul.", dns.TypeA, true},
 		{"peer", nil, "web.service.other.peer.consul.", dns.TypeA, true},
 		{"NXDOMAIN without fallthrough", nil, "nope.service.consul.", dns.TypeA, false},
 		{"NXDOMAIN with fallthrough", []string{}, "nope.service.consul.", dns.TypeA, true},

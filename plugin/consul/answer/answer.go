@@ -126,6 +126,11 @@ func answer(v *View, q *Question, name *Name) Result {
 		return b.node(name)
 	case KindAddr:
 		return b.addr(name)
+	case KindConnect, KindIngress:
+		b.mesh(name)
+		return b.res
+	case KindVirtual:
+		return b.virtual(name)
 	case KindPassOn, KindQuery:
 		// Prepared queries are run by the caller, which knows every
 		// datacenter (QueryAnswer).

@@ -22,8 +22,7 @@ const (
 	KindNode                // node.node
 	KindAddr                // hexip.addr
 	KindQuery               // name.query, _name._tag.query: a prepared query
-	// KindPassOn names are Consul's (prepared queries, Connect, ingress,
-	// virtual IPs) but cannot be answered faithfully from the replica: the
+	// KindPassOn names are Consul's (peers, ports, namespaces) but cannot be answered faithfully from the replica: the
 	// next plugin gets them, typically forward to Consul's DNS.
 	KindPassOn
 )
@@ -39,6 +38,9 @@ type Name struct {
 	// Datacenter is the one named in the query, lower case; empty for the
 	// replicated one.
 	Datacenter string
+	// Peer is the cluster peer named, lower case: a <svc>.virtual name's
+	// one locality label.
+	Peer string
 }
 
 // parseName reads the labels of a name below the zone, lower case, in order
@@ -116,7 +118,7 @@ func parseName(labels []string, qtype uint16, name *Name) {
 		}
 		name.Kind, name.Query = KindQuery, prepared.QueryName(parts)
 	default: // connect, ingress, virtual
-		name.Kind = KindPassOn
+		parseMesh(name, labels[typ], parts, labels[typ+1:])
 	}
 }
 

@@ -52,6 +52,17 @@ func TestParseName(t *testing.T) {
 		{"0a00001.addr", dns.TypeA, Name{}},
 		{"a.0a000001.addr", dns.TypeA, Name{}},
 
+		// mesh names: the service is the label next to the type; a virtual
+		// IP's one locality label is a peer, <dc>.dc is ignored
+		{"web.connect", dns.TypeA, Name{Kind: KindConnect, Service: "web"}},
+		{"x.web.connect.dc2", dns.TypeSRV, Name{Kind: KindConnect, Service: "web", Datacenter: "dc2"}},
+		{"connect", dns.TypeA, Name{}},
+		{"web.ingress.dc1.dc", dns.TypeA, Name{Kind: KindIngress, Service: "web", Datacenter: "dc1"}},
+		{"web.virtual", dns.TypeA, Name{Kind: KindVirtual, Service: "web"}},
+		{"web.virtual.dc1", dns.TypeA, Name{Kind: KindVirtual, Service: "web", Peer: "dc1"}},
+		{"web.virtual.dc1.dc", dns.TypeA, Name{Kind: KindVirtual, Service: "web"}},
+		{"web.virtual.p1.peer", dns.TypeA, Name{Kind: KindPassOn}},
+
 		// names passed on: what the replica cannot answer faithfully
 		{"geo.query", dns.TypeA, Name{Kind: KindQuery, Query: "geo"}},
 		{"_geo._tcp.query", dns.TypeSRV, Name{Kind: KindQuery, Query: "geo"}},
@@ -61,9 +72,6 @@ func TestParseName(t *testing.T) {
 		{"geo.query.other.peer", dns.TypeA, Name{}}, // no peers either
 		{"8a7c2cb2-7e7e-4b0d-9d3b-0123456789ab.query", dns.TypeA, Name{Kind: KindQuery, Query: "8a7c2cb2-7e7e-4b0d-9d3b-0123456789ab"}},
 		{"query", dns.TypeA, Name{}}, // no query name
-		{"web.connect", dns.TypeA, Name{Kind: KindPassOn}},
-		{"web.ingress", dns.TypeA, Name{Kind: KindPassOn}},
-		{"web.virtual", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.service.other.peer", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.service.ns1.ns.dc1.dc", dns.TypeA, Name{Kind: KindPassOn, Datacenter: "dc1"}},
 		{"web.service.p1.ap", dns.TypeA, Name{Kind: KindPassOn}},
@@ -81,7 +89,8 @@ func TestParseName(t *testing.T) {
 			got := Name{Kind: KindNode, Node: "left over"} // parseName must not keep any of it
 			parseName(splitLabels(tc.name, buf[:0]), tc.qtype, &got)
 			if got.Kind != tc.want.Kind || got.Service != tc.want.Service || got.Tag != tc.want.Tag ||
-				got.Node != tc.want.Node || !got.IP.Equal(tc.want.IP) || got.Datacenter != tc.want.Datacenter {
+				got.Node != tc.want.Node || !got.IP.Equal(tc.want.IP) || got.Datacenter != tc.want.Datacenter ||
+				got.Peer != tc.want.Peer {
 				t.Errorf("parseName(%q) = %+v, want %+v", tc.name, got, tc.want)
 			}
 		})

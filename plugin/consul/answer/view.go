@@ -32,6 +32,7 @@ type View struct {
 	// the first.
 	Dropped        map[string]int
 	DroppedExample string
+	mesh           *meshIndex
 }
 
 // preparer builds the records of services and nodes for one set of zones
@@ -88,6 +89,7 @@ func NewView(snap *snapshot.Snapshot, prev *View, zones []string, opt Options) *
 			dropped = p.dropped.merge(dropped)
 		}
 	}
+	v.mesh = newMeshIndex(snap, prev, prep)
 	if dropped != nil {
 		v.Dropped, v.DroppedExample = dropped.n, dropped.example
 	}

@@ -22,6 +22,8 @@ type catalog struct {
 	servicesHidden, queriesHidden bool
 	queries                       []*snapshot.Query
 	coords                        []*snapshot.Coordinate
+	// ingress and terminating are the gateways' config entries.
+	ingress, terminating gateways
 	// seq orders reads of services by how recent their data is.
 	seq atomic.Uint64
 }
@@ -66,6 +68,8 @@ func (r *Replicator) build() *snapshot.Snapshot {
 	snap := snapshot.New(d.datacenter, 0, services, maps.Clone(d.nodes), time.Now())
 	snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode = d.queries, d.queriesHidden, d.coords, d.agentNode
 	snap.ServicesHidden = d.servicesHidden
+	snap.Ingress, snap.IngressRead = d.ingress.list, d.ingress.read
+	snap.Terminating, snap.TerminatingRead = d.terminating.list, d.terminating.read
 	return snap
 }
 

@@ -144,8 +144,8 @@ const (
 )
 
 // overhead is the connections a replica needs besides its watchers: the
-// fetchers and the four blocking loops (service list, nodes, checks,
-// prepared queries). The brief periodic reads (liveness, datacenters,
+// fetchers and the six blocking loops (service list, nodes, checks,
+// prepared queries, ingress and terminating gateways' entries). The brief periodic reads (liveness, datacenters,
 // coordinates) borrow an idle fetcher's connection: the fetchers are all
 // busy only during a burst, when those reads may wait for one.
-func (c Config) overhead() int { return c.Fetchers + 4 }
+func (c Config) overhead() int { return c.Fetchers + 6 }

@@ -42,6 +42,7 @@ func buildService(name string, entries []*api.ServiceEntry, index uint64) (svc *
 			WeightWarning:       e.Service.Weights.Warning,
 			Health:              aggregateHealth(e.Checks),
 			Checks:              failingChecks(e.Checks),
+			Mesh:                meshOf(e.Service),
 		})
 	}
 	slices.SortFunc(svc.Instances, func(a, b snapshot.Instance) int {
@@ -51,6 +52,19 @@ func buildService(name string, entries []*api.ServiceEntry, index uint64) (svc *
 		return strings.Compare(a.ID, b.ID)
 	})
 	return svc, badEntries, badChecks
+}
+
+// meshOf is what a service instance is in the mesh; nil for a plain service,
+// so that most instances carry nothing more.
+func meshOf(s *api.AgentService) *snapshot.Mesh {
+	m := snapshot.Mesh{Kind: string(s.Kind), Native: s.Connect != nil && s.Connect.Native}
+	if s.Proxy != nil {
+		m.Destination = s.Proxy.DestinationServiceName
+	}
+	if m == (snapshot.Mesh{}) {
+		return nil
+	}
+	return &m
 }
 
 func serviceAddresses(tagged map[string]api.ServiceAddress) map[string]string {

@@ -37,6 +37,9 @@ func FuzzConvert(f *testing.F) {
 		`{"ID":"t1","Name":"","Template":{"Type":"name_prefix_match","Regexp":"^(.*)$"},"Service":{"Service":"${match(1)}"}}],` +
 		`"Coordinates":[null,{"Node":"n1","Coord":{"Vec":[0.1,null],"Error":1,"Adjustment":0,"Height":0.0001}}],` +
 		`"Summaries":[null,{"Name":"web","InstanceCount":1}],"Datacenters":[null,"DC1",""]}`))
+	f.Add([]byte(`{"Entries":[{"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"p","Service":"web","Kind":"connect-proxy",` +
+		`"Proxy":{"DestinationServiceName":"web"},"Connect":{"Native":true},"TaggedAddresses":{"consul-virtual":{"Address":"x"},` +
+		`"consul-virtual:web":{"Address":"240.0.0.9"}}},"Checks":[]}]}`))
 	f.Add([]byte(`{"Entries":[{"Node":{"Node":"` + string(make([]byte, 70)) + `"},"Service":{"Service":"web","Meta":{"m":"x"}},"Checks":[]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var in consulAnswers
@@ -45,7 +48,8 @@ func FuzzConvert(f *testing.F) {
 		}
 		snap := convertAnswers(in)
 		view := answer.NewView(snap, nil, []string{"consul."}, answer.DefaultOptions())
-		names := []string{"web.service.consul.", "_web._tcp.service.consul.", "web-q.query.consul."}
+		names := []string{"web.service.consul.", "_web._tcp.service.consul.", "web-q.query.consul.",
+			"web.connect.consul.", "web.ingress.consul.", "web.virtual.consul."}
 		for _, n := range snap.Nodes {
 			names = append(names, dns.Fqdn(n.Name)+"node.consul.")
 		}

@@ -44,6 +44,11 @@ type memCatalog struct {
 	fail error
 	// denyQueries makes the prepared-query list answer 403.
 	denyQueries bool
+	// gateways are the gateways' entries by kind, gatewaysIdx their
+	// index (gateways_test.go).
+	gateways     map[string][]*snapshot.Gateway
+	gatewaysIdx  uint64
+	denyGateways bool
 	// calls counts reads by method; blockingNow how many blocking service
 	// reads are waiting, most the highest it reached.
 	calls            map[string]int

@@ -23,26 +23,34 @@ const deniedRetry = time.Minute
 // watchQueries keeps the datacenter's prepared queries: one blocking query,
 // which wakes only when a definition changes.
 func (r *Replicator) watchQueries() {
-	var refused bool
 	watch(r, r.run.ctx, blocking[queryList]{
 		what: "prepared queries",
-		read: func(ctx context.Context, q Query) (queryList, Meta, error) {
-			if refused && !sleep(ctx, deniedRetry) {
-				return queryList{}, Meta{}, ctx.Err()
-			}
+		read: orDenied(func(ctx context.Context, q Query) (queryList, Meta, error) {
 			list, meta, err := r.src.Queries(ctx, q)
-			refused = denied(err)
-			if refused {
-				// A token without query read: not a failure of Consul's (no
-				// backoff, no endpoint change, no stale answers), and the
-				// names are passed on, never NXDOMAIN. Asked again now and
-				// then, in case the token gains the right.
-				return queryList{hidden: true}, Meta{Index: max(q.Index, 1), KnownLeader: true}, nil
-			}
 			return queryList{list: list, hidden: meta.Filtered}, meta, err
-		},
+		}, queryList{hidden: true}),
 		apply: r.applyQueries,
 	})
+}
+
+// orDenied is read, for a list the token may not read: not a failure of
+// Consul's (no backoff, no endpoint change, no stale answers), so the read
+// answers deniedValue, at the index held, and the names it covers are
+// passed on, never NXDOMAIN. Asked again every deniedRetry, in case the
+// token gains the right.
+func orDenied[T any](read func(context.Context, Query) (T, Meta, error), deniedValue T) func(context.Context, Query) (T, Meta, error) {
+	var refused bool
+	return func(ctx context.Context, q Query) (T, Meta, error) {
+		if refused && !sleep(ctx, deniedRetry) {
+			var zero T
+			return zero, Meta{}, ctx.Err()
+		}
+		data, meta, err := read(ctx, q)
+		if refused = denied(err); refused {
+			return deniedValue, Meta{Index: max(q.Index, 1), KnownLeader: true}, nil
+		}
+		return data, meta, err
+	}
 }
 
 // queryList is a read of the prepared queries; hidden when the token may not

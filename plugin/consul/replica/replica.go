@@ -6,7 +6,8 @@
 // How the replica stays current at scale (docs/design.md has the code map):
 //   - one blocking query on the service list keeps the names (catalog.go);
 //   - one on the nodes keeps the nodes, one on the prepared queries the
-//     queries (catalog.go, queries.go);
+//     queries, one on each kind of gateway entry (ingress, terminating)
+//     which services they serve (catalog.go, queries.go, gateways.go);
 //   - every service is read once, at once (fetcher.go); services then get a
 //     blocking query of their own, a bounded number starting at a time, up
 //     to a budget sized from the agent's connection limit (watchers.go,
@@ -109,6 +110,9 @@ func (r *Replicator) Start() {
 		r.run.spawn("watchServiceList", r.watchServiceList)
 		r.run.spawn("watchNodes", r.watchNodes)
 		r.run.spawn("watchQueries", r.watchQueries)
+		for _, kind := range gatewayKinds {
+			r.run.spawn("watchGateways "+kind, func() { r.watchGateways(kind) })
+		}
 		if r.cfg.Coordinates {
 			r.run.spawn("coordinatesLoop", r.coordinatesLoop)
 		}

@@ -26,13 +26,21 @@ func sample() *Set {
 }
 
 func sampleDC1() *Snapshot {
-	return New("dc1", 0, map[string]*Service{
+	s := New("dc1", 0, map[string]*Service{
+		"web-sidecar-proxy": {Name: "web-sidecar-proxy", Index: 8, Instances: []Instance{{
+			ID: "web-1-sidecar", Node: "n1", NodeAddress: "10.0.0.1", Port: 21000,
+			TaggedAddresses: map[string]string{VirtualIPTag: "240.0.0.1"},
+			Mesh:            &Mesh{Kind: KindConnectProxy, Destination: "web"},
+		}}},
 		"web": {Name: "web", Index: 7, Instances: []Instance{{
 			ID: "web-1", Node: "n1", NodeAddress: "10.0.0.1", Address: "10.1.0.1", Port: 80,
 			Tags: []string{"v1"}, Meta: map[string]string{"k": "v"}, TaggedAddresses: map[string]string{"lan_ipv6": "2001:db8::1"},
 			WeightPassing: 3, WeightWarning: 1, Health: Warning,
 		}}},
 	}, map[string]*Node{"n1": {Name: "n1", Address: "10.0.0.1", Meta: map[string]string{"rack": "r1"}}}, time.Unix(1700000000, 0).UTC())
+	s.Ingress, s.IngressRead = []*Gateway{{Name: "ig", Services: []string{"*", "web"}}}, true
+	s.Terminating, s.TerminatingRead = []*Gateway{{Name: "tg", Services: []string{"legacy"}}}, true
+	return s
 }
 
 func TestFileRoundTrip(t *testing.T) {

@@ -24,5 +24,7 @@ func sanitize(snap *Snapshot) int {
 	snap.Queries = slices.DeleteFunc(snap.Queries, func(q *Query) bool {
 		return skip(q == nil)
 	})
+	snap.Ingress = slices.DeleteFunc(snap.Ingress, func(g *Gateway) bool { return skip(g == nil) })
+	snap.Terminating = slices.DeleteFunc(snap.Terminating, func(g *Gateway) bool { return skip(g == nil) })
 	return skipped
 }

@@ -70,6 +70,9 @@ type Instance struct {
 	// Checks are the instance's service and node checks that are not
 	// passing, for prepared queries that ignore some of them.
 	Checks []Check `json:",omitempty"`
+	// Mesh is what the instance is in the service mesh; nil for a plain
+	// service (and in files written before it was kept).
+	Mesh *Mesh `json:",omitempty"`
 }
 
 // Memo keeps what a reader derived from the value that holds it (the
@@ -141,6 +144,17 @@ type Snapshot struct {
 	// AgentNode is the node name of the agent the replica reads through:
 	// what a prepared query's Near "_agent" means.
 	AgentNode string `json:",omitempty"`
+	// Ingress are the ingress gateways' config entries, for <svc>.ingress
+	// names; Terminating the terminating gateways', which <svc>.connect
+	// answers with the proxies.
+	Ingress     []*Gateway `json:",omitempty"`
+	Terminating []*Gateway `json:",omitempty"`
+	// IngressRead and TerminatingRead: the entries were read, so a service
+	// that no gateway of that kind names is named by none. False in files
+	// written before they were kept, and while the token may not read
+	// them.
+	IngressRead     bool `json:",omitempty"`
+	TerminatingRead bool `json:",omitempty"`
 
 	instances int // counted by New, which already visits every service
 }
