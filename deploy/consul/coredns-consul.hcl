@@ -5,14 +5,14 @@
 # Why: the plugin gives every service a blocking query of its own, so that a
 # change reaches DNS in milliseconds. Over plain HTTP each one holds a TCP
 # connection, and an agent accepts 200 per client IP by default: the plugin
-# then watches 155 services (it reads the limit at start-up and leaves an
+# then watches 153 services (it reads the limit at start-up and leaves an
 # eighth to other clients) and finds changes to the others through detectors:
 # registrations, deregistrations and health changes in tens of milliseconds
 # more, a changed port or address of an unwatched instance only through a
 # paced sweep of per-service probes (coredns_consul_sweeps_total counts them).
 # It logs a warning with the numbers and the value to set here.
 #
-# Set the limit to at least (services + 20) x 8/7, rounded up: 1,400 for 1,000
+# Set the limit to at least (services + 22) x 8/7, rounded up: 1,400 for 1,000
 # services, 5,800 for 5,000. Or reach the agent over HTTPS (address
 # https://...): HTTP/2 carries the blocking queries over a few connections and
 # no limit needs raising.

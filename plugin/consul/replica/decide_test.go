@@ -105,16 +105,16 @@ func TestSummaryDetector(t *testing.T) {
 }
 
 func TestWatcherBudget(t *testing.T) {
-	const overhead = 20 // DefaultConfig's 16 fetchers and 4 loops
+	const overhead = 22 // DefaultConfig's 16 fetchers and 6 loops
 	tests := []struct {
 		limit, share int
 		https        bool
 		want         int
 	}{
-		{200, 1, false, 155},         // Consul's default: 200 - 20 - 25 left to other clients
-		{200, 0, false, 155},         // 0 is alone too
-		{200, 2, false, 67},          // two datacenters: (200 - 25) / 2 - 20
-		{5000, 1, false, 4355},       // 5000 - 20 - 625
+		{200, 1, false, 153},         // Consul's default: 200 - 22 - 25 left to other clients
+		{200, 0, false, 153},         // 0 is alone too
+		{200, 2, false, 65},          // two datacenters: (200 - 25) / 2 - 22
+		{5000, 1, false, 4353},       // 5000 - 22 - 625
 		{10000, 1, false, 8192},      // bounded by the agent's memory
 		{0, 1, false, HTTPSWatchers}, // no limit
 		{200, 1, true, HTTPSWatchers},
