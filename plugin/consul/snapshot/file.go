@@ -42,6 +42,12 @@ type Set struct {
 	// Cluster is the Consul cluster the snapshots were read from (its CA's
 	// trust domain, "<cluster-id>.consul"); empty when it was not known.
 	Cluster string `json:",omitempty"`
+	// Peers are the snapshots of the services imported from each
+	// replicated cluster peer; KnownPeers the peerings Consul lists, nil
+	// when never read. Files written before peers were replicated have
+	// neither.
+	Peers      []*Snapshot `json:",omitempty"`
+	KnownPeers []string    `json:",omitempty"`
 	// Skipped counts the entries Decode left out: nulls and queries nested
 	// too deep, which only a damaged or crafted file holds.
 	Skipped int `json:"-"`
@@ -153,6 +159,9 @@ func Decode(data []byte) (*Set, error) {
 	for i, dc := range set.Known {
 		set.Known[i] = Key(dc)
 	}
+	if err := decodePeers(&set); err != nil {
+		return nil, err
+	}
 	return &set, nil
 }
 
@@ -198,7 +207,7 @@ func rebuild(snap *Snapshot) *Snapshot {
 	}
 	s := New(snap.Datacenter, snap.Index, snap.Services, snap.Nodes, snap.Built)
 	s.Queries, s.QueriesHidden, s.Coordinates, s.AgentNode = snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode
-	s.ServicesHidden = snap.ServicesHidden
+	s.ServicesHidden, s.Peer = snap.ServicesHidden, snap.Peer
 	return s
 }
 

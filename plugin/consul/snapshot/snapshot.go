@@ -70,6 +70,10 @@ type Instance struct {
 	// Checks are the instance's service and node checks that are not
 	// passing, for prepared queries that ignore some of them.
 	Checks []Check `json:",omitempty"`
+	// NodeMeta is the node's meta, kept only for an instance imported from
+	// a cluster peer: Consul lists no nodes of a peer, so its instances
+	// carry what its SRV answers put in TXT records.
+	NodeMeta map[string]string `json:",omitempty"`
 }
 
 // Memo keeps what a reader derived from the value that holds it (the
@@ -141,6 +145,9 @@ type Snapshot struct {
 	// AgentNode is the node name of the agent the replica reads through:
 	// what a prepared query's Near "_agent" means.
 	AgentNode string `json:",omitempty"`
+	// Peer is the cluster peer whose imported services the snapshot holds;
+	// empty for a datacenter's own.
+	Peer string `json:",omitempty"`
 
 	instances int // counted by New, which already visits every service
 }
