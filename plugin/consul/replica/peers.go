@@ -1,0 +1,118 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// A replica of a cluster peer (Config.Peer) reads the services imported
+// from it through the same loops as a datacenter's, with ?peer= on every
+// request. Consul ignores ?peer= on /v1/catalog/services, /v1/catalog/nodes,
+// /v1/health/state/any and /v1/query (they answer the datacenter's own), so:
+//   - the service list is /v1/internal/ui/services?peer=, which blocks and
+//     lists what the peer exports to this cluster;
+//   - nodes are those of the instances (Consul lists no nodes of a peer);
+//   - there is no health detector: the list's index moves with every check
+//     of the peer's services, and the summaries name the service;
+//   - there are no prepared queries.
+
+// importedServices lists the services imported from the peer, with their
+// tags.
+func (s *consulSource) importedServices(ctx context.Context, q Query) (map[string][]string, Meta, error) {
+	var list []uiSummary
+	meta, err := s.call(ctx, q, func(c *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
+		return c.Raw().Query("/v1/internal/ui/services", &list, opts)
+	})
+	if err != nil {
+		return nil, meta, fmt.Errorf("listing the services imported from peer %s: %w", s.peer, err)
+	}
+	sums, bad := convertSummaries(list)
+	s.invalid.note(invalidSummary, bad)
+	out := make(map[string][]string, len(sums))
+	for _, sum := range sums {
+		out[sum.Name] = sum.Tags
+	}
+	return out, meta, nil
+}
+
+// keepNodeMeta copies each node's meta onto its instances of svc: a peer's
+// node is known only from its instances.
+func keepNodeMeta(svc *snapshot.Service, entries []*api.ServiceEntry) {
+	meta := make(map[string]map[string]string)
+	for _, e := range entries {
+		if e != nil && e.Node != nil && len(e.Node.Meta) > 0 {
+			meta[e.Node.Node] = e.Node.Meta
+		}
+	}
+	for i := range svc.Instances {
+		svc.Instances[i].NodeMeta = meta[svc.Instances[i].Node]
+	}
+}
+
+// peerNodesLocked are the nodes of a peer's instances; a node unchanged
+// since the last snapshot is shared with it, with what was built for it.
+func (r *Replicator) peerNodesLocked(services map[string]*snapshot.Service) map[string]*snapshot.Node {
+	nodes := make(map[string]*snapshot.Node)
+	for _, svc := range services {
+		for i := range svc.Instances {
+			in := &svc.Instances[i]
+			key := snapshot.Key(in.Node)
+			if nodes[key] != nil {
+				continue
+			}
+			n := &snapshot.Node{Name: in.Node, Address: in.NodeAddress, TaggedAddresses: in.NodeTaggedAddresses, Meta: in.NodeMeta}
+			if old := r.data.nodes[key]; old != nil && sameNode(old, n) {
+				n = old
+			}
+			nodes[key] = n
+		}
+	}
+	r.data.nodes = nodes
+	return nodes
+}
+
+// Peering is one of the cluster peerings Consul lists.
+type Peering struct {
+	Name  string // lower case
+	State string // Consul's: PENDING, ESTABLISHING, ACTIVE, FAILING, DELETING, TERMINATED
+}
+
+// peeringLister is a Source that lists the cluster peerings.
+type peeringLister interface {
+	Peerings(ctx context.Context) ([]Peering, Meta, error)
+}
+
+func (s *consulSource) Peerings(ctx context.Context) ([]Peering, Meta, error) {
+	list, meta, err := read(s, ctx, Query{}, "listing peerings", func(c *api.Client, o *api.QueryOptions) ([]*api.Peering, *api.QueryMeta, error) {
+		o.Peer = ""
+		return c.Peerings().List(o.Context(), o)
+	})
+	if err != nil {
+		return nil, meta, err
+	}
+	out := make([]Peering, 0, len(list))
+	bad := 0
+	for _, p := range list {
+		if p == nil || p.Name == "" {
+			bad++
+			continue
+		}
+		out = append(out, Peering{Name: snapshot.Key(p.Name), State: string(p.State)})
+	}
+	s.invalid.note(invalidPeering, bad)
+	return out, meta, nil
+}
+
+// peeringsLoop reads the peerings Consul lists: at once, then every
+// PeeringsInterval, retrying sooner while it fails.
+func (r *Replicator) peeringsLoop() {
+	lister, ok := r.src.(peeringLister)
+	if !ok {
+		return
+	}
+	every(r, r.cfg.PeeringsInterval, r.cfg.LivenessTimeout, lister.Peerings, r.cfg.OnPeerings)
+}
