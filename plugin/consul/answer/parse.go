@@ -26,6 +26,9 @@ const (
 	// virtual IPs) but cannot be answered faithfully from the replica: the
 	// next plugin gets them, typically forward to Consul's DNS.
 	KindPassOn
+	// KindPeerVirtual is <service>.virtual.<peer>[.peer]: the virtual IP of
+	// a service imported from a cluster peer.
+	KindPeerVirtual
 )
 
 // Name is a parsed name inside the zone.
@@ -39,6 +42,9 @@ type Name struct {
 	// Datacenter is the one named in the query, lower case; empty for the
 	// replicated one.
 	Datacenter string
+	// Peer is the cluster peer named in the query (<peer>.peer), lower
+	// case; empty for none.
+	Peer string
 }
 
 // parseName reads the labels of a name below the zone, lower case, in order
@@ -87,6 +93,9 @@ func parseName(labels []string, qtype uint16, name *Name) {
 		return
 	}
 	parts := labels[:typ]
+	if labels[typ] == "virtual" && parsePeerVirtual(name, parts) {
+		return
+	}
 	switch labels[typ] {
 	case "service":
 		parseService(name, parts)
@@ -121,7 +130,8 @@ func parseName(labels []string, qtype uint16, name *Name) {
 }
 
 // parseLocality reads the labels right of the type label into name; false
-// for a locality Consul does not read. Peers, ports, namespaces and
+// for a locality Consul does not read (agent/dns_ce.go parseLocality: a
+// datacenter and a peer together are refused). Ports, namespaces and
 // partitions are not replicated: such names are passed on.
 func parseLocality(labels []string, name *Name) bool {
 	switch len(labels) {
@@ -138,13 +148,15 @@ func parseLocality(labels []string, name *Name) bool {
 		switch labels[i+1] {
 		case "dc":
 			name.Datacenter = labels[i]
-		case "peer", "port", "ns", "ap":
+		case "peer":
+			name.Peer = labels[i]
+		case "port", "ns", "ap":
 			name.Kind = KindPassOn
 		default:
 			return false
 		}
 	}
-	return true
+	return name.Datacenter == "" || name.Peer == ""
 }
 
 func isType(label string) bool {

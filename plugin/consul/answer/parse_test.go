@@ -64,7 +64,6 @@ func TestParseName(t *testing.T) {
 		{"web.connect", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.ingress", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.virtual", dns.TypeA, Name{Kind: KindPassOn}},
-		{"web.service.other.peer", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.service.ns1.ns.dc1.dc", dns.TypeA, Name{Kind: KindPassOn, Datacenter: "dc1"}},
 		{"web.service.p1.ap", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.service.8080.port", dns.TypeA, Name{Kind: KindPassOn}},
@@ -81,7 +80,7 @@ func TestParseName(t *testing.T) {
 			got := Name{Kind: KindNode, Node: "left over"} // parseName must not keep any of it
 			parseName(splitLabels(tc.name, buf[:0]), tc.qtype, &got)
 			if got.Kind != tc.want.Kind || got.Service != tc.want.Service || got.Tag != tc.want.Tag ||
-				got.Node != tc.want.Node || !got.IP.Equal(tc.want.IP) || got.Datacenter != tc.want.Datacenter {
+				got.Node != tc.want.Node || !got.IP.Equal(tc.want.IP) || got.Datacenter != tc.want.Datacenter || got.Peer != tc.want.Peer {
 				t.Errorf("parseName(%q) = %+v, want %+v", tc.name, got, tc.want)
 			}
 		})

@@ -149,7 +149,7 @@ func (v *preparer) srvTarget(in *snapshot.Instance, t *target, zone string, ttl 
 		name := in.Node + ".node." + v.dc + "." + zone
 		return srvTarget{name: name, glue: addressRR(name, t.ip, ttl)}
 	}
-	name := hexIP(t.ip) + ".addr." + v.dc + "." + zone
+	name := hexIP(t.ip) + ".addr." + v.addrLoc + zone
 	return srvTarget{name: name, glue: addressRR(name, t.ip, ttl)}
 }
 
