@@ -114,7 +114,7 @@ func answer(v *View, q *Question, name *Name) Result {
 		// answers NXDOMAIN for a datacenter it has no path to.
 		return b.nxdomain()
 	}
-	if name.Peer != v.Snap.Peer && name.Kind != KindAddr {
+	if name.Peer != v.Snap.Peer && name.Kind != KindAddr && name.Kind != KindPassOn {
 		return b.peerMismatch(name)
 	}
 	switch name.Kind {
