@@ -146,7 +146,9 @@ func (c *Consul) routePeer(name answer.Name) (*datacenter, route) {
 	if known := p.known.Load(); known == nil || (*known)[name.Peer] {
 		return nil, routeNext
 	}
-	if name.Kind == answer.KindPeerVirtual {
+	if name.Kind == answer.KindPeerVirtual || name.Kind == answer.KindNode {
+		// Not always NXDOMAIN: the local view answers what Consul does
+		// (answer.peerMismatch).
 		return c.local, routeAnswer
 	}
 	return c.local, routeUnknown

@@ -32,10 +32,11 @@ func parsePeerVirtual(name *Name, parts []string) bool {
 
 // peerMismatch answers a name of another peer than the view's (or of a
 // peer in a datacenter's view): the caller had no view of that peer.
-// Consul answers a virtual name of a peer it does not know with NOERROR
-// and nothing, every other name with NXDOMAIN.
+// Consul answers a virtual name of a peer it does not know, and a node
+// question of a type it does not look nodes up for, with NOERROR and
+// nothing; every other name with NXDOMAIN.
 func (b *builder) peerMismatch(name *Name) Result {
-	if name.Kind == KindPeerVirtual {
+	if name.Kind == KindPeerVirtual || name.Kind == KindNode && !nodeType(b.q.Type) {
 		return Result{}
 	}
 	return b.nxdomain()

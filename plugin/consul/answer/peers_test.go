@@ -120,3 +120,29 @@ func TestPeerVirtualOtherType(t *testing.T) {
 		t.Errorf("extra %v ns %v", res.Extra, res.Ns)
 	}
 }
+
+// TestNodeOtherTypes: Consul answers a node question of a type other than
+// A, AAAA, ANY and TXT before looking the node up: NOERROR and nothing,
+// for a node that does not exist too, and in a peer it does not know.
+func TestNodeOtherTypes(t *testing.T) {
+	v := peerView(t)
+	local := NewView(snapshot.New("dc1", 1, nil, nil, time.Unix(0, 0)), nil, []string{"consul."}, DefaultOptions())
+	for _, tc := range []struct {
+		v     *View
+		name  string
+		qtype uint16
+		rcode int
+	}{
+		{v, "exp.node.a.peer.consul.", dns.TypeSRV, dns.RcodeSuccess},
+		{v, "nope.node.a.peer.consul.", dns.TypeSRV, dns.RcodeSuccess},
+		{v, "nope.node.a.peer.consul.", dns.TypeA, dns.RcodeNameError},
+		{local, "nope.node.zz.peer.consul.", dns.TypeSRV, dns.RcodeSuccess},
+		{local, "nope.node.zz.peer.consul.", dns.TypeA, dns.RcodeNameError},
+		{local, "nope.node.consul.", dns.TypeMX, dns.RcodeSuccess},
+	} {
+		res := ask(tc.v, tc.name, tc.qtype)
+		if res.Rcode != tc.rcode || len(res.Answer) != 0 || (tc.rcode == dns.RcodeSuccess && res.Ns != nil) {
+			t.Errorf("%s %s: rcode %d, answer %v, ns %v; want rcode %d, nothing", tc.name, dns.TypeToString[tc.qtype], res.Rcode, res.Answer, res.Ns, tc.rcode)
+		}
+	}
+}
