@@ -10,6 +10,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
+	"github.com/coredns-consul/coredns-consul/test/dnsq"
 	"github.com/coredns-consul/coredns-consul/test/metrics"
 	"github.com/coredns-consul/coredns-consul/test/wait"
 
@@ -40,9 +41,23 @@ func exportCatalog(t *testing.T, p *consulagent.Peered) []string {
 	reg("ext-2", "127.0.0.22", nil, &api.AgentService{ID: "db-1", Service: "db", Port: 5432, Tags: []string{"primary"}}, api.HealthWarning)
 	reg("ext-1", "127.0.0.21", meta, &api.AgentService{ID: "db-2", Service: "db", Port: 5433, Address: "2001:db8::2"}, api.HealthPassing)
 	reg("ext-2", "127.0.0.22", nil, &api.AgentService{ID: "down-1", Service: "down", Port: 9000}, api.HealthCritical)
-	services := []string{"web", "db", "down"}
-	p.Export(t, services...)
-	return services
+	// A mesh gateway in the exporter: the importer then gets a proxy for
+	// each exported Connect service (a sidecar's, a Connect-native one's),
+	// with a virtual IP.
+	reg("ext-1", "127.0.0.21", meta, &api.AgentService{ID: "web-1-sidecar", Service: "web-sidecar-proxy", Kind: api.ServiceKindConnectProxy, Port: 21000,
+		Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "web", DestinationServiceID: "web-1", LocalServicePort: 8001}}, api.HealthPassing)
+	reg("ext-2", "127.0.0.22", nil, &api.AgentService{ID: "mgw", Service: "mesh-gateway", Kind: api.ServiceKindMeshGateway, Port: 8443}, api.HealthPassing)
+	reg("ext-2", "127.0.0.22", nil, &api.AgentService{ID: "nat-1", Service: "nat", Port: 8100, Connect: &api.AgentServiceConnect{Native: true}}, api.HealthPassing)
+	exported := []string{"web", "db", "down", "nat"}
+	p.Export(t, exported...)
+	wait.Until(t, 30*time.Second, func() error {
+		m := dnsq.Query(t, p.Importer.DNSAddr, "nat.virtual."+peerName+".consul.", dns.TypeA)
+		if len(m.Answer) == 0 {
+			return fmt.Errorf("no virtual IP for nat in the importer yet")
+		}
+		return nil
+	})
+	return append(exported, "web-sidecar-proxy", "nat-sidecar-proxy")
 }
 
 // peerQuestions are every peer form, for services that exist, are all

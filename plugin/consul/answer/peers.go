@@ -6,8 +6,12 @@ import (
 	"github.com/miekg/dns"
 )
 
-// virtualTag is the tagged address Consul puts a service's virtual IP in.
-const virtualTag = "consul-virtual"
+// virtualTag is the tagged address Consul puts a service's virtual IP in;
+// proxySuffix ends the name of the proxy imported for a service.
+const (
+	virtualTag  = "consul-virtual"
+	proxySuffix = "-sidecar-proxy"
+)
 
 // parsePeerVirtual reads <service>.virtual.<peer>.peer and
 // <service>.virtual.<peer> into name: Consul reads a lone locality label of
@@ -47,8 +51,13 @@ func (b *builder) peerMismatch(name *Name) Result {
 // name in lower case, in the answer section for its own type and ANY, in the
 // additional section for any other type; NOERROR without the SOA when the
 // service has none.
+//
+// An imported service's virtual IP is on the proxy the peering stream makes
+// up for it when the exporter runs a mesh gateway, always named
+// <service>-sidecar-proxy (peerstream's syntheticProxyNameSuffix): the
+// importer assigns it when it registers that proxy.
 func (b *builder) peerVirtual(name *Name) Result {
-	svc, ok := b.snap.Service(name.Service)
+	svc, ok := b.snap.Service(name.Service + proxySuffix)
 	if !ok {
 		return Result{}
 	}

@@ -49,10 +49,11 @@ func TestParsePeerNames(t *testing.T) {
 func peerView(t *testing.T) *View {
 	t.Helper()
 	snap := snapshot.New("dc1", 5, map[string]*snapshot.Service{"web": {Name: "web", Index: 5, Instances: []snapshot.Instance{
-		{ID: "w1", Node: "exp", NodeAddress: "10.0.0.1", Port: 80, NodeMeta: map[string]string{"rack": "r1"},
-			TaggedAddresses: map[string]string{virtualTag: "240.0.0.1"}},
+		{ID: "w1", Node: "exp", NodeAddress: "10.0.0.1", Port: 80, NodeMeta: map[string]string{"rack": "r1"}},
 		{ID: "w2", Node: "exp", NodeAddress: "10.0.0.1", Address: "10.0.0.2", Port: 81},
 		{ID: "w3", Node: "exp", NodeAddress: "10.0.0.1", Address: "10.0.0.3", Port: 82, Health: snapshot.Critical},
+	}}, "web-sidecar-proxy": {Name: "web-sidecar-proxy", Index: 5, Instances: []snapshot.Instance{
+		{ID: "p1", Node: "exp", NodeAddress: "10.0.0.1", Port: 8443, TaggedAddresses: map[string]string{virtualTag: "240.0.0.1"}},
 	}}}, map[string]*snapshot.Node{"exp": {Name: "exp", Address: "10.0.0.1", Meta: map[string]string{"rack": "r1"}}}, time.Unix(0, 0))
 	snap.Peer = "a"
 	return NewView(snap, nil, []string{"consul."}, DefaultOptions())
@@ -100,6 +101,7 @@ func TestPeerAnswers(t *testing.T) {
 		{"web.virtual.a.peer.consul.", dns.TypeA, dns.RcodeSuccess, 1},
 		{"web.virtual.b.consul.", dns.TypeA, dns.RcodeSuccess, 0},
 		{"nope.virtual.a.consul.", dns.TypeA, dns.RcodeSuccess, 0},
+		{"web-sidecar-proxy.virtual.a.consul.", dns.TypeA, dns.RcodeSuccess, 0},
 	} {
 		res := ask(v, tc.name, tc.qtype)
 		if res.Rcode != tc.rcode || len(res.Answer) != tc.n {
