@@ -132,18 +132,20 @@ func (c *Consul) newPeerReplica(peer string, gen *generation, file *snapshot.Set
 }
 
 // routePeer returns the view that answers a name of a cluster peer. A peer
-// replicated: its view (SERVFAIL until it has synced). One Consul lists but
-// the plugin does not replicate, or any before the list was read: the next
-// plugin. One Consul does not list: what Consul answers, NXDOMAIN (NOERROR
-// and nothing for a virtual IP).
+// replicated: its view (SERVFAIL until it has synced), for as long as the
+// peering exists, also while its stream is broken or Consul is down. One
+// Consul lists but the plugin does not replicate, or any before the list
+// was read: the next plugin. One Consul does not list (never was, or was
+// deleted, even one the Corefile names): what Consul answers, NXDOMAIN
+// (NOERROR and nothing for a virtual IP).
 func (c *Consul) routePeer(name answer.Name) (*datacenter, route) {
 	p := &c.peers
-	if m := p.replicated.Load(); m != nil {
-		if d := (*m)[name.Peer]; d != nil {
-			return d, routeAnswer
-		}
+	known := p.known.Load()
+	listed := known == nil || (*known)[name.Peer]
+	if d := p.get(name.Peer); d != nil && listed {
+		return d, routeAnswer
 	}
-	if known := p.known.Load(); known == nil || (*known)[name.Peer] {
+	if listed {
 		return nil, routeNext
 	}
 	if name.Kind == answer.KindPeerVirtual || name.Kind == answer.KindNode {

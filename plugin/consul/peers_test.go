@@ -112,6 +112,7 @@ func TestServeDNSPeers(t *testing.T) {
 		{"unknown service of a peer", known, "db.service.a.peer.consul.", dns.TypeA, dns.RcodeNameError, nil, nil},
 		{"not synced yet", known, "web.service.b.peer.consul.", dns.TypeA, dns.RcodeServerFailure, nil, nil},
 		{"listed, not replicated", known, "web.service.c.peer.consul.", dns.TypeA, dns.RcodeRefused, nil, nil},
+		{"replicated, then deleted", []string{"b", "c"}, "web.service.a.peer.consul.", dns.TypeA, dns.RcodeNameError, nil, nil},
 		{"unknown peer", known, "web.service.z.peer.consul.", dns.TypeA, dns.RcodeNameError, nil, nil},
 		{"unknown peer, virtual", known, "web.virtual.z.consul.", dns.TypeA, dns.RcodeSuccess, nil, nil},
 		{"before the list was read", nil, "web.service.z.peer.consul.", dns.TypeA, dns.RcodeRefused, nil, nil},

@@ -155,3 +155,41 @@ func waitPeerSnapshotFile(t *testing.T, server *corednsproc.Server, path string)
 		return nil
 	})
 }
+
+// TestPeersLifecycle: while the exporter is gone (the peering's stream
+// broken) the importer keeps its data and the plugin answers as its DNS
+// does; once the peering is deleted, the plugin answers the peer's names as
+// Consul does, whether it names the peer or replicates every one.
+func TestPeersLifecycle(t *testing.T) {
+	p := consulagent.StartPeered(t, peerName)
+	services := exportCatalog(t, p)
+	named := startPlugin(t, p.Importer.HTTPAddr, "peers "+peerName)
+	every := startPlugin(t, p.Importer.HTTPAddr, "peers *")
+	web := "web.service." + peerName + ".peer.consul."
+	for _, s := range []*corednsproc.Server{named, every} {
+		waitFor(t, s.Addr, web, dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+	}
+	questions := peerQuestions(services)
+
+	p.Exporter.Kill()
+	importer := p.Importer.Client()
+	wait.Until(t, 2*time.Minute, func() error {
+		peering, _, err := importer.Peerings().Read(t.Context(), peerName, nil)
+		if err == nil && peering.State != api.PeeringStateFailing {
+			err = fmt.Errorf("peering %s is %s", peerName, peering.State)
+		}
+		return err
+	})
+	compare(t, p.Importer.DNSAddr, named.Addr, questions)
+	compare(t, p.Importer.DNSAddr, every.Addr, questions)
+
+	if _, err := importer.Peerings().Delete(t.Context(), peerName, nil); err != nil {
+		t.Fatalf("deleting the peering: %v", err)
+	}
+	dnsq.Wait(t, p.Importer.DNSAddr, web, dns.TypeA, 30*time.Second, func(m *dns.Msg) bool { return m.Rcode == dns.RcodeNameError })
+	for _, s := range []*corednsproc.Server{named, every} {
+		// The peerings are read every 10 s.
+		dnsq.Wait(t, s.Addr, web, dns.TypeA, 30*time.Second, func(m *dns.Msg) bool { return m.Rcode == dns.RcodeNameError })
+		compare(t, p.Importer.DNSAddr, s.Addr, questions)
+	}
+}
