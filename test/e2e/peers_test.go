@@ -193,3 +193,24 @@ func TestPeersLifecycle(t *testing.T) {
 		compare(t, p.Importer.DNSAddr, s.Addr, questions)
 	}
 }
+
+// TestPeersUnwatched: with no watcher to spare (max_watchers 0), a change
+// to an imported service still reaches the plugin: the peer's replica has
+// no health detector (Consul ignores ?peer= on the checks), so it polls the
+// peer's summaries.
+func TestPeersUnwatched(t *testing.T) {
+	p := consulagent.StartPeered(t, peerName)
+	exportCatalog(t, p)
+	server := startPlugin(t, p.Importer.HTTPAddr, "peers "+peerName, "max_watchers 0")
+	web := "web.service." + peerName + ".peer.consul."
+	waitFor(t, server.Addr, web, dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+	exp := p.Exporter.Client()
+	check := &api.HealthCheck{Node: "ext-2", CheckID: "check:web-2", Name: "check", ServiceID: "web-2", Status: api.HealthCritical}
+	if _, err := exp.Catalog().Register(&api.CatalogRegistration{Node: "ext-2", Address: "127.0.0.22", Checks: api.HealthChecks{check}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	dnsq.Wait(t, p.Importer.DNSAddr, web, dns.TypeA, 10*time.Second, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
+	waitFor(t, server.Addr, web, dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
+	consulagent.Register(t, exp, "ext-3", "127.0.0.23", &api.AgentService{ID: "web-4", Service: "web", Port: 8004}, api.HealthPassing)
+	waitFor(t, server.Addr, web, dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+}

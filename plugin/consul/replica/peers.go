@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 
@@ -16,8 +17,9 @@ import (
 //   - the service list is /v1/internal/ui/services?peer=, which blocks and
 //     lists what the peer exports to this cluster;
 //   - nodes are those of the instances (Consul lists no nodes of a peer);
-//   - there is no health detector: the list's index moves with every check
-//     of the peer's services, and the summaries name the service;
+//   - there is no health detector, and the list's index does not move on a
+//     check: while some imported service has no watcher, peerHealthLoop
+//     reads the peer's summaries (their check counts) every second instead;
 //   - there are no prepared queries.
 
 // importedServices lists the services imported from the peer, with their
@@ -115,4 +117,45 @@ func (r *Replicator) peeringsLoop() {
 		return
 	}
 	every(r, r.cfg.PeeringsInterval, r.cfg.LivenessTimeout, lister.Peerings, r.cfg.OnPeerings)
+}
+
+// peerHealthInterval is how often a peer's summaries are read while some
+// imported service has no watcher: how late a health change of such a
+// service may be seen.
+const peerHealthInterval = time.Second
+
+// peerHealthLoop stands in for the health detector in a peer's replica:
+// while some imported service has no watcher, it reads the peer's summaries
+// every peerHealthInterval and reads again the unwatched services whose
+// counts changed. The first read after every service was watched reads
+// every unwatched service again: a change between the watcher's end and
+// that read shows in no diff.
+func (r *Replicator) peerHealthLoop() {
+	d := summaryDetector{peer: r.cfg.Peer}
+	for sleep(r.run.ctx, peerHealthInterval) {
+		r.mu.Lock()
+		unwatched := r.data.listed && r.watch.count() < len(r.data.services)
+		r.mu.Unlock()
+		if !unwatched {
+			d.last = nil
+			continue
+		}
+		baseline := !d.known()
+		list, ok := r.readSummaries()
+		if !ok {
+			continue
+		}
+		keys := make(map[string]bool)
+		for _, key := range d.observe(list) {
+			keys[key] = true
+		}
+		r.mu.Lock()
+		if baseline {
+			for key := range r.data.services {
+				keys[key] = true
+			}
+		}
+		r.fetchUnwatchedLocked(keys)
+		r.mu.Unlock()
+	}
 }

@@ -118,6 +118,8 @@ func (r *Replicator) Start() {
 			r.run.spawn("watchNodes", r.watchNodes)
 			r.run.spawn("watchQueries", r.watchQueries)
 			r.run.spawn("watchHealth", r.watchHealth)
+		} else {
+			r.run.spawn("peerHealthLoop", r.peerHealthLoop)
 		}
 		if r.cfg.Coordinates {
 			r.run.spawn("coordinatesLoop", r.coordinatesLoop)
