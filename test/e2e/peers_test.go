@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,4 +214,24 @@ func TestPeersUnwatched(t *testing.T) {
 	waitFor(t, server.Addr, web, dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 1 })
 	consulagent.Register(t, exp, "ext-3", "127.0.0.23", &api.AgentService{ID: "web-4", Service: "web", Port: 8004}, api.HealthPassing)
 	waitFor(t, server.Addr, web, dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+}
+
+// TestPeersReload: a reload hands the peer's replica over to the new block,
+// which answers with its own settings and goes on following the exporter.
+func TestPeersReload(t *testing.T) {
+	p := consulagent.StartPeered(t, peerName)
+	exportCatalog(t, p)
+	cf := pluginCorefile(p.Importer.HTTPAddr, "peers "+peerName)
+	server := corednsproc.Start(t, cf.Build)
+	web := "web.service." + peerName + ".peer.consul."
+	waitFor(t, server.Addr, web, dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
+
+	cf.Consul = append(cf.Consul, "service_ttl * 7s")
+	server.Reload(t, cf.Build(server.Ports))
+	waitFor(t, server.Addr, web, dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 2 && dnsq.TTL(m) == 7 })
+	if strings.Contains(server.Output(), "Restart failed") {
+		t.Fatalf("the reload failed:\n%s", server.Tail(20))
+	}
+	consulagent.Register(t, p.Exporter.Client(), "ext-3", "127.0.0.23", &api.AgentService{ID: "web-4", Service: "web", Port: 8004}, api.HealthPassing)
+	waitFor(t, server.Addr, web, dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 3 })
 }
