@@ -43,7 +43,11 @@ func peersSection(t *testing.T, out *strings.Builder) {
 		dnsq.Wait(t, server.Addr, name(s), dns.TypeA, time.Minute, func(m *dns.Msg) bool { return len(m.Answer) == instances })
 	}
 	label := `{datacenter="peer:` + peer + `"}`
-	watched, _ := server.Metric(t, "coredns_consul_watched_services"+label)
+	// Timed once the watchers have started, as a running replica has them.
+	watched, _ := settle(time.Minute, time.Second, 3, func() float64 {
+		v, _ := server.Metric(t, "coredns_consul_watched_services"+label)
+		return v
+	}, equal)
 
 	// Each instance of a service is on a node of its own: a change is seen
 	// as one A record fewer (or more).
