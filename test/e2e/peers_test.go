@@ -115,7 +115,9 @@ func TestPeersOutage(t *testing.T) {
 	p := consulagent.StartPeered(t, peerName)
 	services := exportCatalog(t, p)
 	path := filepath.Join(t.TempDir(), "consul.snapshot")
-	corefile := pluginCorefile(p.Importer.HTTPAddr, "peers "+peerName, "snapshot "+path+" 100ms").Build
+	// Every peering: after the restart, which peers to answer comes from
+	// the file alone.
+	corefile := pluginCorefile(p.Importer.HTTPAddr, "peers *", "snapshot "+path+" 100ms").Build
 	server := corednsproc.Start(t, corefile)
 	waitFor(t, server.Addr, "web.service."+peerName+".peer.consul.", dns.TypeA, func(m *dns.Msg) bool { return len(m.Answer) == 2 })
 	questions := peerQuestions(services)
