@@ -110,13 +110,47 @@ func (s *consulSource) Peerings(ctx context.Context) ([]Peering, Meta, error) {
 }
 
 // peeringsLoop reads the peerings Consul lists: at once, then every
-// PeeringsInterval, retrying sooner while it fails.
+// PeeringsInterval, retrying sooner while it fails. A token without
+// peering:read is not a failure of Consul's (no backoff, no stale answers):
+// the list stays unknown, so peer names not replicated are passed on, and
+// it is asked again every deniedRetry, in case the token gains the right.
 func (r *Replicator) peeringsLoop() {
 	lister, ok := r.src.(peeringLister)
 	if !ok {
 		return
 	}
-	every(r, r.cfg.PeeringsInterval, r.cfg.LivenessTimeout, lister.Peerings, r.cfg.OnPeerings)
+	backoff := newBackoff(r.cfg.BackoffMin, r.cfg.BackoffMax)
+	warned := false
+	for {
+		var list []Peering
+		refused := false
+		_, err := r.request(r.run.ctx, r.cfg.LivenessTimeout, func(ctx context.Context) (Meta, error) {
+			l, meta, err := lister.Peerings(ctx)
+			if denied(err) {
+				refused = true
+				return Meta{KnownLeader: true}, nil
+			}
+			list = l
+			return meta, err
+		})
+		delay := r.cfg.PeeringsInterval
+		switch {
+		case refused:
+			if !warned {
+				log.Warningf("the ACL token may not list the peerings (peering:read): names of peers the plugin does not replicate are passed on, a deleted peering's names too")
+				warned = true
+			}
+			delay = deniedRetry
+		case err == nil:
+			backoff.reset()
+			r.cfg.OnPeerings(list)
+		default:
+			delay = min(delay, backoff.next())
+		}
+		if !sleep(r.run.ctx, delay) {
+			return
+		}
+	}
 }
 
 // peerHealthInterval is how often a peer's summaries are read while some
