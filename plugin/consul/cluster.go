@@ -56,7 +56,7 @@ func (c *Consul) clusterRead(id string) {
 func (d *datacenter) dropFile(file *snapshot.Set) {
 	d.publishMu.Lock()
 	defer d.publishMu.Unlock()
-	if cur := d.current(); cur != nil && slices.Contains(file.Datacenters, cur) {
+	if cur := d.current(); cur != nil && (slices.Contains(file.Datacenters, cur) || slices.Contains(file.Peers, cur)) {
 		d.view.Store(nil)
 	}
 }

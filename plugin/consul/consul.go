@@ -51,6 +51,8 @@ type Consul struct {
 	// synced. The other replicated datacenters are in remote.
 	local *datacenter
 	datacenters
+	// peers are the replicated cluster peers (peers.go).
+	peers peerSet
 
 	// cfg is what the Corefile says, for the datacenters made as Consul
 	// names them; gen the Corefile load the block belongs to. Both are

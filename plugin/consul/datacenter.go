@@ -32,6 +32,9 @@ type datacenter struct {
 	cluster func(id string)
 	// agentDNS hears of the agent's DNS settings; the local one's only.
 	agentDNS func(replica.AgentDNS)
+	// peerings hears of the cluster peerings Consul lists; the local one's
+	// only, and only when peers are replicated.
+	peerings func([]replica.Peering)
 	// changed is woken by every snapshot served, for start-up's wait.
 	changed *signal
 
@@ -189,6 +192,9 @@ func (c *Consul) newDatacenter(dc string, gen *generation, file *snapshot.Set) (
 	if dc == "" {
 		d.name, d.label = snapshot.Key(rc.Datacenter), cfg.dcLabel()
 		d.served, d.lists, d.cluster, d.agentDNS = c.localServed, c.datacentersRead, c.clusterRead, c.agentDNSRead
+		if cfg.replicatesPeers() {
+			d.peerings = c.peeringsRead
+		}
 		rc.Coordinates = true
 		if file != nil {
 			inFile = file.Local
@@ -197,6 +203,22 @@ func (c *Consul) newDatacenter(dc string, gen *generation, file *snapshot.Set) (
 		rc.Datacenter = dc
 		d.key += "|" + dc
 	}
+	var inSet *snapshot.Snapshot
+	if file != nil {
+		inSet = file.Snapshot(inFile)
+	}
+	if err := c.attach(d, rc, gen, inSet); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// attach gives d its removal guard and the replica of rc that feeds it (the
+// running one a reloaded block hands over when gen has it with the same
+// settings), and serves at once what a running block serves for d, else
+// inFile, d's snapshot from the snapshot file (nil for none).
+func (c *Consul) attach(d *datacenter, rc replica.Config, gen *generation, inFile *snapshot.Snapshot) error {
+	cfg := c.cfg
 	if cfg.guardFraction > 0 {
 		d.guard = newGuard(cfg.guardFraction, cfg.guardHold)
 	}
@@ -207,20 +229,18 @@ func (c *Consul) newDatacenter(dc string, gen *generation, file *snapshot.Set) (
 	} else {
 		f, err := newFeed(cfg.client, rc, settings, d, c.pool)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		f.predecessor = running
 		d.feed = f
 	}
 	if snap := live.snapshot(d.key); snap != nil {
 		d.start(snap)
-	} else if file != nil {
-		if snap := file.Snapshot(inFile); snap != nil {
-			// Served, but no baseline for the guard: the file may come from
-			// another cluster, or from before a deliberate shrink, and would
-			// then hold Consul's true data back for the hold time.
-			d.serve(snap)
-		}
+	} else if inFile != nil {
+		// Served, but no baseline for the guard: the file may come from
+		// another cluster, or from before a deliberate shrink, and would
+		// then hold Consul's true data back for the hold time.
+		d.serve(inFile)
 	}
-	return d, nil
+	return nil
 }

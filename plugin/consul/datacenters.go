@@ -60,6 +60,9 @@ const dropAfter = 3
 
 // route returns the datacenter that answers name, and how.
 func (c *Consul) route(name answer.Name) (*datacenter, route) {
+	if name.Peer != "" && name.Kind != answer.KindAddr && name.Kind != answer.KindPassOn {
+		return c.routePeer(name)
+	}
 	dc := name.Datacenter
 	if dc == "" || name.Kind == answer.KindAddr || name.Kind == answer.KindPassOn {
 		return c.local, routeAnswer
@@ -116,7 +119,7 @@ func (c *Consul) remoteNamed(dc string) *datacenter {
 
 // all returns every replicated datacenter, the local one first.
 func (c *Consul) all() []*datacenter {
-	return append([]*datacenter{c.local}, c.remotes()...)
+	return append(append([]*datacenter{c.local}, c.remotes()...), c.peers.list()...)
 }
 
 // remotes returns the replicated datacenters other than the local one.
@@ -323,5 +326,6 @@ func (c *Consul) collect() *snapshot.Set {
 	if near := c.byDistance.Load(); near != nil {
 		set.ByDistance = *near
 	}
+	c.collectPeers(set)
 	return set
 }

@@ -58,6 +58,9 @@ func newFeed(client *api.Config, rc replica.Config, settings readSettings, to *d
 	if to.agentDNS != nil {
 		rc.OnAgentDNS = f.agentDNSRead
 	}
+	if to.peerings != nil {
+		rc.OnPeerings = f.peeringsRead
+	}
 	r, err := replica.New(client, rc, f.publish)
 	if err != nil {
 		return nil, fmt.Errorf("datacenter %s: %w", to.label, err)
@@ -102,6 +105,17 @@ func (f *feed) agentDNSRead(a replica.AgentDNS) {
 	f.mu.Unlock()
 	if to.agentDNS != nil {
 		to.agentDNS(a)
+	}
+}
+
+// peeringsRead passes the peerings the local replica read on. Not under
+// mu, as datacentersRead.
+func (f *feed) peeringsRead(list []replica.Peering) {
+	f.mu.Lock()
+	to := f.to
+	f.mu.Unlock()
+	if to.peerings != nil {
+		to.peerings(list)
 	}
 }
 
@@ -276,7 +290,7 @@ func settingsOf(client *api.Config, rc replica.Config) readSettings {
 	// the fields compared.
 	s.client.Transport, s.client.HttpClient = nil, nil
 	s.replica.Observer, s.replica.OnDatacenters, s.replica.OnCluster, s.replica.Pool = nil, nil, nil, nil
-	s.replica.OnAgentDNS = nil
+	s.replica.OnAgentDNS, s.replica.OnPeerings = nil, nil
 	return s
 }
 

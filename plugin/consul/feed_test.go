@@ -162,7 +162,7 @@ func TestReadSettings(t *testing.T) {
 	}
 
 	// Every other field of either config, each set to a value of its own.
-	callbacks := map[string]bool{"Observer": true, "OnDatacenters": true, "OnCluster": true, "Pool": true, "Transport": true, "HttpClient": true, "OnAgentDNS": true}
+	callbacks := map[string]bool{"Observer": true, "OnDatacenters": true, "OnCluster": true, "Pool": true, "Transport": true, "HttpClient": true, "OnAgentDNS": true, "OnPeerings": true}
 	for _, config := range []string{"client", "replica"} {
 		client, rc := base()
 		v := reflect.ValueOf(client).Elem()

@@ -29,6 +29,10 @@ type config struct {
 	// everyDatacenter replicates every one Consul knows.
 	datacenters     []string
 	everyDatacenter bool
+	// peers are the cluster peers whose imported services are replicated,
+	// lower case; everyPeer replicates every peering Consul lists.
+	peers     []string
+	everyPeer bool
 
 	snapshotPath     string
 	snapshotAt       string // "FILE:LINE" of the snapshot option, for errors found at start-up
@@ -61,6 +65,7 @@ type config struct {
 //	    tls_server_name NAME
 //	    datacenter NAME
 //	    datacenters NAME...|*
+//	    peers NAME...|*
 //	    namespace NAME
 //	    partition NAME
 //	    consistency stale|default|consistent
@@ -148,6 +153,7 @@ var properties = map[string]property{
 		cfg.replica.Datacenter = v
 	}),
 	"datacenters":  readDatacenters,
+	"peers":        readPeers,
 	"namespace":    word(func(cfg *config, v string) { cfg.replica.Namespace = v }),
 	"partition":    word(func(cfg *config, v string) { cfg.replica.Partition = v }),
 	"consistency":  readConsistency,

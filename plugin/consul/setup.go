@@ -74,6 +74,9 @@ func newConsul(cfg *config, gen *generation) (*Consul, error) {
 		}
 		c.addRemoteLocked(d)
 	}
+	if err := c.setupPeers(gen, file); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -186,6 +189,7 @@ func (c *Consul) startup() error {
 		c.agentDNSRead(*c.fileAgentDNS)
 	}
 	c.startRemotes()
+	c.startPeers()
 	live.join(c)
 	c.waitReady(c.cfg.startupTimeout)
 	return nil
@@ -206,6 +210,7 @@ func (c *Consul) shutdown() error {
 // writeLast writes what it serves first.
 func (c *Consul) stop(writeLast bool) {
 	c.stopRemotes()
+	c.stopPeers()
 	c.local.stop()
 	if c.persist != nil {
 		c.persist.close(writeLast)
@@ -240,7 +245,7 @@ func (cfg *config) share() int {
 	if cfg.everyDatacenter {
 		return everyShare
 	}
-	return 1 + len(cfg.datacenters)
+	return 1 + len(cfg.datacenters) + cfg.peerShare()
 }
 
 // everyShare is the number of datacenters the watcher budget is split

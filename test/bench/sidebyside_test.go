@@ -32,7 +32,7 @@ import (
 
 var (
 	report   = flag.String("report", "", "run the side-by-side benchmark and write its report to this file (make bench)")
-	sections = flag.String("sections", "throughput,propagation,outage,scale,cost,startup,reload,datacenters,queries", "the parts of the report to run, comma-separated")
+	sections = flag.String("sections", "throughput,propagation,outage,scale,cost,startup,reload,datacenters,queries,peers", "the parts of the report to run, comma-separated")
 )
 
 // section reports whether the report's part name is to run.
@@ -71,6 +71,7 @@ func TestSideBySide(t *testing.T) {
 		{"reload", []string{"reload"}, reloadSection},
 		{"datacenters", []string{"datacenters"}, datacentersSection},
 		{"queries", []string{"queries"}, queriesSection},
+		{"peers", []string{"peers"}, peersSection},
 	}
 	for _, p := range parts {
 		if slices.ContainsFunc(p.sections, section) {

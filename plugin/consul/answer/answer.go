@@ -114,6 +114,9 @@ func answer(v *View, q *Question, name *Name) Result {
 		// answers NXDOMAIN for a datacenter it has no path to.
 		return b.nxdomain()
 	}
+	if name.Peer != v.Snap.Peer && name.Kind != KindAddr && name.Kind != KindPassOn {
+		return b.peerMismatch(name)
+	}
 	switch name.Kind {
 	case KindApex:
 		return b.apex()
@@ -131,6 +134,8 @@ func answer(v *View, q *Question, name *Name) Result {
 		return b.res
 	case KindVirtual:
 		return b.virtual(name)
+	case KindPeerVirtual:
+		return b.peerVirtual(name)
 	case KindPassOn, KindQuery:
 		// Prepared queries are run by the caller, which knows every
 		// datacenter (QueryAnswer).

@@ -20,9 +20,9 @@ const (
 )
 
 // parseMesh reads a connect, ingress or virtual name: parts are the labels
-// left of the type label, locality those right of it (read into name
-// already). As Consul, the service is the label next to the type.
-func parseMesh(name *Name, typ string, parts, locality []string) {
+// left of the type label (the locality is read into name already). As
+// Consul, the service is the label next to the type.
+func parseMesh(name *Name, typ string, parts []string) {
 	if len(parts) == 0 {
 		*name = Name{}
 		return
@@ -34,12 +34,9 @@ func parseMesh(name *Name, typ string, parts, locality []string) {
 	case "ingress":
 		name.Kind = KindIngress
 	case "virtual":
-		// Virtual IPs are allocated per datacenter: Consul reads one
-		// label as a peer, and ignores <dc>.dc.
+		// Virtual IPs are allocated per datacenter: Consul ignores <dc>.dc
+		// (a peer's names are parsePeerVirtual's).
 		name.Kind = KindVirtual
-		if len(locality) == 1 {
-			name.Peer = name.Datacenter
-		}
 		name.Datacenter = ""
 	}
 }

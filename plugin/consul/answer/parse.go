@@ -25,6 +25,9 @@ const (
 	// KindPassOn names are Consul's (peers, ports, namespaces) but cannot be answered faithfully from the replica: the
 	// next plugin gets them, typically forward to Consul's DNS.
 	KindPassOn
+	// KindPeerVirtual is <service>.virtual.<peer>[.peer]: the virtual IP of
+	// a service imported from a cluster peer.
+	KindPeerVirtual
 )
 
 // Name is a parsed name inside the zone.
@@ -38,8 +41,8 @@ type Name struct {
 	// Datacenter is the one named in the query, lower case; empty for the
 	// replicated one.
 	Datacenter string
-	// Peer is the cluster peer named, lower case: a <svc>.virtual name's
-	// one locality label.
+	// Peer is the cluster peer named in the query (<peer>.peer, or a
+	// <svc>.virtual name's one locality label), lower case; empty for none.
 	Peer string
 }
 
@@ -89,6 +92,9 @@ func parseName(labels []string, qtype uint16, name *Name) {
 		return
 	}
 	parts := labels[:typ]
+	if labels[typ] == "virtual" && parsePeerVirtual(name, parts, labels[typ+1:]) {
+		return
+	}
 	switch labels[typ] {
 	case "service":
 		parseService(name, parts)
@@ -118,12 +124,13 @@ func parseName(labels []string, qtype uint16, name *Name) {
 		}
 		name.Kind, name.Query = KindQuery, prepared.QueryName(parts)
 	default: // connect, ingress, virtual
-		parseMesh(name, labels[typ], parts, labels[typ+1:])
+		parseMesh(name, labels[typ], parts)
 	}
 }
 
 // parseLocality reads the labels right of the type label into name; false
-// for a locality Consul does not read. Peers, ports, namespaces and
+// for a locality Consul does not read (agent/dns_ce.go parseLocality: a
+// datacenter and a peer together are refused). Ports, namespaces and
 // partitions are not replicated: such names are passed on.
 func parseLocality(labels []string, name *Name) bool {
 	switch len(labels) {
@@ -140,13 +147,15 @@ func parseLocality(labels []string, name *Name) bool {
 		switch labels[i+1] {
 		case "dc":
 			name.Datacenter = labels[i]
-		case "peer", "port", "ns", "ap":
+		case "peer":
+			name.Peer = labels[i]
+		case "port", "ns", "ap":
 			name.Kind = KindPassOn
 		default:
 			return false
 		}
 	}
-	return true
+	return name.Datacenter == "" || name.Peer == ""
 }
 
 func isType(label string) bool {

@@ -72,7 +72,6 @@ func TestParseName(t *testing.T) {
 		{"geo.query.other.peer", dns.TypeA, Name{}}, // no peers either
 		{"8a7c2cb2-7e7e-4b0d-9d3b-0123456789ab.query", dns.TypeA, Name{Kind: KindQuery, Query: "8a7c2cb2-7e7e-4b0d-9d3b-0123456789ab"}},
 		{"query", dns.TypeA, Name{}}, // no query name
-		{"web.service.other.peer", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.service.ns1.ns.dc1.dc", dns.TypeA, Name{Kind: KindPassOn, Datacenter: "dc1"}},
 		{"web.service.p1.ap", dns.TypeA, Name{Kind: KindPassOn}},
 		{"web.service.8080.port", dns.TypeA, Name{Kind: KindPassOn}},
@@ -89,8 +88,7 @@ func TestParseName(t *testing.T) {
 			got := Name{Kind: KindNode, Node: "left over"} // parseName must not keep any of it
 			parseName(splitLabels(tc.name, buf[:0]), tc.qtype, &got)
 			if got.Kind != tc.want.Kind || got.Service != tc.want.Service || got.Tag != tc.want.Tag ||
-				got.Node != tc.want.Node || !got.IP.Equal(tc.want.IP) || got.Datacenter != tc.want.Datacenter ||
-				got.Peer != tc.want.Peer {
+				got.Node != tc.want.Node || !got.IP.Equal(tc.want.IP) || got.Datacenter != tc.want.Datacenter || got.Peer != tc.want.Peer {
 				t.Errorf("parseName(%q) = %+v, want %+v", tc.name, got, tc.want)
 			}
 		})

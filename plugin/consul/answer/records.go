@@ -328,7 +328,7 @@ func (b *builder) nodeMeta(in *instance, ttl uint32, ttlIdx int) []dns.RR {
 //
 //go:noinline
 func (b *builder) nodeMetaBuilt(in *instance, n *node, ttl uint32) []dns.RR {
-	owner := in.src.Node + ".node." + b.snap.Datacenter + "." + b.zone.name
+	owner := in.src.Node + ".node." + b.v.prep.dc + "." + b.zone.name
 	if nameProblem(owner) != "" {
 		return nil
 	}

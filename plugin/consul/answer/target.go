@@ -149,7 +149,7 @@ func (v *preparer) srvTarget(in *snapshot.Instance, t *target, zone string, ttl 
 		name := in.Node + ".node." + v.dc + "." + zone
 		return srvTarget{name: name, glue: addressRR(name, t.ip, ttl)}
 	}
-	name := hexIP(t.ip) + ".addr." + v.dc + "." + zone
+	name := hexIP(t.ip) + ".addr." + v.addrLoc + zone
 	return srvTarget{name: name, glue: addressRR(name, t.ip, ttl)}
 }
 
@@ -179,6 +179,11 @@ func pickAddress(addr string, tagged map[string]string, qtype uint16) string {
 // node answers <node>.node: its address for A, AAAA and ANY, its meta as TXT
 // for TXT and ANY, and as extra records for A and AAAA.
 func (b *builder) node(name *Name) Result {
+	if !nodeType(b.q.Type) {
+		// Consul answers other types before it looks the node up
+		// (handleNodeQuery): NOERROR, nothing, even for no such node.
+		return Result{}
+	}
 	n, ok := b.v.node(name.Node)
 	if !ok {
 		return b.nxdomain()
@@ -216,4 +221,13 @@ func (b *builder) addr(name *Name) Result {
 		return Result{Answer: []dns.RR{rr}}
 	}
 	return Result{Extra: []dns.RR{rr}}
+}
+
+// nodeType reports whether Consul looks a node up for a question of qtype.
+func nodeType(qtype uint16) bool {
+	switch qtype {
+	case dns.TypeA, dns.TypeAAAA, dns.TypeANY, dns.TypeTXT:
+		return true
+	}
+	return false
 }

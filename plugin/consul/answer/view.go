@@ -41,8 +41,11 @@ type View struct {
 type preparer struct {
 	opt   Options
 	zones []string
-	dc    string
-	ttls  []uint32 // every service TTL the options can give, for node meta
+	// dc is the locality of the names of nodes (<node>.node.<dc>), and
+	// addrLoc that of addresses with its dot (<hexip>.addr.<dc>.): for a
+	// peer's services, <peer>.peer and nothing, as Consul names them.
+	dc, addrLoc string
+	ttls        []uint32 // every service TTL the options can give, for node meta
 }
 
 // zoneRecords are the records of one of the plugin's zones.
@@ -59,7 +62,10 @@ type zoneRecords struct {
 // options, services and nodes that did not change since keep what was built
 // for them.
 func NewView(snap *snapshot.Snapshot, prev *View, zones []string, opt Options) *View {
-	prep := &preparer{opt: opt, dc: snap.Datacenter, ttls: opt.TTL.values()}
+	prep := &preparer{opt: opt, dc: snap.Datacenter, addrLoc: snap.Datacenter + ".", ttls: opt.TTL.values()}
+	if snap.Peer != "" {
+		prep.dc, prep.addrLoc = snap.Peer+".peer", ""
+	}
 	for _, z := range zones {
 		prep.zones = append(prep.zones, strings.ToLower(dns.Fqdn(z)))
 	}

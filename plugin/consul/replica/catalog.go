@@ -65,7 +65,12 @@ func (r *Replicator) build() *snapshot.Snapshot {
 		}
 		d.synced = true
 	}
-	snap := snapshot.New(d.datacenter, 0, services, maps.Clone(d.nodes), time.Now())
+	nodes := maps.Clone(d.nodes)
+	if r.cfg.Peer != "" {
+		nodes = r.peerNodesLocked(services)
+	}
+	snap := snapshot.New(d.datacenter, 0, services, nodes, time.Now())
+	snap.Peer = r.cfg.Peer
 	snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode = d.queries, d.queriesHidden, d.coords, d.agentNode
 	snap.ServicesHidden = d.servicesHidden
 	snap.Ingress, snap.IngressRead = d.ingress.list, d.ingress.read

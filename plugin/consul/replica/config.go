@@ -14,6 +14,13 @@ type Config struct {
 	Addresses []string
 	// Datacenter to replicate; empty means the agent's own.
 	Datacenter string
+	// Peer, when set, replicates the services imported from that cluster
+	// peer instead of a datacenter's (peers.go).
+	Peer string
+	// OnPeerings, when set, is given the peerings Consul lists, read every
+	// PeeringsInterval (Consul offers no blocking query for them).
+	OnPeerings       func([]Peering)
+	PeeringsInterval time.Duration
 	// Namespace and Partition are passed through to Consul Enterprise.
 	Namespace, Partition string
 	Consistency          Consistency
@@ -125,6 +132,7 @@ func DefaultConfig() Config {
 		LivenessTimeout:  2 * time.Second,
 
 		DatacentersInterval: 10 * time.Second,
+		PeeringsInterval:    10 * time.Second,
 		AgentInterval:       30 * time.Second,
 	}
 }

@@ -26,6 +26,9 @@ type consulSource struct {
 	// opts are sent with every request but the agent's own.
 	dc, namespace, partition string
 	consistency              Consistency
+	// peer is the cluster peer whose imported services are read; empty
+	// for the datacenter's own.
+	peer string
 	// invalid hears of the values skipped from Consul's answers.
 	invalid *invalids
 }
@@ -33,7 +36,7 @@ type consulSource struct {
 func newConsulSource(base *api.Config, cfg Config, maxConns int) (*consulSource, error) {
 	s := &consulSource{base: base, addrs: cfg.Addresses, dc: cfg.Datacenter, namespace: cfg.Namespace,
 		partition: cfg.Partition, consistency: cfg.Consistency, invalid: &invalids{observer: cfg.Observer},
-		maxConns: maxConns}
+		maxConns: maxConns, peer: cfg.Peer}
 	creds, err := newCredentials(base, cfg.Observer)
 	if err != nil {
 		return nil, err
@@ -98,6 +101,7 @@ func (s *consulSource) call(ctx context.Context, q Query, req func(*api.Client, 
 	i, client := eps.client()
 	opts := (&api.QueryOptions{
 		Datacenter:        s.dc,
+		Peer:              s.peer,
 		Namespace:         s.namespace,
 		Partition:         s.partition,
 		AllowStale:        s.consistency == Stale,
@@ -142,8 +146,8 @@ func read[T any](s *consulSource, ctx context.Context, q Query, what string, req
 func (s *consulSource) raw(ctx context.Context, path string, out any, local bool) (Meta, error) {
 	return s.call(ctx, Query{}, func(c *api.Client, opts *api.QueryOptions) (*api.QueryMeta, error) {
 		if local {
-			// The agent answers from its own view: no ?dc=.
-			opts.Datacenter = ""
+			// The agent answers from its own view: no ?dc=, no ?peer=.
+			opts.Datacenter, opts.Peer = "", ""
 		}
 		meta, err := c.Raw().Query(path, out, opts)
 		if err == nil {
@@ -175,6 +179,9 @@ func (s *consulSource) Agent(ctx context.Context) (Agent, error) {
 }
 
 func (s *consulSource) Services(ctx context.Context, q Query) (map[string][]string, Meta, error) {
+	if s.peer != "" {
+		return s.importedServices(ctx, q)
+	}
 	return read(s, ctx, q, "listing services", func(c *api.Client, o *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
 		return c.Catalog().Services(o)
 	})
@@ -188,6 +195,9 @@ func (s *consulSource) Service(ctx context.Context, name string, q Query) (*snap
 		return nil, meta, err
 	}
 	svc, badEntries, badChecks := buildService(name, entries, meta.Index)
+	if s.peer != "" {
+		keepNodeMeta(svc, entries)
+	}
 	s.invalid.note(invalidEntry, badEntries)
 	s.invalid.note(invalidCheck, badChecks)
 	return svc, meta, nil

@@ -40,6 +40,7 @@ const (
 	invalidCoordinate = "coordinate"
 	invalidSummary    = "summary"
 	invalidDatacenter = "datacenter"
+	invalidPeering    = "peering"
 )
 
 // convertAll converts every element of list but the nulls, and returns how

@@ -86,6 +86,11 @@ func newReplicator(src Source, cfg Config, b *budget, publish func(*snapshot.Sna
 	}
 	r.run.backoffMin, r.run.backoffMax, r.run.observer = cfg.BackoffMin, cfg.BackoffMax, cfg.Observer
 	r.run.restarting = r.refetchUnwatched
+	if cfg.Peer != "" {
+		// A peer has no node list or prepared queries to wait for: its
+		// nodes come with its instances (peerNodesLocked).
+		r.data.nodesListed, r.data.queriesListed = true, true
+	}
 	r.pub = newPublisher(cfg, r.build, publish)
 	b.rebalance = r.rebalance
 	return r
@@ -108,15 +113,22 @@ func (r *Replicator) Start() {
 		r.joinPoolLocked()
 		r.mu.Unlock()
 		r.run.spawn("watchServiceList", r.watchServiceList)
-		r.run.spawn("watchNodes", r.watchNodes)
-		r.run.spawn("watchQueries", r.watchQueries)
-		for _, kind := range gatewayKinds {
-			r.run.spawn("watchGateways "+kind, func() { r.watchGateways(kind) })
+		if r.cfg.Peer == "" {
+			// Consul ignores ?peer= on the nodes, the prepared queries, the
+			// checks and the config entries: they would be the datacenter's
+			// own.
+			r.run.spawn("watchNodes", r.watchNodes)
+			r.run.spawn("watchQueries", r.watchQueries)
+			r.run.spawn("watchHealth", r.watchHealth)
+			for _, kind := range gatewayKinds {
+				r.run.spawn("watchGateways "+kind, func() { r.watchGateways(kind) })
+			}
+		} else {
+			r.run.spawn("peerHealthLoop", r.peerHealthLoop)
 		}
 		if r.cfg.Coordinates {
 			r.run.spawn("coordinatesLoop", r.coordinatesLoop)
 		}
-		r.run.spawn("watchHealth", r.watchHealth)
 		r.run.spawn("sweepLoop", r.sweepLoop)
 		r.run.spawn("rampLoop", r.rampLoop)
 		if r.cfg.LivenessInterval > 0 {
@@ -124,6 +136,9 @@ func (r *Replicator) Start() {
 		}
 		if r.cfg.OnDatacenters != nil {
 			r.run.spawn("datacentersLoop", r.datacentersLoop)
+		}
+		if r.cfg.OnPeerings != nil {
+			r.run.spawn("peeringsLoop", r.peeringsLoop)
 		}
 		if r.cfg.OnAgentDNS != nil {
 			r.run.spawn("agentLoop", func() { r.agentLoop(r.agentDNS) })

@@ -15,6 +15,9 @@ import (
 // list's index. Only the sweeper touches it.
 type summaryDetector struct {
 	last map[string]summary // by key; nil before the first read
+	// peer is the cluster peer whose imported services the replica holds;
+	// empty for a datacenter's, which leaves the imported ones out.
+	peer string
 }
 
 // summary is what a read of the summaries says about one service.
@@ -31,8 +34,8 @@ func (d *summaryDetector) known() bool { return d.last != nil }
 func (d *summaryDetector) observe(list []Summary) []string {
 	current := make(map[string]summary, len(list))
 	for _, s := range list {
-		if s.Peer != "" {
-			continue // imported from a cluster peer: not this datacenter's
+		if s.Peer != d.peer {
+			continue // another cluster's: imported, or not imported from this peer
 		}
 		tags, nodes := slices.Clone(s.Tags), slices.Clone(s.Nodes)
 		slices.Sort(tags)

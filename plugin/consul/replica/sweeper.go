@@ -60,7 +60,7 @@ const quickWait = 5 * time.Millisecond
 const explainWait = time.Second
 
 func (r *Replicator) sweepLoop() {
-	s := &sweeper{r: r, reads: make(chan summaryRead, maxSummaryReads),
+	s := &sweeper{r: r, reads: make(chan summaryRead, maxSummaryReads), summaries: summaryDetector{peer: r.cfg.Peer},
 		pacer: readPacer{share: summaryShare, burst: summaryBurst, minGap: r.cfg.SummaryInterval}}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

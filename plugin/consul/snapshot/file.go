@@ -47,6 +47,12 @@ type Set struct {
 	// as the agent would, under its domain and alt_domain; opaque here, and
 	// checked where they are used as any read from the agent.
 	AgentDNS json.RawMessage `json:",omitempty"`
+	// Peers are the snapshots of the services imported from each
+	// replicated cluster peer; KnownPeers the peerings Consul lists, nil
+	// when never read. Files written before peers were replicated have
+	// neither.
+	Peers      []*Snapshot `json:",omitempty"`
+	KnownPeers []string    `json:",omitempty"`
 	// Skipped counts the entries Decode left out: nulls and queries nested
 	// too deep, which only a damaged or crafted file holds.
 	Skipped int `json:"-"`
@@ -158,6 +164,9 @@ func Decode(data []byte) (*Set, error) {
 	for i, dc := range set.Known {
 		set.Known[i] = Key(dc)
 	}
+	if err := decodePeers(&set); err != nil {
+		return nil, err
+	}
 	return &set, nil
 }
 
@@ -203,7 +212,7 @@ func rebuild(snap *Snapshot) *Snapshot {
 	}
 	s := New(snap.Datacenter, snap.Index, snap.Services, snap.Nodes, snap.Built)
 	s.Queries, s.QueriesHidden, s.Coordinates, s.AgentNode = snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode
-	s.ServicesHidden = snap.ServicesHidden
+	s.ServicesHidden, s.Peer = snap.ServicesHidden, snap.Peer
 	s.Ingress, s.IngressRead = snap.Ingress, snap.IngressRead
 	s.Terminating, s.TerminatingRead = snap.Terminating, snap.TerminatingRead
 	return s

@@ -73,6 +73,10 @@ type Instance struct {
 	// Mesh is what the instance is in the service mesh; nil for a plain
 	// service (and in files written before it was kept).
 	Mesh *Mesh `json:",omitempty"`
+	// NodeMeta is the node's meta, kept only for an instance imported from
+	// a cluster peer: Consul lists no nodes of a peer, so its instances
+	// carry what its SRV answers put in TXT records.
+	NodeMeta map[string]string `json:",omitempty"`
 }
 
 // Memo keeps what a reader derived from the value that holds it (the
@@ -155,6 +159,9 @@ type Snapshot struct {
 	// them.
 	IngressRead     bool `json:",omitempty"`
 	TerminatingRead bool `json:",omitempty"`
+	// Peer is the cluster peer whose imported services the snapshot holds;
+	// empty for a datacenter's own.
+	Peer string `json:",omitempty"`
 
 	instances int // counted by New, which already visits every service
 }
