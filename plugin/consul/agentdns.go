@@ -66,9 +66,11 @@ func (c *Consul) agentDNSRead(a replica.AgentDNS) {
 // agentDNSForFile are the agent's DNS settings last read, for the snapshot
 // file; nil before the agent was read.
 func (c *Consul) agentDNSForFile() json.RawMessage {
-	a := c.local.feed.agentDNSOf()
-	if a == nil {
-		a = c.fileAgentDNS
+	a := c.fileAgentDNS
+	if c.local.feed != nil {
+		if read := c.local.feed.agentDNSOf(); read != nil {
+			a = read
+		}
 	}
 	if a == nil {
 		return nil

@@ -59,9 +59,9 @@ func TestParseName(t *testing.T) {
 		{"connect", dns.TypeA, Name{}},
 		{"web.ingress.dc1.dc", dns.TypeA, Name{Kind: KindIngress, Service: "web", Datacenter: "dc1"}},
 		{"web.virtual", dns.TypeA, Name{Kind: KindVirtual, Service: "web"}},
-		{"web.virtual.dc1", dns.TypeA, Name{Kind: KindVirtual, Service: "web", Peer: "dc1"}},
+		{"web.virtual.dc1", dns.TypeA, Name{Kind: KindPeerVirtual, Service: "web", Peer: "dc1"}}, // one label: a peer
 		{"web.virtual.dc1.dc", dns.TypeA, Name{Kind: KindVirtual, Service: "web"}},
-		{"web.virtual.p1.peer", dns.TypeA, Name{Kind: KindPassOn}},
+		{"web.virtual.p1.peer", dns.TypeA, Name{Kind: KindPeerVirtual, Service: "web", Peer: "p1"}},
 
 		// names passed on: what the replica cannot answer faithfully
 		{"geo.query", dns.TypeA, Name{Kind: KindQuery, Query: "geo"}},

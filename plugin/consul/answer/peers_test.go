@@ -28,7 +28,7 @@ func TestParsePeerNames(t *testing.T) {
 		{"web.virtual.a.peer", dns.TypeA, Name{Kind: KindPeerVirtual, Service: "web", Peer: "a"}},
 		{"web.virtual.a", dns.TypeA, Name{Kind: KindPeerVirtual, Service: "web", Peer: "a"}},
 		{"x.web.virtual.a", dns.TypeA, Name{Kind: KindPeerVirtual, Service: "web", Peer: "a"}},
-		{"web.virtual.dc1.dc", dns.TypeA, Name{Kind: KindPeerVirtual, Service: "web", Peer: "dc1"}},
+		{"web.virtual.dc1.dc", dns.TypeA, Name{Kind: KindVirtual, Service: "web"}}, // Consul ignores <dc>.dc: virtual IPs are per datacenter
 		{"virtual.a", dns.TypeA, Name{}},
 	}
 	for _, tc := range tests {
