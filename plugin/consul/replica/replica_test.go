@@ -169,6 +169,9 @@ func TestWaitExpiryChangesNothing(t *testing.T) {
 	ev.waitSnap(t, "sync", func(*snapshot.Snapshot) bool { return true })
 	ev.waitFor(t, "watchers", func() bool { return ev.watched.Load() == 2 })
 	ev.waitFor(t, "the service list blocking", func() bool { return cat.blocking("services") == 1 })
+	// The gateways' first answers may come after the sync: a publish of
+	// their own, before the waits expire.
+	ev.waitSnap(t, "the gateways' entries read", func(s *snapshot.Snapshot) bool { return s.IngressRead && s.TerminatingRead })
 	published := ev.count.Load()
 	reads := cat.count("services")
 	cat.clock.advance(2 * time.Hour)
