@@ -31,8 +31,12 @@ func testSet(built time.Time) *snapshot.Set {
 	}
 	dc2 := snapshot.New("dc2", 9, map[string]*snapshot.Service{"db": db}, nil, built.Add(-time.Minute))
 	dc2.ServicesHidden = true
+	api := &snapshot.Service{Name: "api", Index: 12, Instances: []snapshot.Instance{{ID: "api-1", Node: "exp-node", NodeAddress: "10.9.0.1", Port: 9090}}}
+	exp := snapshot.New("dc1", 12, map[string]*snapshot.Service{"api": api}, nil, built)
+	exp.Peer = "exp"
 	return &snapshot.Set{Local: "dc1", Datacenters: []*snapshot.Snapshot{dc2, dc1}, Known: []string{"dc1", "dc2", "dc3"},
-		ByDistance: []string{"dc1", "dc2", "dc3"}, Cluster: "11111111-2222-3333-4444-555555555555.consul"}
+		ByDistance: []string{"dc1", "dc2", "dc3"}, Cluster: "11111111-2222-3333-4444-555555555555.consul",
+		Peers: []*snapshot.Snapshot{exp}, KnownPeers: []string{"exp", "gone"}}
 }
 
 // writeSet writes set as the plugin writes its file and returns the path.
@@ -64,11 +68,14 @@ func TestShowText(t *testing.T) {
 			"cluster:            11111111-2222-3333-4444-555555555555.consul",
 			"local datacenter:   dc1",
 			"known datacenters:  dc1, dc2, dc3",
+			"known peers:        exp, gone",
 			"DATACENTER  INDEX  BUILT",
 			"dc1         50     ",
 			"1m30s  2         3          2      2",
 			"dc2         9      ",
 			"1+",
+			"PEER  INDEX  BUILT",
+			"exp   12     ",
 			"prepared queries in dc1:",
 			"web-query  -                             web          q-1\n",
 			"-          name_prefix_match ^geo-(.*)$  ${match(1)}  q-2\n",
@@ -88,7 +95,10 @@ func TestShowText(t *testing.T) {
 			"  web   42     2          1        0        1",
 		}, []string{"dc2 ", "service web in"}},
 		{"a service a datacenter lacks", []string{"-service", "web"}, []string{
-			"service web in dc1", "service web: not in the snapshot of dc2",
+			"service web in dc1", "service web: not in the snapshot of dc2", "service web: not in the snapshot of peer exp",
+		}, nil},
+		{"an imported service", []string{"-service", "api"}, []string{
+			"service api: not in the snapshot of dc1", "service api in peer exp (index 12, 1 instances):", "exp-node  api-1  10.9.0.1  9090  passing",
 		}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,13 +156,17 @@ func TestShowJSON(t *testing.T) {
 		{"datacenters[1].missing_service", r.Datacenters[1].Missing, "web"},
 		{"datacenters[0].service_list", len(dc1.ServiceList), 2},
 		{"datacenters[0].service_list[1]", dc1.ServiceList[1], inspect.ServiceSummary{Name: "web", Index: 42, Instances: 2, Passing: 1, Critical: 1}},
+		{"peers", len(r.Peers), 1},
+		{"peers[0].name", r.Peers[0].Name, "exp"},
+		{"peers[0].instances", r.Peers[0].Instances, 1},
+		{"known_peers", len(r.KnownPeers), 2},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.field, c.got, c.want)
 		}
 	}
 	// Stable names, and arrays never null: scripts read them.
-	for _, key := range []string{`"age_seconds"`, `"known_datacenters"`, `"datacenters_by_distance"`, `"failing_checks": []`, `"tags": [`} {
+	for _, key := range []string{`"age_seconds"`, `"known_datacenters"`, `"datacenters_by_distance"`, `"known_peers"`, `"peers"`, `"failing_checks": []`, `"tags": [`} {
 		if !strings.Contains(out, key) {
 			t.Errorf("JSON lacks %s:\n%s", key, out)
 		}

@@ -59,12 +59,22 @@ func writeReport(w io.Writer, r *inspect.Report) error {
 	fmt.Fprintf(tw, "local datacenter:\t%s\n", r.LocalDatacenter)
 	fmt.Fprintf(tw, "known datacenters:\t%s\n", orNone(strings.Join(r.KnownDatacenters, ", "), "(never read)"))
 	fmt.Fprintf(tw, "by distance:\t%s\n", orNone(strings.Join(r.ByDistance, ", "), "(never read)"))
+	fmt.Fprintf(tw, "known peers:\t%s\n", orNone(strings.Join(r.KnownPeers, ", "), "(none, or never read)"))
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "DATACENTER\tINDEX\tBUILT\tAGE\tSERVICES\tINSTANCES\tNODES\tQUERIES")
 	for _, d := range r.Datacenters {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d%s\t%d\t%d\t%d%s\n", d.Name, d.Index,
 			d.Built.Format(time.RFC3339), time.Duration(d.AgeSeconds*float64(time.Second)),
 			d.Services, hidden(d.ServicesHidden), d.Instances, d.Nodes, len(d.Queries), hidden(d.QueriesHidden))
+	}
+	if len(r.Peers) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "PEER\tINDEX\tBUILT\tAGE\tSERVICES\tINSTANCES\tNODES")
+		for _, p := range r.Peers {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d%s\t%d\t%d\n", p.Name, p.Index,
+				p.Built.Format(time.RFC3339), time.Duration(p.AgeSeconds*float64(time.Second)),
+				p.Services, hidden(p.ServicesHidden), p.Instances, p.Nodes)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -73,6 +83,11 @@ func writeReport(w io.Writer, r *inspect.Report) error {
 		writeQueries(w, d)
 		writeServiceList(w, d)
 		writeService(w, d)
+	}
+	for _, p := range r.Peers {
+		p.Name = "peer " + p.Name
+		writeServiceList(w, p)
+		writeService(w, p)
 	}
 	if hasHidden(r) {
 		fmt.Fprintln(w, "\n+ the token may not read every one: more may exist than the snapshot holds")

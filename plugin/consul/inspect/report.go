@@ -25,6 +25,10 @@ type Report struct {
 	KnownDatacenters []string     `json:"known_datacenters"`
 	ByDistance       []string     `json:"datacenters_by_distance"`
 	Datacenters      []Datacenter `json:"datacenters"`
+	// KnownPeers are the peerings Consul lists; Peers the snapshots of the
+	// replicated cluster peers (each named after its peer), by name.
+	KnownPeers []string     `json:"known_peers"`
+	Peers      []Datacenter `json:"peers"`
 }
 
 // Datacenter is one replicated datacenter's snapshot.
@@ -114,6 +118,15 @@ func New(file string, version uint32, set *snapshot.Set, now time.Time, opts Opt
 		}
 		r.Datacenters = append(r.Datacenters, newDatacenter(snap, now, opts))
 	}
+	r.KnownPeers, r.Peers = nonNil(set.KnownPeers), []Datacenter{}
+	for _, snap := range set.Peers {
+		if dc == "" {
+			p := newDatacenter(snap, now, opts)
+			p.Name = snap.Peer
+			r.Peers = append(r.Peers, p)
+		}
+	}
+	slices.SortFunc(r.Peers, func(a, b Datacenter) int { return strings.Compare(a.Name, b.Name) })
 	if len(r.Datacenters) == 0 {
 		return nil, fmt.Errorf("%s holds no snapshot of datacenter %s (it holds %s)", file, snapshot.Quote(dc), DatacenterNames(set))
 	}
