@@ -191,10 +191,10 @@ func (c *Consul) newDatacenter(dc string, gen *generation, file *snapshot.Set) (
 	inFile := dc
 	if dc == "" {
 		d.name, d.label = snapshot.Key(rc.Datacenter), cfg.dcLabel()
-		d.served, d.lists, d.cluster, d.agentDNS = c.localServed, c.datacentersRead, c.clusterRead, c.agentDNSRead
-		if cfg.replicatesPeers() {
-			d.peerings = c.peeringsRead
-		}
+		// The peerings are read also without peers: Consul reads the lone
+		// label of <svc>.virtual.<label> as a peer, and answers NOERROR
+		// with nothing when no peering has that name.
+		d.served, d.lists, d.cluster, d.agentDNS, d.peerings = c.localServed, c.datacentersRead, c.clusterRead, c.agentDNSRead, c.peeringsRead
 		rc.Coordinates = true
 		if file != nil {
 			inFile = file.Local

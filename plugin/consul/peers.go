@@ -79,13 +79,8 @@ func (cfg *config) peerShare() int {
 // file or the reloaded block.
 func (c *Consul) setupPeers(gen *generation, file *snapshot.Set) error {
 	cfg := c.cfg
-	if !cfg.replicatesPeers() {
-		return nil
-	}
 	p := &c.peers
-	p.want, p.every = cfg.peers, cfg.everyPeer
-	p.newPeer = func(name string) (*datacenter, error) { return c.newPeerReplica(name, nil, nil) }
-	names := slices.Clone(p.want)
+	// The peerings known count without peers too (<svc>.virtual.<label>).
 	if file != nil && file.KnownPeers != nil {
 		known := make(map[string]bool, len(file.KnownPeers))
 		for _, name := range file.KnownPeers {
@@ -93,6 +88,12 @@ func (c *Consul) setupPeers(gen *generation, file *snapshot.Set) error {
 		}
 		p.known.Store(&known)
 	}
+	if !cfg.replicatesPeers() {
+		return nil
+	}
+	p.want, p.every = cfg.peers, cfg.everyPeer
+	p.newPeer = func(name string) (*datacenter, error) { return c.newPeerReplica(name, nil, nil) }
+	names := slices.Clone(p.want)
 	if p.every && file != nil {
 		for _, snap := range file.Peers {
 			names = append(names, snap.Peer)
@@ -238,7 +239,9 @@ func (c *Consul) collectPeers(set *snapshot.Set) {
 	}
 	slices.SortFunc(set.Peers, func(a, b *snapshot.Snapshot) int { return strings.Compare(a.Peer, b.Peer) })
 	if known := c.peers.known.Load(); known != nil {
-		set.KnownPeers = slices.Sorted(maps.Keys(*known))
+		// Never nil once read: no peering at all is an answer (a
+		// <svc>.virtual.<label> name is then NOERROR with nothing).
+		set.KnownPeers = append([]string{}, slices.Sorted(maps.Keys(*known))...)
 	}
 }
 

@@ -110,15 +110,11 @@ func (p *persister) close(writeLast bool) {
 func sameSet(a, b *snapshot.Set) bool {
 	if b == nil || a.Local != b.Local || a.Cluster != b.Cluster || !bytes.Equal(a.AgentDNS, b.AgentDNS) ||
 		!slices.Equal(a.Known, b.Known) || !slices.Equal(a.ByDistance, b.ByDistance) ||
-		len(a.Datacenters) != len(b.Datacenters) {
+		(a.KnownPeers == nil) != (b.KnownPeers == nil) || !slices.Equal(a.KnownPeers, b.KnownPeers) {
 		return false
 	}
-	for i := range a.Datacenters {
-		if a.Datacenters[i] != b.Datacenters[i] {
-			return false
-		}
-	}
-	return true
+	// Snapshots are values: an unchanged one is the same pointer.
+	return slices.Equal(a.Datacenters, b.Datacenters) && slices.Equal(a.Peers, b.Peers)
 }
 
 // readSnapshotFile reads the snapshot file; a test makes it panic.

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -126,7 +127,7 @@ func (r *Replicator) peeringsLoop() {
 		refused := false
 		_, err := r.request(r.run.ctx, r.cfg.LivenessTimeout, func(ctx context.Context) (Meta, error) {
 			l, meta, err := lister.Peerings(ctx)
-			if denied(err) {
+			if denied(err) || peeringOff(err) {
 				refused = true
 				return Meta{KnownLeader: true}, nil
 			}
@@ -137,7 +138,8 @@ func (r *Replicator) peeringsLoop() {
 		switch {
 		case refused:
 			if !warned {
-				log.Warningf("the ACL token may not list the peerings (peering:read): names of peers the plugin does not replicate are passed on, a deleted peering's names too")
+				// Info: a token made for DNS alone need not read them.
+				log.Infof("the peerings cannot be listed (the ACL token lacks peering:read, or peering is off): names of peers the plugin does not replicate are passed on, a deleted peering's names and <svc>.virtual.<label> names too")
 				warned = true
 			}
 			delay = deniedRetry
@@ -151,6 +153,14 @@ func (r *Replicator) peeringsLoop() {
 			return
 		}
 	}
+}
+
+// peeringOff reports an agent that does not serve peerings: a client error
+// other than a refused token (peering disabled answers 400), which is no
+// failure of Consul's.
+func peeringOff(err error) bool {
+	var status api.StatusError
+	return errors.As(err, &status) && status.Code >= 400 && status.Code < 500 && !tooMany(err)
 }
 
 // peerHealthInterval is how often a peer's summaries are read while some

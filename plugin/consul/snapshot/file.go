@@ -52,7 +52,7 @@ type Set struct {
 	// when never read. Files written before peers were replicated have
 	// neither.
 	Peers      []*Snapshot `json:",omitempty"`
-	KnownPeers []string    `json:",omitempty"`
+	KnownPeers []string    // no omitempty: [] (read, none) is not null (never read)
 	// Skipped counts the entries Decode left out: nulls and queries nested
 	// too deep, which only a damaged or crafted file holds.
 	Skipped int `json:"-"`

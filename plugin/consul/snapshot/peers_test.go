@@ -18,14 +18,7 @@ func TestFilePeersRoundTrip(t *testing.T) {
 	}}}}, map[string]*Node{"exp-node": {Name: "exp-node", Address: "127.0.0.2"}}, time.Unix(1700000002, 0).UTC())
 	imported.Peer = "a"
 	want.Peers, want.KnownPeers = []*Snapshot{imported}, []string{"a", "b"}
-	var buf bytes.Buffer
-	if err := Encode(&buf, want); err != nil {
-		t.Fatal(err)
-	}
-	got, err := Decode(buf.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := roundTrip(t, want)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("read back\n%+v\nwant\n%+v", got.Peers[0], want.Peers[0])
 	}
@@ -53,4 +46,34 @@ func TestFilePeersRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFileNoPeerings: a Consul with no peering at all is a list read, kept
+// as such: NOERROR with nothing for <svc>.virtual.<label> after a restart,
+// where a list never read passes those names on.
+func TestFileNoPeerings(t *testing.T) {
+	for name, known := range map[string][]string{"read, none": {}, "never read": nil} {
+		t.Run(name, func(t *testing.T) {
+			set := sample()
+			set.KnownPeers = known
+			got := roundTrip(t, set)
+			if (got.KnownPeers == nil) != (known == nil) || len(got.KnownPeers) != 0 {
+				t.Errorf("KnownPeers read back as %#v, want %#v", got.KnownPeers, known)
+			}
+		})
+	}
+}
+
+// roundTrip encodes set and decodes it back.
+func roundTrip(t *testing.T, set *Set) *Set {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := Encode(&buf, set); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
