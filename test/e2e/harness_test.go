@@ -215,8 +215,8 @@ func sameAnswers(t *testing.T, server string, questions []question, want map[que
 			answered++
 			continue
 		}
-		t.Errorf("%s %s: rcode %s, %d answers; before: rcode %s, %d answers", q.name, dns.TypeToString[q.qtype],
-			dns.RcodeToString[got.Rcode], len(got.Answer), dns.RcodeToString[want[q].Rcode], len(want[q].Answer))
+		t.Errorf("%s %s: rcode %s, %d answers; before: rcode %s, %d answers\nnow:\n%v\nbefore:\n%v", q.name, dns.TypeToString[q.qtype],
+			dns.RcodeToString[got.Rcode], len(got.Answer), dns.RcodeToString[want[q].Rcode], len(want[q].Answer), got, want[q])
 	}
 	t.Logf("%d of %d questions answered as before", answered, len(questions))
 }
