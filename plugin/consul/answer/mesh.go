@@ -319,16 +319,19 @@ func (b *builder) virtual(name *Name) Result {
 			return Result{PassOn: true}
 		}
 	}
+	return b.virtualIP(ip)
+}
+
+// virtualIP is the answer to a virtual name whose address is ip (nil for
+// none: NOERROR with nothing): in the answer section for its own family's
+// question and ANY, in the additional section for any other.
+func (b *builder) virtualIP(ip net.IP) Result {
 	if ip == nil {
 		return Result{Rcode: dns.RcodeSuccess}
 	}
 	// Consul names the record after the question in lower case.
 	rr := addressRR(b.q.Lower, ip, b.opt.TTL.Node)
-	own := dns.TypeA
-	if ip.To4() == nil {
-		own = dns.TypeAAAA
-	}
-	if b.q.Type == own || b.q.Type == dns.TypeANY {
+	if b.q.Type == rr.Header().Rrtype || b.q.Type == dns.TypeANY {
 		return Result{Answer: []dns.RR{rr}}
 	}
 	return Result{Extra: []dns.RR{rr}}

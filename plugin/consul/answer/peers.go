@@ -2,8 +2,6 @@ package answer
 
 import (
 	"net"
-
-	"github.com/miekg/dns"
 )
 
 // virtualTag is the tagged address Consul puts a service's virtual IP in;
@@ -64,15 +62,9 @@ func (b *builder) peerVirtual(name *Name) Result {
 		return Result{}
 	}
 	for i := range svc.Instances {
-		ip := net.ParseIP(svc.Instances[i].TaggedAddresses[virtualTag])
-		if ip == nil {
-			continue
+		if ip := net.ParseIP(svc.Instances[i].TaggedAddresses[virtualTag]); ip != nil {
+			return b.virtualIP(ip)
 		}
-		rr := addressRR(b.q.Lower, ip, b.opt.TTL.Node)
-		if b.q.Type == rr.Header().Rrtype || b.q.Type == dns.TypeANY {
-			return Result{Answer: []dns.RR{rr}}
-		}
-		return Result{Extra: []dns.RR{rr}}
 	}
 	return Result{}
 }
