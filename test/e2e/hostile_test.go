@@ -48,18 +48,21 @@ func TestHostileProxy(t *testing.T) {
 		}
 	}
 
+	// What each fault leaves behind once the plugin has read through it.
+	seen := map[faultproxy.Mode]string{
+		faultproxy.NullElements:  `coredns_consul_invalid_values_total`,
+		faultproxy.TruncatedJSON: `coredns_consul_request_errors_total`,
+		faultproxy.HugeBody:      `coredns_consul_request_errors_total{datacenter="local",kind="too_large"}`,
+		faultproxy.Redirect:      `coredns_consul_request_errors_total{datacenter="local",kind="redirect"}`,
+	}
 	for i, mode := range []faultproxy.Mode{faultproxy.NullElements, faultproxy.TruncatedJSON, faultproxy.HugeBody, faultproxy.Redirect} {
 		t.Run(mode.String(), func(t *testing.T) {
+			was, _ := server.Metric(t, seen[mode])
 			proxy.Set(mode)
 			// A change makes every loop read through the fault.
 			id := fmt.Sprintf("churn-%d", i)
 			consulagent.Register(t, client, "node-1", "10.0.0.1", &api.AgentService{ID: id, Service: "churn", Port: 9000 + i}, "passing")
-			since := proxy.Requests()
-			deadline := time.Now().Add(10 * time.Second)
-			for proxy.Requests() < since+5 && time.Now().Before(deadline) {
-				time.Sleep(50 * time.Millisecond)
-			}
-			time.Sleep(500 * time.Millisecond) // what the fault did is applied
+			server.WaitMetric(t, seen[mode], 10*time.Second, func(v float64) bool { return v > was })
 			sameAnswers(t, server.Addr, questions, before)
 			if _, peak, err := procfs.Memory(server.Pid()); err == nil {
 				t.Logf("CoreDNS's peak RSS so far: %.0f MB", peak/1e6)

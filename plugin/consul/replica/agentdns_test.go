@@ -74,12 +74,14 @@ func TestAgentDNSReread(t *testing.T) {
 		return append([]AgentDNS(nil), heard...)
 	}
 	ev.waitFor(t, "the first settings", func() bool { return len(heardNow()) == 1 })
-	time.Sleep(5 * cfg.AgentInterval) // read again, unchanged
-	cat.dns.Store(&AgentDNS{Domain: "consul", NodeTTL: 2 * time.Second})
-	deadline := time.Now().Add(5 * time.Second)
-	for len(heardNow()) < 2 && time.Now().Before(deadline) {
-		time.Sleep(cfg.AgentInterval)
+	readsAfter := func(n int64) func() bool {
+		from := cat.agentReads.Load()
+		return func() bool { return cat.agentReads.Load() >= from+n }
 	}
+	ev.waitFor(t, "the agent read again, unchanged", readsAfter(5))
+	cat.dns.Store(&AgentDNS{Domain: "consul", NodeTTL: 2 * time.Second})
+	ev.waitFor(t, "the changed settings", func() bool { return len(heardNow()) >= 2 })
+	ev.waitFor(t, "the agent read again after the change", readsAfter(5))
 	got := heardNow()
 	if len(got) != 2 || got[0].NodeTTL != time.Second || got[1].NodeTTL != 2*time.Second {
 		t.Fatalf("heard %+v; want node TTL 1s, then 2s once", got)
@@ -102,7 +104,8 @@ func TestAgentDNSDenied(t *testing.T) {
 	cfg.OnAgentDNS = func(AgentDNS) { mu.Lock(); heard++; mu.Unlock() }
 	_, ev := startMem(t, cat, cfg)
 	ev.waitSnap(t, "a snapshot", func(*snapshot.Snapshot) bool { return true })
-	time.Sleep(20 * cfg.AgentInterval)
+	from := cat.agentReads.Load()
+	ev.waitFor(t, "the agent asked again", func() bool { return cat.agentReads.Load() >= from+20 })
 	mu.Lock()
 	n := heard
 	mu.Unlock()

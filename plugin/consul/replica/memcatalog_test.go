@@ -73,6 +73,8 @@ type memCatalog struct {
 	dns atomic.Pointer[AgentDNS]
 	// denyAgent refuses the agent's read, as to a token without agent:read.
 	denyAgent atomic.Bool
+	// agentReads counts the agent's reads, refused ones too.
+	agentReads atomic.Int64
 }
 
 type memService struct {
@@ -246,6 +248,7 @@ func (c *memCatalog) answerIndex(i uint64) uint64 {
 }
 
 func (c *memCatalog) Agent(context.Context) (Agent, error) {
+	c.agentReads.Add(1)
 	if c.denyAgent.Load() {
 		return Agent{}, api.StatusError{Code: http.StatusForbidden, Body: "Permission denied"}
 	}
