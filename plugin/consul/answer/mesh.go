@@ -305,19 +305,14 @@ func (b *builder) mesh(name *Name) {
 	}
 }
 
-// virtual answers <svc>.virtual as Consul does: the service's virtual IP,
-// in the answer section for its own family's question (and ANY), in the
-// additional section for any other; no authority section, and NOERROR
-// whether or not the service has one. A peer that is not replicated has
-// none. A service a terminating gateway links (or may link) whose virtual
-// IP no registration shows yet is passed on.
+// virtual answers <svc>.virtual (a peer's is peerVirtual) as Consul does:
+// the service's virtual IP (virtualIP), NOERROR whether or not the service
+// has one. A service a terminating gateway links (or may link) whose
+// virtual IP no registration shows yet is passed on.
 func (b *builder) virtual(name *Name) Result {
-	var ip net.IP
-	if name.Peer == "" {
-		ip = b.v.mesh.virtual[name.Service]
-		if ip == nil && (b.v.mesh.linked[name.Service] || b.v.mesh.terminatingUnknown) {
-			return Result{PassOn: true}
-		}
+	ip := b.v.mesh.virtual[name.Service]
+	if ip == nil && (b.v.mesh.linked[name.Service] || b.v.mesh.terminatingUnknown) {
+		return Result{PassOn: true}
 	}
 	return b.virtualIP(ip)
 }
