@@ -14,7 +14,7 @@ export CONSUL_BIN  := $(CONSUL)
 export COREDNS_BIN := $(COREDNS)
 export COREDNS_CONSUL_BIN := $(INSPECT)
 
-.PHONY: all build consul deps test lint demo bench bench-replica bench-fleet fuzz soak clean
+.PHONY: all build consul deps test lint demo bench bench-replica bench-fleet bench-follower fuzz soak clean
 
 all: build
 
@@ -77,6 +77,10 @@ bench-replica: consul build
 ## bench-fleet: what each watched service costs a client agent and the servers (docs/fleet-cost.md)
 bench-fleet: consul
 	FLEET_REPORT=$(CURDIR)/docs/fleet-cost-run.md $(GO) test -run '^$$' -bench FleetCost -benchtime 1x -timeout 30m -v ./test/bench/ | grep -v '^\[\|^20[0-9][0-9]-'
+
+## bench-follower: the follower mode at 1, 10 and 50 followers of two tiers: the servers' streams, propagation, the tiers' cost (docs/fleet-cost.md)
+bench-follower: consul build
+	FOLLOWER_REPORT=$(CURDIR)/docs/follower-cost-run.md $(GO) test -run '^TestFollowerFleet$$' -count=1 -timeout 30m -v ./test/bench/ | grep -v '^\[\|^20[0-9][0-9]-'
 
 clean:
 	rm -rf bin

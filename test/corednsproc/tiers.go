@@ -1,13 +1,16 @@
 package corednsproc
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/coredns-consul/coredns-consul/test/freeport"
 	"github.com/coredns-consul/coredns-consul/test/metrics"
@@ -198,4 +201,29 @@ func (s *Server) MetricWhere(name string, parts ...string) float64 {
 		}
 	}
 	return sum
+}
+
+// CPU is the processor time CoreDNS has used so far, user and system
+// (utime + stime of /proc/<pid>/stat, in clock ticks of 10ms).
+func (s *Server) CPU() (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Pid()))
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of coredns: %w", err)
+	}
+	// The command name, in parentheses, may hold spaces: the fields that
+	// follow it start at the state (field 3); utime and stime are 14 and 15.
+	i := bytes.LastIndexByte(stat, ')')
+	fields := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(fields) < 13 {
+		return 0, fmt.Errorf("cpu time of coredns: %d fields in /proc/%d/stat", len(fields), s.Pid())
+	}
+	ticks := 0
+	for _, f := range fields[11:13] {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return 0, fmt.Errorf("cpu time of coredns: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }

@@ -1,0 +1,67 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/coredns-consul/coredns-consul/test/consulagent"
+)
+
+// followerReport formats TestFollowerFleet's results as markdown, for
+// docs/fleet-cost.md.
+func followerReport(b *followerBench, rows []*followerRow, whole *wholeResult, took time.Duration) string {
+	var out strings.Builder
+	kernel, _ := exec.Command("uname", "-r").Output()
+	version, _ := exec.Command(consulagent.Binary(), "version").Output()
+	consulVersion, _, _ := strings.Cut(string(version), "\n")
+	fmt.Fprintf(&out, "Measured %s on %d cores (%s, Linux %s), %s, %s; %d services (%d watched by each tier, with `consul`), one Consul server, two client agents, a tier on each; the run took %s.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), fleetMemTotal(), strings.TrimSpace(string(kernel)),
+		consulVersion, runtime.Version(), b.services, b.services+1, took.Round(time.Second))
+
+	fleetHeading(&out, "Followers: the servers' streams and propagation",
+		"Followers are added between rows (1, then 9 more, then 40 more), follower i listing the tiers from i's on. `streams`: the server's `consul.grpc.server.streams` (internal), settled, beside tiers x watched services. "+
+			"`tier conns`: established connections to each tier's listener. Propagation: a registration or deregistration written to the server, timed from the write returning until each DNS server answers it (SRV), every server polled every `poll`; "+
+			"`followers` are all followers' times, `last follower` the time until every follower answered, per change. Goal: last follower p99 <= max(100 ms, 1.5 x Consul DNS p99). `missed`: follower observations not shown within 10 s.",
+		"| N | streams (want) | tier conns | Consul DNS p50 / p99 ms | tiers p50 / p99 | followers p50 / p99 | last follower p50 / p99 | goal | missed | poll ms |",
+		"|---:|---|---|---|---|---|---|---|---:|---:|")
+	for _, r := range rows {
+		goal := math.Max(100, 1.5*quantile(r.consul, 99))
+		met := "met"
+		if !(quantile(r.all, 99) <= goal) {
+			met = "**missed**"
+		}
+		fmt.Fprintf(&out, "| %d | %.0f (%.0f) | %s | %s | %s | %s | %s | %s (%.0f ms) | %d | %.1f |\n", r.n, r.streams, r.streamsWanted,
+			strings.Trim(fmt.Sprint(r.conns), "[]"), p5099(r.consul), p5099(r.tiers), p5099(r.each), p5099(r.all), met, goal, r.missing, ms(r.poll))
+	}
+
+	fleetHeading(&out, "The tiers' cost per follower",
+		"Summed over both tiers, from their `coredns_consul_tier_bytes_total` and `coredns_consul_tier_answers_total` by kind and their CPU (utime + stime in /proc/PID/stat, 10 ms ticks) over the changes above, then over an idle window. Bytes are the answers' wire bytes (envelope and compressed payload).",
+		"| N | changes | answers per change (delta / none / whole) | bytes per change | per follower | tier CPU ms per change | per follower, µs | idle: tier CPU ms/s | per follower, µs/s | followers started in |",
+		"|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		c, n := float64(r.changes), float64(r.n)
+		bytes := r.bytes["delta"] + r.bytes["none"] + r.bytes["whole"]
+		cpu, idle := ms(r.cpuChanges)/c, ms(r.cpuIdle)/r.idle.Seconds()
+		fmt.Fprintf(&out, "| %d | %d | %.2f / %.2f / %.2f | %.0f | %.0f | %.2f | %.0f | %.2f | %.0f | %s |\n", r.n, r.changes,
+			r.answers["delta"]/c, r.answers["none"]/c, r.answers["whole"]/c, bytes/c, bytes/c/n, cpu, cpu*1000/n, idle, idle*1000/n,
+			r.startTook.Round(100*time.Millisecond))
+	}
+
+	fleetHeading(&out, "Whole-state answers",
+		"What a new follower (or one too far behind) costs tier 0: `GET /v1/follow?index=0` with the token, one at a time; bytes on the wire (envelope and the snapshot file's encoding), time to the last byte on loopback, the tier's CPU per answer.",
+		"| watched services | answers (counted by the tier) | bytes | time p50 / max ms | tier CPU ms per answer |",
+		"|---:|---|---:|---|---:|")
+	if len(whole.took) > 0 {
+		fmt.Fprintf(&out, "| %d | %d (%.0f) | %.0f | %.1f / %.1f | %.1f |\n", whole.watched, len(whole.took), whole.answersWhole, median(whole.bytes),
+			quantile(whole.took, 50), quantile(whole.took, 100), ms(whole.cpu)/float64(len(whole.took)))
+	}
+	return out.String()
+}
+
+func p5099(d []time.Duration) string {
+	return fmt.Sprintf("%.1f / %.1f", quantile(d, 50), quantile(d, 99))
+}
