@@ -40,15 +40,15 @@ func followerReport(b *followerBench, rows []*followerRow, whole *wholeResult, t
 
 	fleetHeading(&out, "The tiers' cost per follower",
 		"Summed over both tiers, from their `coredns_consul_tier_bytes_total` and `coredns_consul_tier_answers_total` by kind and their CPU (utime + stime in /proc/PID/stat, 10 ms ticks) over the changes above, then over an idle window. Bytes are the answers' wire bytes (envelope and compressed payload).",
-		"| N | changes | answers per change (delta / none / whole) | bytes per change | per follower | tier CPU ms per change | per follower, µs | idle: tier CPU ms/s | per follower, µs/s | followers started in |",
-		"|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+		"| N | changes | answers per change (delta / none / whole) | bytes per change | per follower | tier CPU ms per change | per follower, µs | idle: tier CPU ms/s | per follower, µs/s | followers started in | follower RSS MB (median) |",
+		"|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		c, n := float64(r.changes), float64(r.n)
 		bytes := r.bytes["delta"] + r.bytes["none"] + r.bytes["whole"]
 		cpu, idle := ms(r.cpuChanges)/c, ms(r.cpuIdle)/r.idle.Seconds()
-		fmt.Fprintf(&out, "| %d | %d | %.2f / %.2f / %.2f | %.0f | %.0f | %.2f | %.0f | %.2f | %.0f | %s |\n", r.n, r.changes,
+		fmt.Fprintf(&out, "| %d | %d | %.2f / %.2f / %.2f | %.0f | %.0f | %.2f | %.0f | %.2f | %.0f | %s | %.0f |\n", r.n, r.changes,
 			r.answers["delta"]/c, r.answers["none"]/c, r.answers["whole"]/c, bytes/c, bytes/c/n, cpu, cpu*1000/n, idle, idle*1000/n,
-			r.startTook.Round(100*time.Millisecond))
+			r.startTook.Round(100*time.Millisecond), r.followerRSS/1e6)
 	}
 
 	fleetHeading(&out, "Whole-state answers",
@@ -59,7 +59,18 @@ func followerReport(b *followerBench, rows []*followerRow, whole *wholeResult, t
 		fmt.Fprintf(&out, "| %d | %d (%.0f) | %.0f | %.1f / %.1f | %.1f |\n", whole.watched, len(whole.took), whole.answersWhole, median(whole.bytes),
 			quantile(whole.took, 50), quantile(whole.took, 100), ms(whole.cpu)/float64(len(whole.took)))
 	}
+	if r := whole.restart; r != nil {
+		fmt.Fprintf(&out, "\nEvery follower restarted at once (N = %d, each with its snapshot file): %d ready within 1 s of its start, from the file; the tiers sent %.0f whole states (%.0f KB each) in %s, at most %.0f answers waiting for a transfer slot at once, for %.0f ms of tier CPU (%.1f ms each).\n",
+			r.n, r.readyAtOnce, r.wholes, orNaN(r.bytes/1024, r.wholes), r.took.Round(time.Millisecond), r.peakWaiting, ms(r.cpu), orNaN(ms(r.cpu), r.wholes))
+	}
 	return out.String()
+}
+
+func orNaN(v, n float64) float64 {
+	if n == 0 {
+		return math.NaN()
+	}
+	return v / n
 }
 
 func p5099(d []time.Duration) string {

@@ -6,10 +6,7 @@ package bench
 // follower beside the tiers and Consul's own DNS.
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,15 +56,7 @@ type followerRow struct {
 	cpuChanges, cpuIdle    time.Duration      // both tiers
 	idle                   time.Duration
 	startTook              time.Duration // to start the followers added for this row
-}
-
-// wholeResult is what whole-state answers cost the tier.
-type wholeResult struct {
-	bytes        []float64
-	took         []time.Duration
-	cpu          time.Duration
-	watched      int
-	answersWhole float64
+	followerRSS            float64       // the followers' median, bytes
 }
 
 // TestFollowerFleet measures the follower mode on one Consul server, two
@@ -94,6 +83,7 @@ func TestFollowerFleet(t *testing.T) {
 		rows = append(rows, b.measure(t, n))
 	}
 	whole := b.measureWhole(t, envInt("FOLLOWER_WHOLE", 10))
+	whole.restart = b.restartAll(t)
 	out := followerReport(b, rows, whole, time.Since(began))
 	fmt.Print(out)
 	if err := os.WriteFile(report, []byte(out), 0o644); err != nil {
@@ -243,6 +233,15 @@ func (b *followerBench) measure(t *testing.T, n int) *followerRow {
 	}
 	b.mark(t, append(b.tierAddrs(), addrs...))
 	t.Logf("N=%d: followers up and current in %s", n, time.Since(started).Round(time.Millisecond))
+	var rss []float64
+	for _, fl := range b.followers {
+		if r, _, err := procfs.Memory(fl.Pid()); err == nil {
+			rss = append(rss, r)
+		}
+	}
+	if len(rss) > 0 {
+		row.followerRSS = median(rss)
+	}
 
 	row.streamsWanted = b.streamsWanted
 	row.streams, _ = settle(time.Minute, time.Second, 3, func() float64 { return b.streams(t) }, equal)
@@ -327,64 +326,4 @@ func timeOne(servers []string, name string, shown func(*dns.Msg) bool, poll, tim
 	}
 	wg.Wait()
 	return out
-}
-
-// measureWhole asks tier 0 for its whole state n times, as a new follower
-// does (index 0), one at a time: the bytes, the time to the last byte and
-// the tier's CPU per answer.
-func (b *followerBench) measureWhole(t *testing.T, n int) *wholeResult {
-	res := &wholeResult{watched: b.services + 1}
-	tr := b.tiers[0]
-	before := b.readTiers(t)
-	for range n {
-		began := time.Now()
-		size, err := fetchWhole(tr.Listen)
-		if err != nil {
-			t.Errorf("whole state from %s: %v", tr.Listen, err)
-			return res
-		}
-		res.took = append(res.took, time.Since(began))
-		res.bytes = append(res.bytes, float64(size))
-	}
-	_, answers, cpu := b.readTiers(t).since(before)
-	res.cpu, res.answersWhole = cpu, answers["whole"]
-	return res
-}
-
-// fetchWhole is one follow request with no index: a whole answer, whose
-// wire bytes (the envelope line and the payload) it counts.
-func fetchWhole(listen string) (int, error) {
-	req, err := http.NewRequest(http.MethodGet, "http://"+listen+"/v1/follow?index=0&wait=1s", nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+benchTierToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("follow: %s", resp.Status)
-	}
-	r := bufio.NewReader(resp.Body)
-	line, err := r.ReadBytes('\n')
-	for err == nil && len(line) == 1 { // heartbeats
-		line, err = r.ReadBytes('\n')
-	}
-	if err != nil {
-		return 0, fmt.Errorf("follow: the envelope: %w", err)
-	}
-	var env struct {
-		Kind string
-		Size int64
-	}
-	if err := json.Unmarshal(line, &env); err != nil || env.Kind != "whole" {
-		return 0, fmt.Errorf("follow: envelope %.200q: kind %q, %v", line, env.Kind, err)
-	}
-	got, err := r.Discard(int(env.Size))
-	if err != nil {
-		return 0, fmt.Errorf("follow: %d of %d payload bytes: %w", got, env.Size, err)
-	}
-	return len(line) + got, nil
 }

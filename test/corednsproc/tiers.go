@@ -128,11 +128,16 @@ func StartFollower(t testing.TB, o FollowerOptions) (*Follower, error) {
 }
 
 // Restart stops the follower and starts it again on its ports, with its
-// Corefile (and so its snapshot file).
-func (f *Follower) Restart(t testing.TB) {
+// Corefile (and so its snapshot file), and waits until it is ready.
+func (f *Follower) Restart(t testing.TB) error {
 	t.Helper()
 	f.Server.Stop(t)
-	f.Server = StartOn(t, f.Ports, f.cf.Build)
+	s, err := StartWith(t, Options{Ports: &f.Ports}, f.cf.Build)
+	if err != nil {
+		return fmt.Errorf("follower of %v restarted: %w", f.Options.Tiers, err)
+	}
+	f.Server = s
+	return nil
 }
 
 // WriteToken writes a token file a tier or a follower reads, in a directory

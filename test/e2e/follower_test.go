@@ -154,7 +154,9 @@ func TestFollowerOutage(t *testing.T) {
 		fl := f.followers[0]
 		waitSnapshotFile(t, fl.Server, fl.Options.Snapshot)
 		began := time.Now()
-		fl.Restart(t)
+		if err := fl.Restart(t); err != nil {
+			t.Fatal(err)
+		}
 		if took := time.Since(began); took > 5*time.Second {
 			t.Errorf("the restarted follower took %s to be ready, not at once", took)
 		}
