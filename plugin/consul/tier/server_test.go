@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"reflect"
 	"sync/atomic"
 	"testing"
@@ -279,4 +281,43 @@ func TestCoordinatesBounded(t *testing.T) {
 	tt.clk.Advance(time.Second)
 	third := changed(moved(second, 3), dc2, func(s *snapshot.Snapshot) { delete(s.Services, "api") })
 	tt.publish(third, 3)
+}
+
+// TestRealClock follows a tier on the real clock, as production runs it:
+// the whole state, then heartbeats and nothing newer at a short wait's end.
+func TestRealClock(t *testing.T) {
+	s, err := New(Config{NoAuth: true, Heartbeat: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	defer s.Close()
+	set := baseSet()
+	s.Attach(&Source{Collect: func() *snapshot.Set { return set }})
+	url := "http://" + ln.Addr().String() + Path
+	var env Envelope
+	wait.Until(t, 5*time.Second, func() error {
+		resp, err := http.Get(url + "?wait=0s")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if env, _, err = ReadAnswer(resp.Body, 1<<30); err == nil && env.Kind != KindWhole {
+			err = fmt.Errorf("answer %+v, want the whole state", env)
+		}
+		return err
+	})
+	resp, err := http.Get(fmt.Sprintf("%s?index=%d&tier=%s&wait=100ms", url, env.Generation, env.Tier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body := &beatCounter{r: resp.Body}
+	if env, _, err := ReadAnswer(body, 1<<30); err != nil || env.Kind != KindNone || body.beats == 0 {
+		t.Errorf("answer %+v after %d heartbeats, %v; want none after some", env, body.beats, err)
+	}
 }
