@@ -10,7 +10,7 @@ import (
 
 func TestFollowerConverges(t *testing.T) {
 	g1 := set(dc("dc1", "", 10, sv("a", 10), sv("b", 10)), dc("dc2", "", 3, sv("x", 3)))
-	ft, addr := startFake(t, "t1", "secret", g1)
+	ft, addr, _ := startFake(t, "t1", "secret", g1)
 	f := start(t, Config{TokenFile: tokenFile(t, "secret")}, addr)
 	got := make(chan *snapshot.Snapshot, 100)
 	cancel := f.Subscribe(tierKey("dc1"), func(s *snapshot.Snapshot) { got <- s })

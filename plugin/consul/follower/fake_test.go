@@ -21,12 +21,13 @@ type fakeTier struct {
 	newer     chan struct{}   // closed by the next generation
 }
 
-func startFake(t *testing.T, id, token string, sets ...*snapshot.Set) (*fakeTier, string) {
+func startFake(t *testing.T, id, token string, sets ...*snapshot.Set) (*fakeTier, string, func()) {
 	ft := &fakeTier{id: id, token: token, newer: make(chan struct{})}
 	for _, s := range sets {
 		ft.offer(s)
 	}
-	return ft, serve(t, ft)
+	addr, stop := serve(t, ft)
+	return ft, addr, stop
 }
 
 func (ft *fakeTier) offer(s *snapshot.Set) {
@@ -38,7 +39,7 @@ func (ft *fakeTier) offer(s *snapshot.Set) {
 }
 
 func (ft *fakeTier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+ft.token {
+	if ft.token != "" && r.Header.Get("Authorization") != "Bearer "+ft.token {
 		http.Error(w, "wrong token", http.StatusForbidden)
 		return
 	}
@@ -91,4 +92,20 @@ func (ft *fakeTier) answer(w http.ResponseWriter, gens []*snapshot.Set, index ui
 		payload = buf.Bytes()
 	}
 	tier.WriteAnswer(w, env, payload)
+}
+
+// testTier is a tier serving on loopback: offer makes a new generation of
+// what it serves, stop closes it.
+type testTier struct {
+	addr  string
+	offer func(*snapshot.Set)
+	stop  func()
+}
+
+// startTier starts a tier that takes token and serves sets, the last
+// first.
+func startTier(t *testing.T, token string, sets ...*snapshot.Set) testTier {
+	t.Helper()
+	ft, addr, stop := startFake(t, "tier-"+strconv.Itoa(int(time.Now().UnixNano()%1e6)), token, sets...)
+	return testTier{addr: addr, offer: ft.offer, stop: stop}
 }

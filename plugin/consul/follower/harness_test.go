@@ -3,11 +3,15 @@ package follower
 import (
 	"bytes"
 	"fmt"
+	"io"
+	golog "log"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +20,11 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/tier"
 	"github.com/coredns-consul/coredns-consul/test/freeport"
 	"github.com/coredns-consul/coredns-consul/test/wait"
+
+	clog "github.com/coredns/coredns/plugin/pkg/log"
 )
+
+func init() { clog.Discard() }
 
 // recorder is an Observer the tests read.
 type recorder struct {
@@ -79,14 +87,15 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-// serve serves h on loopback until the test ends; it returns the address.
-func serve(t *testing.T, h http.Handler) string {
+// serve serves h on loopback until the test ends or stop is called; it
+// returns the address.
+func serve(t *testing.T, h http.Handler) (addr string, stop func()) {
 	t.Helper()
 	ln := listen(t)
 	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	return ln.Addr().String(), func() { srv.Close() }
 }
 
 // start starts a follower of addrs and stops it when the test ends.
@@ -159,3 +168,36 @@ func tokenFile(t *testing.T, token string) string {
 }
 
 func tierKey(dc string) tier.Key { return tier.Key{Datacenter: dc} }
+
+// logLines captures the standard logger, which CoreDNS's log writes to, for
+// the rest of the test.
+type logLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func captureLog(t *testing.T) *logLines {
+	l := &logLines{}
+	golog.SetOutput(l)
+	t.Cleanup(func() { golog.SetOutput(io.Discard) })
+	return l
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// count is how many lines hold all of parts.
+func (l *logLines) count(parts ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
+			n++
+		}
+	}
+	return n
+}
