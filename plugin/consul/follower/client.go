@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -173,10 +174,15 @@ func (f *Follower) poll(ctx context.Context, t *tierConn) error {
 		return fail(errStatus, "answered %s", resp.Status)
 	}
 	env, payload, err := tier.ReadAnswer(body, maxPayload)
-	if err != nil {
-		if errors.Is(err, tier.ErrGarbage) && !idle.fired() {
-			return fail(errGarbage, "%w", err)
-		}
+	switch {
+	case err == nil:
+	case !body.began && body.err != nil && !errors.Is(body.err, io.EOF):
+		// Cut before anything but heartbeats: the tier went away
+		// (killed, restarted), it did not answer garbage.
+		return idle.explain(fail(errUnreachable, "connection ended while waiting for an answer: %w", body.err))
+	case errors.Is(err, tier.ErrGarbage) && !idle.fired():
+		return fail(errGarbage, "%w", err)
+	default:
 		return idle.explain(fail(errUnreachable, "%w", err))
 	}
 	// What follows the payload is nothing; read to the end so that the
@@ -214,11 +220,15 @@ func (w *watchdog) explain(f *failure) *failure {
 	return f
 }
 
-// idleReader tells the watchdog of every byte read, and when.
+// idleReader tells the watchdog of every byte read, and when; it keeps
+// whether an answer began (a byte that is not a heartbeat) and how reading
+// ended.
 type idleReader struct {
-	r    io.Reader
-	w    *watchdog
-	seen *atomic.Int64
+	r     io.Reader
+	w     *watchdog
+	seen  *atomic.Int64
+	began bool
+	err   error
 }
 
 func (r *idleReader) Read(p []byte) (int, error) {
@@ -226,6 +236,12 @@ func (r *idleReader) Read(p []byte) (int, error) {
 	if n > 0 && !r.w.fired() {
 		r.w.alive()
 		r.seen.Store(time.Now().UnixNano())
+	}
+	if !r.began && slices.ContainsFunc(p[:n], func(b byte) bool { return b != tier.Heartbeat }) {
+		r.began = true
+	}
+	if err != nil {
+		r.err = err
 	}
 	return n, err
 }

@@ -12,37 +12,64 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"github.com/coredns-consul/coredns-consul/test/faultproxy"
 	"github.com/coredns-consul/coredns-consul/test/wait"
 	"go.uber.org/goleak"
 )
 
-// TestFailoverToATierBehind: the tier followed is closed; the follower
-// answers from the other within 2 s, and what it serves does not move back
-// to the other's older state until that tier catches up.
+// TestFailoverToATierBehind: the tier followed is closed, killed or
+// stopped; the follower answers from the other within 2 s (with the default
+// Idle), and what it serves does not move back to the other's older state
+// until that tier catches up.
 func TestFailoverToATierBehind(t *testing.T) {
-	ahead := set(dc("dc1", "", 40, sv("a", 40), sv("b", 10)))
-	behindDC := dc("dc1", "", 30, sv("a", 30), sv("b", 10), sv("gone", 20))
-	a := startTier(t, "secret", ahead)
-	b := startTier(t, "secret", set(behindDC))
-	rec := newRecorder()
-	f := start(t, Config{TokenFile: tokenFile(t, "secret"), Observer: rec}, a.addr, b.addr)
-	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 40, "b": 10})
+	for _, tt := range []struct {
+		name string
+		kind string // the failure counted
+	}{
+		{"closed", errUnreachable},
+		{"killed (connections reset)", errUnreachable},
+		{"stopped (SIGSTOP: connections open, silent)", errHang},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ahead := set(dc("dc1", "", 40, sv("a", 40), sv("b", 10)))
+			behindDC := dc("dc1", "", 30, sv("a", 30), sv("b", 10), sv("gone", 20))
+			a := startTier(t, "secret", ahead)
+			first, fault := a.addr, a.stop
+			switch tt.kind {
+			case errHang:
+				r := startRelay(t, a.addr)
+				first, fault = r.addr, r.freeze
+			case errUnreachable:
+				if tt.name != "closed" {
+					p := faultproxy.New(t, a.addr)
+					first, fault = p.Addr, func() { p.Set(faultproxy.Reset) }
+				}
+			}
+			b := startTier(t, "secret", set(behindDC))
+			rec := newRecorder()
+			f := start(t, Config{TokenFile: tokenFile(t, "secret"), Observer: rec, Idle: time.Second}, first, b.addr)
+			servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 40, "b": 10})
 
-	closed := time.Now()
-	a.stop()
-	wait.Until(t, 2*time.Second, func() error {
-		if rec.answered(b.addr) == 0 {
-			return fmt.Errorf("no answer from the other tier")
-		}
-		return nil
-	})
-	t.Logf("answered by the other tier %s after the first was closed", time.Since(closed).Round(time.Millisecond))
-	servedIndexes(t, f, time.Second, map[string]uint64{"a": 40, "b": 10})
+			failed := time.Now()
+			fault()
+			wait.Until(t, 2*time.Second, func() error {
+				if rec.answered(b.addr) == 0 {
+					return fmt.Errorf("no answer from the other tier")
+				}
+				return nil
+			})
+			t.Logf("answered by the other tier %s after the first failed", time.Since(failed).Round(time.Millisecond))
+			if rec.errors(first, tt.kind) == 0 {
+				t.Errorf("no %s failure counted: %v", tt.kind, rec)
+			}
+			servedIndexes(t, f, time.Second, map[string]uint64{"a": 40, "b": 10})
 
-	b.offer(set(with(behindDC, 41, map[string]*snapshot.Service{"b": sv("b", 41)})))
-	// Past what the first tier had seen: the other's view of "gone" is
-	// taken, its older "a" still is not.
-	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 40, "b": 41, "gone": 20})
+			b.offer(set(with(behindDC, 41, map[string]*snapshot.Service{"b": sv("b", 41)})))
+			// Past what the first tier had seen: the other's view of
+			// "gone" is taken, its older "a" still is not.
+			servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 40, "b": 41, "gone": 20})
+		})
+	}
 }
 
 // TestHungTier: a tier that accepts and never writes, or writes the
@@ -106,20 +133,25 @@ func TestGarbageKeepsState(t *testing.T) {
 	random := make([]byte, 4096)
 	rand.Read(random)
 	for _, tt := range []struct {
-		name string
-		body []byte
+		name    string
+		handler http.Handler
+		kind    string
 	}{
-		{"random bytes", random},
-		{"an HTML page", []byte("<html><body>It works!</body></html>\n")},
-		{"a truncated answer", truncated(t, set(dc("dc1", "", 50, sv("a", 50))))},
+		{"random bytes", garbage(random), errGarbage},
+		{"an HTML page", garbage([]byte("<html><body>It works!</body></html>\n")), errGarbage},
+		{"an empty body", garbage(nil), errGarbage},
+		{"a truncated answer", garbage(truncated(t, set(dc("dc1", "", 50, sv("a", 50))))), errGarbage},
+		{"a 500", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "no", http.StatusInternalServerError)
+		}), errStatus},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			bad, _ := serve(t, garbage(tt.body))
+			bad, _ := serve(t, tt.handler)
 			rec := newRecorder()
 			alone := start(t, Config{Observer: rec, Seed: seed}, bad)
 			wait.Until(t, 5*time.Second, func() error {
-				if n := rec.errors(bad, errGarbage); n < 2 {
-					return fmt.Errorf("%d garbage answers counted", n)
+				if n := rec.errors(bad, tt.kind); n < 2 {
+					return fmt.Errorf("%d %s failures counted: %v", n, tt.kind, rec)
 				}
 				return nil
 			})
@@ -180,7 +212,7 @@ func TestAnotherCluster(t *testing.T) {
 	otherDC := set(dc("dc2", "", 50, sv("a", 50)))
 	otherDC.Local = "dc2"
 	for _, tt := range []struct {
-		name string
+		name   string
 		serves *snapshot.Set
 	}{
 		{"another cluster", otherCluster},

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,6 +76,13 @@ func (r *recorder) answered(addr string) int {
 		n += r.answers[addr+" "+kind]
 	}
 	return n
+}
+
+// String lists the failures counted.
+func (r *recorder) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprint(r.errs)
 }
 
 // listen is a loopback listener on a free port.
@@ -169,11 +177,11 @@ func tokenFile(t *testing.T, token string) string {
 
 func tierKey(dc string) tier.Key { return tier.Key{Datacenter: dc} }
 
-// logLines captures the standard logger, which CoreDNS's log writes to, for
-// the rest of the test.
+// logLines keeps what the standard logger, which CoreDNS's log writes
+// to, writes for the rest of the test.
 type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu    sync.Mutex
+	lines []string
 }
 
 func captureLog(t *testing.T) *logLines {
@@ -185,8 +193,9 @@ func captureLog(t *testing.T) *logLines {
 
 func (l *logLines) Write(p []byte) (int, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
+	l.lines = append(l.lines, string(p))
+	l.mu.Unlock()
+	return len(p), nil
 }
 
 // count is how many lines hold all of parts.
@@ -194,10 +203,114 @@ func (l *logLines) count(parts ...string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
-	for _, line := range strings.Split(l.buf.String(), "\n") {
+	for _, line := range l.lines {
 		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
 			n++
 		}
 	}
 	return n
+}
+
+// testTier is a real tier.Server on loopback, fed by a Source the test
+// sets: offer makes what it serves next, stop closes it.
+type testTier struct {
+	addr   string
+	server *tier.Server
+	set    atomic.Pointer[snapshot.Set]
+}
+
+// startTier starts a tier that takes token ("": no authentication) and
+// serves sets in turn, ending with the last.
+func startTier(t *testing.T, token string, sets ...*snapshot.Set) *testTier {
+	t.Helper()
+	cfg := tier.Config{NoAuth: token == "", Heartbeat: 100 * time.Millisecond}
+	if token != "" {
+		cfg.TokenFile = tokenFile(t, token)
+	}
+	s, err := tier.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt := &testTier{server: s}
+	s.Attach(&tier.Source{
+		Collect: tt.set.Load,
+		Contact: func(tier.Key) (time.Time, time.Time) { return time.Now(), time.Time{} },
+	})
+	ln := listen(t)
+	tt.addr = ln.Addr().String()
+	go s.Serve(ln)
+	t.Cleanup(s.Close)
+	for _, set := range sets {
+		tt.offer(set)
+	}
+	return tt
+}
+
+func (tt *testTier) offer(s *snapshot.Set) {
+	tt.set.Store(s)
+	tt.server.Offer()
+}
+
+func (tt *testTier) stop() { tt.server.Close() }
+
+// relay forwards TCP connections to target until frozen: from then on it
+// moves no byte and closes nothing, as a tier stopped by SIGSTOP.
+type relay struct {
+	addr   string
+	frozen chan struct{}
+	once   sync.Once
+}
+
+func startRelay(t *testing.T, target string) *relay {
+	ln := listen(t)
+	r := &relay{addr: ln.Addr().String(), frozen: make(chan struct{})}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() {
+				<-done
+				c.Close()
+				up.Close()
+			}()
+			go r.copy(c, up)
+			go r.copy(up, c)
+		}
+	}()
+	return r
+}
+
+func (r *relay) freeze() { r.once.Do(func() { close(r.frozen) }) }
+
+func (r *relay) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		select {
+		case <-r.frozen:
+			return // what was read is dropped: stopped processes send nothing
+		default:
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
 }
