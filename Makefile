@@ -50,6 +50,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugin/consul/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./plugin/consul/snapshot/
 	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) ./plugin/consul/replica/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeDelta$$' -fuzztime $(FUZZTIME) ./plugin/consul/tier/
 
 lint:
 	@out=$$(gofmt -l cmd plugin test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -58,9 +58,7 @@ func (c *Consul) agentDNSRead(a replica.AgentDNS) {
 	}
 	c.followed.Store(&next)
 	log.Infof("following the agent's DNS settings: zones %v, %s", next.zones, describeOptions(&next.opts))
-	if c.persist != nil {
-		c.persist.offer()
-	}
+	c.offer()
 }
 
 // agentDNSForFile are the agent's DNS settings last read, for the snapshot

@@ -35,6 +35,7 @@ func (f *feed) clusterRead(id string) {
 // file written in another cluster stops being served at once, and the
 // next file written records the identity.
 func (c *Consul) clusterRead(id string) {
+	c.offerTier()
 	if c.persist == nil {
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/plugin/consul/answer"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/tier"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/metrics"
@@ -59,6 +60,11 @@ type Consul struct {
 	// nil in tests that publish by hand.
 	cfg *config
 	gen *generation
+	// tier is the server this block serves followers from (tier_listen),
+	// tierSrc what it serves; nil without.
+	tier    atomic.Pointer[tier.Server]
+	tierSrc *tier.Source
+
 	// changed wakes start-up's wait whenever what it waits for may have
 	// come: a snapshot served, a datacenter list read, a datacenter added.
 	changed signal

@@ -222,12 +222,16 @@ func (c *Consul) attach(d *datacenter, rc replica.Config, gen *generation, inFil
 	if cfg.guardFraction > 0 {
 		d.guard = newGuard(cfg.guardFraction, cfg.guardHold)
 	}
-	settings := settingsOf(cfg.client, rc)
+	settings := settingsOf(cfg.client, rc, cfg.follow)
 	running, same := gen.claim(d.key, &settings)
 	if same {
 		d.feed = running
 	} else {
-		f, err := newFeed(cfg.client, rc, settings, d, c.pool)
+		var seed *snapshot.Set
+		if c.persist != nil {
+			seed = c.persist.file
+		}
+		f, err := newFeed(cfg.client, rc, settings, d, c.pool, seed)
 		if err != nil {
 			return err
 		}

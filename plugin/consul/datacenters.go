@@ -177,9 +177,7 @@ func (c *Consul) datacentersRead(dcs, byDistance []string) {
 	}
 	if changed {
 		c.changed.notify()
-		if c.persist != nil {
-			c.persist.offer()
-		}
+		c.offer()
 	}
 	c.syncRemotesLocked(true)
 }
@@ -271,9 +269,7 @@ func (c *Consul) syncRemotesLocked(listed bool) {
 		}
 		c.dropRemoteLocked(dc).stop()
 		forgetMetrics(dc)
-		if c.persist != nil {
-			c.persist.offer()
-		}
+		c.offer()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
@@ -19,7 +20,7 @@ import (
 // replica, and lends the old one to the new datacenter until the new one
 // has published, so that changes keep flowing meanwhile.
 type feed struct {
-	replica  *replica.Replicator
+	replica  source
 	settings readSettings // what the replica was made with
 
 	// mu orders publications and handovers: a snapshot published while a
@@ -42,8 +43,22 @@ type feed struct {
 	predecessor *feed
 }
 
-// newFeed makes the replica of rc, read through client, that feeds to.
-func newFeed(client *api.Config, rc replica.Config, settings readSettings, to *datacenter, pool *replica.Pool) (*feed, error) {
+// source is what feeds a datacenter: a replica of Consul, or a follower's
+// share of the tiers it follows.
+type source interface {
+	Start()
+	Stop()
+	// Contact is when the source last heard from Consul, and since when it
+	// fails to (zero when it does not).
+	Contact() (last, failing time.Time)
+	// Cluster is the Consul cluster read; known false before it was.
+	Cluster() (string, bool)
+}
+
+// newFeed makes the replica of rc, read through client, that feeds to; a
+// follower block's (settings.follow set) takes from the tiers instead, and
+// never moves back from seed, the snapshot file.
+func newFeed(client *api.Config, rc replica.Config, settings readSettings, to *datacenter, pool *replica.Pool, seed *snapshot.Set) (*feed, error) {
 	f := &feed{settings: settings, to: to, owner: to}
 	if rc.Share > 1 {
 		rc.Pool = pool
@@ -60,6 +75,10 @@ func newFeed(client *api.Config, rc replica.Config, settings readSettings, to *d
 	}
 	if to.peerings != nil {
 		rc.OnPeerings = f.peeringsRead
+	}
+	if settings.follow != nil {
+		f.replica = newFollowSource(settings.follow, seed, rc, to.label, f.publish)
+		return f, nil
 	}
 	r, err := replica.New(client, rc, f.publish)
 	if err != nil {
@@ -282,10 +301,11 @@ func (f *feed) release(d *datacenter) {
 type readSettings struct {
 	client  api.Config
 	replica replica.Config
+	follow  *followSettings // a follower's: the rest is then unused
 }
 
-func settingsOf(client *api.Config, rc replica.Config) readSettings {
-	s := readSettings{client: *client, replica: rc}
+func settingsOf(client *api.Config, rc replica.Config, follow *followSettings) readSettings {
+	s := readSettings{client: *client, replica: rc, follow: follow}
 	// Each parse makes a transport of its own; what it carries comes from
 	// the fields compared.
 	s.client.Transport, s.client.HttpClient = nil, nil

@@ -122,7 +122,7 @@ func unstartedFeed(t *testing.T, d *datacenter) *feed {
 	rc := replica.DefaultConfig()
 	rc.Addresses = []string{"127.0.0.1:1"}
 	rc.LivenessInterval = 0
-	f, err := newFeed(&api.Config{Address: "127.0.0.1:1"}, rc, readSettings{}, d, nil)
+	f, err := newFeed(&api.Config{Address: "127.0.0.1:1"}, rc, readSettings{}, d, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestReadSettings(t *testing.T) {
 		return client, replica.DefaultConfig()
 	}
 	client, rc := base()
-	want := settingsOf(client, rc)
+	want := settingsOf(client, rc, nil)
 
 	same := map[string]func(*api.Config, *replica.Config){
 		"a transport of its own": func(c *api.Config, _ *replica.Config) { c.Transport = api.DefaultConfig().Transport },
@@ -156,7 +156,7 @@ func TestReadSettings(t *testing.T) {
 	for name, change := range same {
 		client, rc := base()
 		change(client, &rc)
-		if got := settingsOf(client, rc); !got.equal(&want) {
+		if got := settingsOf(client, rc, nil); !got.equal(&want) {
 			t.Errorf("%s: a new replica", name)
 		}
 	}
@@ -182,7 +182,7 @@ func TestReadSettings(t *testing.T) {
 			if !setOther(f) {
 				t.Fatalf("%s.%s: a field of a kind the test cannot change", config, field.Name)
 			}
-			if got := settingsOf(client, rc); got.equal(&want) {
+			if got := settingsOf(client, rc, nil); got.equal(&want) {
 				t.Errorf("%s.%s changed, and the replica is kept", config, field.Name)
 			}
 		}
@@ -192,7 +192,7 @@ func TestReadSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	client, rc = base()
-	if renewed := settingsOf(client, rc); !renewed.equal(&want) {
+	if renewed := settingsOf(client, rc, nil); !renewed.equal(&want) {
 		t.Error("the token file was renewed in place, and a new replica is made")
 	}
 }

@@ -53,6 +53,13 @@ type config struct {
 	agentDNS   bool
 	given      map[string]bool
 	zonesGiven bool
+
+	// tier serves the block's replica to followers (tier_listen); follow
+	// makes the block a follower of tiers instead of a replica of Consul
+	// (followAt is its line). Nil when not set.
+	tier     *tierSettings
+	follow   *followSettings
+	followAt string
 }
 
 // parse reads one consul block:
@@ -115,6 +122,12 @@ func parse(c *caddy.Controller) (*config, error) {
 	}
 	if len(cfg.replica.Addresses) == 0 {
 		cfg.replica.Addresses = []string{cfg.client.Address}
+	}
+	if err := checkTierAndFollow(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.follow != nil {
+		return cfg, nil // Consul is not read: nothing in how it is reached to warn about
 	}
 	if envWarning != "" {
 		cfg.warnings = append(cfg.warnings, envWarning)

@@ -173,9 +173,7 @@ func (c *Consul) peeringsRead(list []replica.Peering) {
 	defer p.mu.Unlock()
 	if old := p.known.Load(); old == nil || !maps.Equal(*old, known) {
 		p.known.Store(&known)
-		if c.persist != nil {
-			c.persist.offer()
-		}
+		c.offer()
 	}
 	if !p.every || p.stopped {
 		return

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/replica"
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 
 	"github.com/coredns/caddy"
@@ -194,7 +195,7 @@ func TestReloadHandsOverTheReplica(t *testing.T) {
 	}
 	old := startCorefile(t, block("5s"))
 	eventually(t, old[0], "answering web with TTL 5", func() bool { n, ttl := answers(t, old[0], "web.service.consul."); return n == 1 && ttl == 5 })
-	r := old[0].local.feed.replica
+	r := old[0].local.feed.replica.(*replica.Replicator)
 	waitFor(t, "watching every service", func() bool { s := r.Stats(); return s.Services > 0 && s.Watchers == s.Services })
 
 	const window = 2 * time.Second

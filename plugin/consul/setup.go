@@ -168,7 +168,11 @@ func (c *Consul) startup() error {
 	if c.local.feed.handedOver(c.local) {
 		kept = ", with the running replica"
 	}
-	log.Infof("version %s replicating from %v for zones %v%s", Version, c.cfg.replica.Addresses, c.cfg.zones, kept)
+	if f := c.cfg.follow; f != nil {
+		log.Infof("version %s following the tiers %v for zones %v%s", Version, f.Addresses, c.cfg.zones, kept)
+	} else {
+		log.Infof("version %s replicating from %v for zones %v%s", Version, c.cfg.replica.Addresses, c.cfg.zones, kept)
+	}
 	c.gen.started()
 	if c.persist != nil {
 		c.persist.start()
@@ -190,6 +194,13 @@ func (c *Consul) startup() error {
 	}
 	c.startRemotes()
 	c.startPeers()
+	if c.cfg.tier != nil {
+		// Fails only when the address cannot be listened on: the reload
+		// fails, and the old block serves on.
+		if err := c.serveTier(c.cfg.tier); err != nil {
+			return plugin.Error(pluginName, err)
+		}
+	}
 	live.join(c)
 	c.waitReady(c.cfg.startupTimeout)
 	return nil
@@ -199,6 +210,7 @@ func (c *Consul) startup() error {
 // started: what it handed over to them runs on.
 func (c *Consul) shutdown() error {
 	live.leave(c)
+	c.leaveTier()
 	// A block that handed its replica over has no newer snapshot to write
 	// than the block it handed it to: its last write would only race the
 	// new block's.
@@ -220,12 +232,20 @@ func (c *Consul) stop(writeLast bool) {
 // restartFailed runs when a reload fails: this block's instance runs on.
 func (c *Consul) restartFailed() error {
 	live.rollback(c.gen)
+	if c.cfg != nil && c.cfg.tier != nil {
+		if err := c.serveTier(c.cfg.tier); err != nil {
+			log.Errorf("serving followers again after the failed reload: %v", err)
+		}
+	}
 	return nil
 }
 
 // replicaKey names what a replica replicates: blocks with equal keys hold
 // the same data.
 func (cfg *config) replicaKey() string {
+	if cfg.follow != nil {
+		return "follow|" + cfg.follow.key()
+	}
 	r := cfg.replica
 	return strings.Join([]string{strings.Join(r.Addresses, ","), r.Datacenter, r.Namespace, r.Partition}, "|")
 }
@@ -254,9 +274,7 @@ const everyShare = 4
 
 // localServed hears of every snapshot the local datacenter serves.
 func (c *Consul) localServed() {
-	if c.persist != nil {
-		c.persist.offer()
-	}
+	c.offer()
 	// The first snapshot names the local datacenter: one of those the
 	// Corefile lists may be it. Not under the local publishMu.
 	c.namedOnce.Do(func() { go c.localNamed() })
@@ -264,7 +282,5 @@ func (c *Consul) localServed() {
 
 // remoteServed hears of every snapshot another datacenter serves.
 func (c *Consul) remoteServed() {
-	if c.persist != nil {
-		c.persist.offer()
-	}
+	c.offer()
 }

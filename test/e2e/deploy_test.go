@@ -62,12 +62,7 @@ func kubernetesCorefile(t *testing.T) string {
 // TestDeployCorefiles runs every Corefile the deployment guides ship with the
 // real binary, moved to loopback test ports and a test agent.
 func TestDeployCorefiles(t *testing.T) {
-	agent, client := startAgent(t)
-	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte("test-token\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	agent, token := deployAgent(t)
 	read := func(path string) string {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -83,27 +78,66 @@ func TestDeployCorefiles(t *testing.T) {
 	for name, corefile := range corefiles {
 		t.Run(name, func(t *testing.T) {
 			server := corednsproc.Start(t, func(p corednsproc.Ports) string {
-				free := func() string { return fmt.Sprintf("127.0.0.1:%d", corednsproc.FreePort(t)) }
-				rewrites := []struct{ re, to string }{
-					{`(?m)^(\S*):\d+ \{$`, fmt.Sprintf("$1:%d {\n    bind 127.0.0.1", p.DNS)},
-					{`(?m)^\s*bind 169\.254\.20\.10\n`, ""},
-					{`ready \S+`, fmt.Sprintf("ready 127.0.0.1:%d", p.Ready)},
-					{`health \S+`, "health " + free()},
-					{`prometheus \S+`, "prometheus " + free()},
-					{`address \S+`, "address " + agent.HTTPAddr},
-					{`snapshot \S+`, "snapshot " + filepath.Join(t.TempDir(), "snap")},
-					{`token_file \S+`, "token_file " + token},
-					{`forward \. /etc/resolv.conf`, "forward . 127.0.0.1:1"},
-				}
-				for _, rw := range rewrites {
-					corefile = regexp.MustCompile(rw.re).ReplaceAllString(corefile, rw.to)
-				}
-				return corefile
+				return testCorefile(t, corefile, p, agent.HTTPAddr, token)
 			})
 			if resp := dnsq.Query(t, server.Addr, "web.service.consul.", dns.TypeA); len(resp.Answer) != 1 {
 				t.Errorf("web: %v", resp)
 			}
 		})
+	}
+}
+
+// deployAgent starts the agent the shipped Corefiles read, with web
+// registered, and a token file for every token they name.
+func deployAgent(t *testing.T) (*consulagent.Process, string) {
+	agent, client := startAgent(t)
+	consulagent.Register(t, client, "n1", "10.0.0.1", &api.AgentService{ID: "web-1", Service: "web", Port: 80}, "passing")
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("test-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return agent, token
+}
+
+// testCorefile is a shipped Corefile moved to loopback test ports p, the
+// agent at consulAddr and the token file token.
+func testCorefile(t *testing.T, corefile string, p corednsproc.Ports, consulAddr, token string) string {
+	free := func() string { return fmt.Sprintf("127.0.0.1:%d", corednsproc.FreePort(t)) }
+	rewrites := []struct{ re, to string }{
+		{`(?m)^(\S*):\d+ \{$`, fmt.Sprintf("$1:%d {\n    bind 127.0.0.1", p.DNS)},
+		{`(?m)^\s*bind 169\.254\.20\.10\n`, ""},
+		{`ready \S+`, fmt.Sprintf("ready 127.0.0.1:%d", p.Ready)},
+		{`health \S+`, "health " + free()},
+		{`prometheus \S+`, "prometheus " + free()},
+		{`address \S+`, "address " + consulAddr},
+		{`snapshot \S+`, "snapshot " + filepath.Join(t.TempDir(), "snap")},
+		{`(token_file|tier_token_file|follow_token_file) \S+`, "$1 " + token},
+		{`forward \. /etc/resolv.conf`, "forward . 127.0.0.1:1"},
+		// TLS between tier and follower is tested in the follower's own
+		// tests; here the shipped files' other lines are.
+		{`(?m)^\s*(tier_tls|follow_tls) .*\n`, ""},
+	}
+	for _, rw := range rewrites {
+		corefile = regexp.MustCompile(rw.re).ReplaceAllString(corefile, rw.to)
+	}
+	return corefile
+}
+
+// TestDeployTierAndFollower runs the shipped tier and node-local follower
+// Corefiles together: the follower answers what the tier replicates.
+func TestDeployTierAndFollower(t *testing.T) {
+	agent, token := deployAgent(t)
+	tierAddr := fmt.Sprintf("127.0.0.1:%d", corednsproc.FreePort(t))
+	corednsproc.Start(t, func(p corednsproc.Ports) string {
+		cf := testCorefile(t, readDeploy(t, "dns-server", "Corefile.tier"), p, agent.HTTPAddr, token)
+		return regexp.MustCompile(`tier_listen \S+`).ReplaceAllString(cf, "tier_listen "+tierAddr)
+	})
+	follower := corednsproc.Start(t, func(p corednsproc.Ports) string {
+		cf := testCorefile(t, readDeploy(t, "node-local", "Corefile.follower"), p, agent.HTTPAddr, token)
+		return regexp.MustCompile(`follow \S+ \S+`).ReplaceAllString(cf, "follow "+tierAddr)
+	})
+	if resp := dnsq.Query(t, follower.Addr, "web.service.consul.", dns.TypeA); len(resp.Answer) != 1 {
+		t.Errorf("web from the follower: %v", resp)
 	}
 }
 

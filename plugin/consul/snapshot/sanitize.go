@@ -28,3 +28,12 @@ func sanitize(snap *Snapshot) int {
 	snap.Terminating = slices.DeleteFunc(snap.Terminating, func(g *Gateway) bool { return skip(g == nil) })
 	return skipped
 }
+
+// Sanitize and Rebuild do for a snapshot decoded from elsewhere (a tier's
+// answer to a follower) what Decode does for a file's: Sanitize leaves out
+// its null entries and says how many; Rebuild makes it whole (counts, maps
+// that are never nil), as a new snapshot.
+func Sanitize(snap *Snapshot) int { return sanitize(snap) }
+
+// Rebuild: see Sanitize.
+func Rebuild(snap *Snapshot) *Snapshot { return rebuild(snap) }
