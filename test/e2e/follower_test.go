@@ -129,10 +129,19 @@ func TestFollowerOutage(t *testing.T) {
 
 	t.Run("Consul frozen", func(t *testing.T) {
 		f.freezeConsul(t)
-		for _, s := range append(f.tierServers(), f.followerServers()...) {
-			s.WaitMetric(t, stale, 30*time.Second, is(1))
+		for _, tr := range f.tiers {
+			tr.WaitMetric(t, stale, 30*time.Second, is(1))
 		}
 		allSame(t)
+	})
+	t.Run("the followers say Consul cannot be reached", func(t *testing.T) {
+		// As a direct-mode instance does: soon after the tiers know it,
+		// not when the followers' long-polls end (their wait is 60 s).
+		began := time.Now()
+		for i, fl := range f.followers {
+			fl.WaitMetric(t, stale, 15*time.Second, is(1))
+			t.Logf("follower %d: stale %s after the tiers", i, time.Since(began).Round(time.Millisecond))
+		}
 	})
 	t.Run("both tiers frozen", func(t *testing.T) {
 		frozen := time.Now()
