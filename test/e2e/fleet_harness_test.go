@@ -3,7 +3,9 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
 	"github.com/coredns-consul/coredns-consul/test/dnsq"
@@ -293,4 +296,44 @@ func registerNear(t *testing.T, f *followFleet, service string) map[string]strin
 		return err
 	})
 	return addrs
+}
+
+// explainOnFailure logs, when the test fails, how each tier's and each
+// follower's snapshot file holds services: each one's index and its
+// instances' ports and health, beside the snapshot's index, so that an
+// answer that differs shows which side held what.
+func (f *followFleet) explainOnFailure(t *testing.T, services ...string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		files := map[string]string{}
+		for i, tr := range f.tiers {
+			files[fmt.Sprintf("tier %d", i)] = tr.Snapshot
+		}
+		for i, fl := range f.followers {
+			files[fmt.Sprintf("follower %d (%s)", i, fl.Addr)] = fl.Options.Snapshot
+		}
+		for _, name := range slices.Sorted(maps.Keys(files)) {
+			set, err := snapshot.ReadFile(files[name])
+			if err != nil {
+				t.Logf("%s: %v", name, err)
+				continue
+			}
+			snap := set.Snapshot(set.Local)
+			line := fmt.Sprintf("%s: snapshot index %d", name, snap.Index)
+			for _, s := range services {
+				svc, ok := snap.Service(s)
+				if !ok {
+					line += fmt.Sprintf("; %s none", s)
+					continue
+				}
+				line += fmt.Sprintf("; %s index %d", s, svc.Index)
+				for _, in := range svc.Instances {
+					line += fmt.Sprintf(" %d:%v", in.Port, in.Health)
+				}
+			}
+			t.Log(line)
+		}
+	})
 }

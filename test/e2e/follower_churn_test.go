@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-consul/coredns-consul/test/consulagent"
 	"github.com/coredns-consul/coredns-consul/test/corednsproc"
 	"github.com/coredns-consul/coredns-consul/test/dnsq"
 	"github.com/coredns-consul/coredns-consul/test/wait"
@@ -74,6 +75,17 @@ func (c *churn) register(node, addr string, svc *api.AgentService, status string
 	return nil
 }
 
+// waitVersion waits until the churn has written version v.
+func (c *churn) waitVersion(t *testing.T, v int64) {
+	t.Helper()
+	wait.Until(t, 15*time.Second, func() error {
+		if got := c.version.Load(); got < v {
+			return fmt.Errorf("churned to version %d, want %d", got, v)
+		}
+		return nil
+	})
+}
+
 // questions ask about every churning service and flap.
 func (c *churn) questions() []question {
 	var qs []question
@@ -84,24 +96,31 @@ func (c *churn) questions() []question {
 	return append(qs, question{"flap.service.consul.", dns.TypeA}, question{"flap.service.consul.", dns.TypeSRV})
 }
 
-// versionWatch asks each DNS server for every churning service, round and
-// round, and records each answer whose version is lower than one the same
-// server answered before, or that has none after one did: a state that
-// moved backwards.
+// versionWatch asks each DNS server for every churning service and every
+// late one (registered once, version 0), round and round, and records each
+// answer whose version is lower than one the same server answered before,
+// or that has none after one did: a state that moved backwards.
 type versionWatch struct {
 	t         *testing.T
-	services  int
+	services  int      // the churning ones, first in names
+	names     []string // every service watched
 	mu        sync.Mutex
-	highest   map[string][]int64 // by server, by service
+	highest   map[string][]int64 // by server, by name
 	backwards []string
 	asked     atomic.Int64
+	phase     atomic.Value // string: what the test is doing, for the messages
 	*loops
 }
 
-func startVersionWatch(t *testing.T, addrs []string, services int) *versionWatch {
+func startVersionWatch(t *testing.T, addrs []string, services int, late []string) *versionWatch {
 	w := &versionWatch{t: t, services: services, highest: map[string][]int64{}, loops: newLoops(t)}
+	for k := range services {
+		w.names = append(w.names, fmt.Sprintf("churn-%d", k))
+	}
+	w.names = append(w.names, late...)
+	w.phase.Store("start")
 	for _, addr := range addrs {
-		w.highest[addr] = slices.Repeat([]int64{-1}, services)
+		w.highest[addr] = slices.Repeat([]int64{-1}, len(w.names))
 	}
 	for _, addr := range addrs {
 		w.every(20*time.Millisecond, func() bool { w.round(addr); return true })
@@ -110,8 +129,8 @@ func startVersionWatch(t *testing.T, addrs []string, services int) *versionWatch
 }
 
 func (w *versionWatch) round(addr string) {
-	for k := range w.services {
-		m, err := dnsq.Ask(addr, fmt.Sprintf("churn-%d.service.consul.", k), dns.TypeSRV, dnsq.EDNS(4096), dnsq.Timeout(time.Second))
+	for k, name := range w.names {
+		m, err := dnsq.Ask(addr, name+".service.consul.", dns.TypeSRV, dnsq.EDNS(4096), dnsq.Timeout(time.Second))
 		if err != nil {
 			continue // a lost datagram says nothing of the state
 		}
@@ -124,7 +143,7 @@ func (w *versionWatch) round(addr string) {
 		}
 		w.mu.Lock()
 		if prev := w.highest[addr][k]; v < prev {
-			w.backwards = append(w.backwards, fmt.Sprintf("%s churn-%d: version %d after %d (%s)", addr, k, v, prev, dns.RcodeToString[m.Rcode]))
+			w.backwards = append(w.backwards, fmt.Sprintf("%s %s: version %d after %d (%s) while %s", addr, name, v, prev, dns.RcodeToString[m.Rcode], w.phase.Load()))
 		} else {
 			w.highest[addr][k] = v
 		}
@@ -138,7 +157,7 @@ func (w *versionWatch) lowest() int64 {
 	defer w.mu.Unlock()
 	low := int64(math.MaxInt64)
 	for _, vs := range w.highest {
-		low = min(low, slices.Min(vs))
+		low = min(low, slices.Min(vs[:w.services]))
 	}
 	return low
 }
@@ -147,6 +166,9 @@ func (w *versionWatch) lowest() int64 {
 // service, or the version just before it for the services written first.
 func (w *versionWatch) waitLowest(t *testing.T, v int64, within time.Duration) {
 	t.Helper()
+	if v < int64(2*w.services) {
+		t.Fatalf("waiting for version %d: every service has one from version %d on", v, 2*w.services)
+	}
 	wait.Until(t, within, func() error {
 		if low := w.lowest(); low < v-int64(w.services) {
 			return fmt.Errorf("the followers show version %d of some service, want %d or later", low, v-int64(w.services))
@@ -169,21 +191,27 @@ func (w *versionWatch) check() {
 // TestFollowerTierFailoverDuringChurn: with tier 1 behind (its client agent
 // frozen), tier 0 is killed during churn. The followers switch to tier 1
 // within 2 s; no follower's answer for a churning service ever shows an
-// older version than it showed before; once tier 1's agent is back and the
-// churn over, every follower answers as Consul's DNS does.
+// older version than it showed before, nor does a service registered while
+// tier 1 was behind ever go, while tier 1 is behind or catching up; once
+// the churn is over, every follower answers as Consul's DNS does.
 func TestFollowerTierFailoverDuringChurn(t *testing.T) {
 	const services = 5
+	late := []string{"late-0", "late-1", "late-2"}
 	f := startFollowFleet(t, nil)
 	f.startFollowers(t, 3)
 	c := startChurn(t, f.client, services, 40*time.Millisecond)
-	w := startVersionWatch(t, f.followerAddrs(), services)
+	w := startVersionWatch(t, f.followerAddrs(), services, late)
+	f.explainOnFailure(t, append(slices.Clone(w.names), "flap")...)
+	c.waitVersion(t, 2*services)
 	w.waitLowest(t, c.version.Load(), 15*time.Second)
 
 	behind := f.consul.Clients[1]
+	w.phase.Store("tier 1 falls behind")
 	behind.Freeze()
 	t.Cleanup(behind.Thaw)
 	// Every service changes twice after tier 1 stopped hearing of it, and
-	// the followers (on tier 0) show it.
+	// the followers (on tier 0) show it; services new since then too.
+	registerLate(t, f, late)
 	w.waitLowest(t, c.version.Load()+2*services, 15*time.Second)
 	if v := versionOf(t, f.tiers[1].Addr, "churn-0"); v >= w.lowest() {
 		t.Fatalf("tier 1 shows churn-0 at version %d, not behind the followers' %d", v, w.lowest())
@@ -194,6 +222,7 @@ func TestFollowerTierFailoverDuringChurn(t *testing.T) {
 		switches[i] = fl.MetricWhere("coredns_consul_follower_switches_total")
 	}
 	killed := time.Now()
+	w.phase.Store("tier 0 killed, tier 1 behind")
 	f.tiers[0].Kill()
 	wait.Until(t, 15*time.Second, func() error {
 		for i, fl := range f.followers {
@@ -210,22 +239,34 @@ func TestFollowerTierFailoverDuringChurn(t *testing.T) {
 	}
 
 	// The churn goes on while the only tier left is behind.
-	held := c.version.Load() + 2*services
-	wait.Until(t, 15*time.Second, func() error {
-		if v := c.version.Load(); v < held {
-			return fmt.Errorf("churned to version %d, want %d", v, held)
-		}
-		return nil
-	})
+	c.waitVersion(t, c.version.Load()+2*services)
+	w.phase.Store("tier 1 catching up")
 	behind.Thaw()
 	w.waitLowest(t, c.version.Load(), 30*time.Second)
 	c.halt()
+	w.phase.Store("quiet")
 
-	f.mark(t, f.followerAddrs()...)
-	for _, fl := range f.followers {
-		converge(t, f.consul.Clients[0].DNSAddr, fl.Addr, c.questions(), 30*time.Second)
+	f.mark(t, append(f.followerAddrs(), f.tiers[1].Addr)...)
+	// The tier first: what it answers, its followers must.
+	for i, addr := range append([]string{f.tiers[1].Addr}, f.followerAddrs()...) {
+		converge(t, f.consul.Clients[0].DNSAddr, addr, c.questions(), 30*time.Second)
+		t.Logf("%s (%d: tier 1, then the followers) answers as Consul's DNS does", addr, i)
 	}
 	w.check()
+}
+
+// registerLate registers services of one instance each, at version 0, and
+// waits until every follower answers them.
+func registerLate(t *testing.T, f *followFleet, services []string) {
+	t.Helper()
+	for _, name := range services {
+		consulagent.Register(t, f.client, "late-node", "10.212.0.1", &api.AgentService{ID: name, Service: name, Port: churnBase}, api.HealthPassing)
+	}
+	for _, fl := range f.followers {
+		for _, name := range services {
+			dnsq.WaitCount(t, fl.Addr, name+".service.consul.", 1, 15*time.Second)
+		}
+	}
 }
 
 // versionOf is the version of service's churning instance that the DNS
