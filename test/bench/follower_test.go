@@ -40,6 +40,7 @@ type followerBench struct {
 	// streamsWanted is what the server holds with the tiers alone: one
 	// stream per tier (client agent) and watched service.
 	streamsWanted float64
+	watched       int
 }
 
 // followerRow is what one follower count measured.
@@ -60,14 +61,16 @@ type followerRow struct {
 }
 
 // TestFollowerFleet measures the follower mode on one Consul server, two
-// client agents and a tier on each, for each follower count of
-// FOLLOWER_SIZES (default 1,10,50; followers are added, never restarted,
-// between sizes) on FOLLOWER_SERVICES services (500) of FOLLOWER_INSTANCES
-// instances (3): the server's gRPC streams, each tier's follower
-// connections, FOLLOWER_CHANGES changes (100, one every FOLLOWER_PACE_MS,
-// 100) timed from the write returning to each DNS server answering them,
-// the tiers' bytes and CPU per change and at idle, and whole-state answers.
-// FOLLOWER_REPORT=path (required) is where the markdown report goes.
+// client agents and a tier on each, with no follower and then for each
+// follower count of FOLLOWER_SIZES (default 1,10,50; followers are added,
+// never restarted, between sizes) on FOLLOWER_SERVICES services (500) of
+// FOLLOWER_INSTANCES instances (3): the server's gRPC streams, each tier's
+// follower connections, FOLLOWER_CHANGES changes (100, one every
+// FOLLOWER_PACE_MS, 100) timed from the write returning to each DNS server
+// answering them, the tiers' bytes and CPU per change and over FOLLOWER_IDLE
+// idle seconds (10), FOLLOWER_WHOLE whole-state answers one at a time (50),
+// and every follower restarted at once. FOLLOWER_REPORT=path (required) is
+// where the markdown report goes.
 //
 //	FOLLOWER_REPORT=/tmp/follower.md go test -run TestFollowerFleet -count=1 -timeout 30m -v ./test/bench/
 func TestFollowerFleet(t *testing.T) {
@@ -82,7 +85,7 @@ func TestFollowerFleet(t *testing.T) {
 	for _, n := range followerSizes(envString("FOLLOWER_SIZES", "1,10,50")) {
 		rows = append(rows, b.measure(t, n))
 	}
-	whole := b.measureWhole(t, envInt("FOLLOWER_WHOLE", 10))
+	whole := b.measureWhole(t, envInt("FOLLOWER_WHOLE", 50))
 	whole.restart = b.restartAll(t)
 	out := followerReport(b, rows, whole, time.Since(began))
 	fmt.Print(out)
@@ -91,8 +94,10 @@ func TestFollowerFleet(t *testing.T) {
 	}
 }
 
+// followerSizes parses FOLLOWER_SIZES and puts 0 first: the tiers alone,
+// the baseline the tiers' cost per follower is taken from.
 func followerSizes(v string) []int {
-	var sizes []int
+	sizes := []int{0}
 	for f := range strings.SplitSeq(v, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
 			sizes = append(sizes, n)
@@ -116,8 +121,14 @@ func startFollowerBench(t *testing.T, services, instances int) *followerBench {
 		}))
 	}
 	b.mark(t, b.tierAddrs())
-	// Every service watched by each tier: its catalog's and "consul".
-	b.streamsWanted = base + float64(len(b.tiers)*(services+1))
+	// Every service of the catalog watched by each tier: the loaded ones,
+	// "consul" and the mark's.
+	listed, _, err := b.writer.Catalog().Services(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.watched = len(listed)
+	b.streamsWanted = base + float64(len(b.tiers)*b.watched)
 	wait.Until(t, 3*time.Minute, func() error {
 		if s := b.streams(t); s != b.streamsWanted {
 			return fmt.Errorf("the server holds %.0f streams, want %.0f", s, b.streamsWanted)
@@ -300,7 +311,9 @@ func (b *followerBench) propagate(t *testing.T, row *followerRow, followers []st
 			row.each = append(row.each, d[0])
 			last = max(last, d[0])
 		}
-		row.all = append(row.all, last)
+		if len(followers) > 0 {
+			row.all = append(row.all, last)
+		}
 		pause(pace)
 	}
 }

@@ -41,7 +41,7 @@ type restartResult struct {
 // does (index 0), one at a time: the bytes, the time to the last byte and
 // the tier's CPU per answer.
 func (b *followerBench) measureWhole(t *testing.T, n int) *wholeResult {
-	res := &wholeResult{watched: b.services + 1}
+	res := &wholeResult{watched: b.watched}
 	tr := b.tiers[0]
 	before := b.readTiers(t)
 	for range n {
