@@ -55,18 +55,19 @@ func followerReport(b *followerBench, rows []*followerRow, whole *wholeResult, t
 
 	fleetHeading(&out, "The tiers' cost per follower",
 		"Summed over both tiers, from their `coredns_consul_tier_bytes_total` and `coredns_consul_tier_answers_total` by kind and their CPU (utime + stime in /proc/PID/stat, 10 ms ticks) over the changes above, then over an idle window. Bytes are the answers' wire bytes (envelope and compressed payload). "+
-			"Per follower: the CPU beyond the N = 0 row (the tiers replicating Consul with no follower), divided by N.",
-		"| N | changes | answers per change (delta / none / whole) | bytes per change | per follower | tier CPU ms per change | per follower, µs | idle: tier CPU ms/s | per follower, µs/s | followers started in | follower RSS MB (median) |",
-		"|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+			"Per follower: the CPU beyond the N = 0 row (the tiers replicating Consul with no follower), divided by N. "+
+			"`follower CPU`: what one change costs each follower (applying the delta, publishing), from all followers' CPU over the changes; on this machine the N followers share the two cores with everything else, so a change costs N times that here, which is what delays the answers at N = 50 above (in a fleet each follower has its node's CPU).",
+		"| N | changes | answers per change (delta / none / whole) | bytes per change | per follower | tier CPU ms per change | per follower, µs | idle: tier CPU ms/s | per follower, µs/s | follower CPU ms per change, each | followers started in | follower RSS MB (median) |",
+		"|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	base := rows[0]
 	baseCPU, baseIdle := ms(base.cpuChanges)/float64(base.changes), ms(base.cpuIdle)/base.idle.Seconds()
 	for _, r := range rows {
 		c, n := float64(r.changes), float64(r.n)
 		bytes := r.bytes["delta"] + r.bytes["none"] + r.bytes["whole"]
 		cpu, idle := ms(r.cpuChanges)/c, ms(r.cpuIdle)/r.idle.Seconds()
-		fmt.Fprintf(&out, "| %d | %d | %.2f / %.2f / %.2f | %.0f | %.0f | %.2f | %.0f | %.2f | %.0f | %s | %.0f |\n", r.n, r.changes,
+		fmt.Fprintf(&out, "| %d | %d | %.2f / %.2f / %.2f | %.0f | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f | %s | %.0f |\n", r.n, r.changes,
 			r.answers["delta"]/c, r.answers["none"]/c, r.answers["whole"]/c, bytes/c, orNaN(bytes/c, n), cpu, orNaN((cpu-baseCPU)*1000, n),
-			idle, orNaN((idle-baseIdle)*1000, n), r.startTook.Round(100*time.Millisecond), r.followerRSS/1e6)
+			idle, orNaN((idle-baseIdle)*1000, n), orNaN(ms(r.followersCPU)/c, n), r.startTook.Round(100*time.Millisecond), r.followerRSS/1e6)
 	}
 
 	fleetHeading(&out, "Whole-state answers",

@@ -58,6 +58,8 @@ type followerRow struct {
 	idle                   time.Duration
 	startTook              time.Duration // to start the followers added for this row
 	followerRSS            float64       // the followers' median, bytes
+	// followersCPU is every follower's CPU over the changes.
+	followersCPU time.Duration
 	// asked is how many followers were asked, when not all; sample is the
 	// same changes timed with only a few followers asked.
 	asked  int
@@ -267,9 +269,10 @@ func (b *followerBench) measure(t *testing.T, n int) *followerRow {
 		row.conns = append(row.conns, procfs.Conns(port(tr.Listen)))
 	}
 
-	before := b.readTiers(t)
+	before, followersBefore := b.readTiers(t), b.followersCPU(t)
 	b.propagate(t, row, addrs)
 	row.bytes, row.answers, row.cpuChanges = b.readTiers(t).since(before)
+	row.followersCPU = b.followersCPU(t) - followersBefore
 	if sample := envInt("FOLLOWER_SAMPLE", 5); n > 2*sample {
 		// Asking every follower every poll takes a share of the two cores
 		// that delays what is measured: the same changes again, with a few
@@ -285,6 +288,19 @@ func (b *followerBench) measure(t *testing.T, n int) *followerRow {
 	t.Logf("N=%d: streams %.0f, conns %v, followers p50 %.1f p99 %.1f ms, all p99 %.1f ms, Consul DNS p99 %.1f ms", n,
 		row.streams, row.conns, quantile(row.each, 50), quantile(row.each, 99), quantile(row.all, 99), quantile(row.consul, 99))
 	return row
+}
+
+// followersCPU is the CPU every follower has used so far.
+func (b *followerBench) followersCPU(t *testing.T) time.Duration {
+	var sum time.Duration
+	for _, fl := range b.followers {
+		cpu, err := fl.CPU()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += cpu
+	}
+	return sum
 }
 
 // propagate makes the row's changes one at a time (a registration, then
