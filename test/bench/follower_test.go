@@ -190,7 +190,7 @@ func (b *followerBench) grow(t *testing.T, n int) {
 			slots <- struct{}{}
 			defer func() { <-slots }()
 			fl, err := corednsproc.StartFollower(t, corednsproc.FollowerOptions{Tiers: order, TokenFile: b.tokenFile,
-				NodeName: fmt.Sprintf("follower-%d", i), Snapshot: filepath.Join(t.TempDir(), "follower.snapshot")})
+				NodeName: fmt.Sprintf("follower-%d", i), Snapshot: filepath.Join(t.TempDir(), "follower.snapshot"), SnapshotEvery: -1})
 			if err != nil {
 				t.Errorf("follower %d: %v", i, err)
 				return

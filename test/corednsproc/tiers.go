@@ -82,8 +82,12 @@ type FollowerOptions struct {
 	// NodeName is node_name: what a prepared query's Near "_agent" means
 	// here; the tier's when empty.
 	NodeName string
-	// Snapshot is the snapshot file, written every 100ms; none when empty.
+	// Snapshot is the snapshot file; none when empty.
 	Snapshot string
+	// SnapshotEvery is the least time between its writes: 100ms when 0,
+	// so that a test can restart from what was just served; the plugin's
+	// default (10 s) when negative.
+	SnapshotEvery time.Duration
 	// Settings are more lines of the consul block.
 	Settings []string
 	// Ports are where it listens; every one picked free when nil.
@@ -107,8 +111,14 @@ func FollowerCorefile(o FollowerOptions) Corefile {
 	if o.NodeName != "" {
 		lines = append(lines, "node_name "+o.NodeName)
 	}
-	if o.Snapshot != "" {
+	switch {
+	case o.Snapshot == "":
+	case o.SnapshotEvery < 0:
+		lines = append(lines, "snapshot "+o.Snapshot)
+	case o.SnapshotEvery == 0:
 		lines = append(lines, "snapshot "+o.Snapshot+" 100ms")
+	default:
+		lines = append(lines, fmt.Sprintf("snapshot %s %s", o.Snapshot, o.SnapshotEvery))
 	}
 	return Corefile{Metrics: true, Consul: append(lines, o.Settings...)}
 }
