@@ -123,7 +123,7 @@ func startFollowerBench(t *testing.T, services, instances int) *followerBench {
 	base := b.streams(t)
 	for _, agent := range b.fleet.Clients {
 		b.tiers = append(b.tiers, corednsproc.StartTier(t, corednsproc.TierOptions{
-			Address: agent.HTTPAddr, TokenFile: b.tokenFile, Snapshot: filepath.Join(t.TempDir(), "tier.snapshot"),
+			Address: agent.HTTPAddr, TokenFile: b.tokenFile, Snapshot: filepath.Join(t.TempDir(), "tier.snapshot"), SnapshotEvery: -1,
 		}))
 	}
 	b.mark(t, b.tierAddrs())

@@ -29,8 +29,10 @@ type TierOptions struct {
 	// TokenFile is tier_token_file; NoAuth writes tier_no_auth instead.
 	TokenFile string
 	NoAuth    bool
-	// Snapshot is the snapshot file, written every 100ms; none when empty.
-	Snapshot string
+	// Snapshot is the snapshot file; none when empty. SnapshotEvery is as
+	// FollowerOptions.SnapshotEvery.
+	Snapshot      string
+	SnapshotEvery time.Duration
 	// Settings are more lines of the consul block.
 	Settings []string
 }
@@ -57,9 +59,7 @@ func StartTier(t testing.TB, o TierOptions) *Tier {
 	case o.TokenFile != "":
 		lines = append(lines, "tier_token_file "+o.TokenFile)
 	}
-	if o.Snapshot != "" {
-		lines = append(lines, "snapshot "+o.Snapshot+" 100ms")
-	}
+	lines = append(lines, snapshotLine(o.Snapshot, o.SnapshotEvery)...)
 	tr.cf = Corefile{Metrics: true, Consul: append(lines, o.Settings...)}
 	tr.Server = Start(t, tr.cf.Build)
 	return tr
@@ -111,16 +111,22 @@ func FollowerCorefile(o FollowerOptions) Corefile {
 	if o.NodeName != "" {
 		lines = append(lines, "node_name "+o.NodeName)
 	}
-	switch {
-	case o.Snapshot == "":
-	case o.SnapshotEvery < 0:
-		lines = append(lines, "snapshot "+o.Snapshot)
-	case o.SnapshotEvery == 0:
-		lines = append(lines, "snapshot "+o.Snapshot+" 100ms")
-	default:
-		lines = append(lines, fmt.Sprintf("snapshot %s %s", o.Snapshot, o.SnapshotEvery))
-	}
+	lines = append(lines, snapshotLine(o.Snapshot, o.SnapshotEvery)...)
 	return Corefile{Metrics: true, Consul: append(lines, o.Settings...)}
+}
+
+// snapshotLine is the snapshot setting for a file written at least every
+// (100ms when 0, the plugin's default when negative); none without a file.
+func snapshotLine(path string, every time.Duration) []string {
+	switch {
+	case path == "":
+		return nil
+	case every < 0:
+		return []string{"snapshot " + path}
+	case every == 0:
+		every = 100 * time.Millisecond
+	}
+	return []string{fmt.Sprintf("snapshot %s %s", path, every)}
 }
 
 // StartFollower starts a follower and waits until it is ready; it returns
