@@ -14,6 +14,7 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 	if err := f.state.checkOrigin(env.Cluster, ""); err != nil {
 		return err
 	}
+	f.merge.current = currentKeys(env.Contact)
 	var next *snapshot.Set
 	switch env.Kind {
 	case tier.KindWhole:
@@ -24,7 +25,7 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 		if err := f.state.checkOrigin(set.Cluster, set.Local); err != nil {
 			return err
 		}
-		next = f.merge.whole(set)
+		next = f.merge.whole(set, f.merge.base != nil && env.Tier == f.baseTier)
 	case tier.KindDelta:
 		if f.merge.base == nil || env.Tier != f.baseTier || env.From != f.gen {
 			return fail(errGarbage, "%w: a delta from generation %d of tier %.40q, while the follower holds %d of %.40q",
@@ -42,6 +43,11 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 			return fail(errGarbage, "delta to generation %d: %w", env.Generation, err)
 		}
 		next = f.merge.delta(base, d)
+	case tier.KindNone:
+		if len(f.merge.div) > 0 && env.Tier == f.baseTier {
+			// What the tier holds otherwise than mine may have settled.
+			next = f.merge.delta(f.merge.base, &tier.Delta{})
+		}
 	}
 	if env.Kind != tier.KindNone {
 		f.baseTier, f.gen = env.Tier, env.Generation
@@ -52,10 +58,18 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 		next = f.current()
 	}
 	f.state.contacted(env.Contact, next)
-	if env.Kind != tier.KindNone {
-		f.publish(next)
-	}
+	f.publish(next)
 	return nil
+}
+
+// currentKeys are the snapshots the tier said it reads from Consul fine:
+// recently, and without failing since.
+func currentKeys(contacts []tier.Contact) func(tier.Key) bool {
+	ok := make(map[tier.Key]bool, len(contacts))
+	for _, c := range contacts {
+		ok[c.Key] = c.FailingFor == 0 && c.LastAgo < settle
+	}
+	return func(k tier.Key) bool { return ok[k] }
 }
 
 // checkOrigin refuses what comes from another Consul cluster than the one

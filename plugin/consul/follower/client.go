@@ -131,8 +131,11 @@ func (f *Follower) failed(t *tierConn, err error) {
 		fl = &failure{errUnreachable, err}
 	}
 	f.observer.Error(t.addr, fl.kind)
-	if fl.kind == errRefused {
+	switch fl.kind {
+	case errRefused:
 		f.token.refused()
+	case errGarbage:
+		f.gen = 0 // the whole state next, rather than a delta that may fail alike
 	}
 	if t.logged != fl.kind {
 		t.logged = fl.kind
@@ -151,7 +154,11 @@ func (f *Follower) poll(ctx context.Context, t *tierConn) error {
 	defer cancel()
 	idle := newWatchdog(f.cfg.Idle, cancel)
 	defer idle.stop()
-	q := url.Values{"index": {strconv.FormatUint(f.gen, 10)}, "tier": {f.baseTier}, "wait": {f.cfg.Wait.String()}}
+	wait := f.cfg.Wait
+	if len(f.merge.div) > 0 {
+		wait = min(wait, settle) // to look again when what differs may have settled
+	}
+	q := url.Values{"index": {strconv.FormatUint(f.gen, 10)}, "tier": {f.baseTier}, "wait": {wait.String()}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url+"/v1/follow?"+q.Encode(), nil)
 	if err != nil {
 		return fail(errUnreachable, "%w", err)

@@ -68,6 +68,12 @@ func (r *recorder) errors(addr, kind string) int {
 	return r.errs[addr+" "+kind]
 }
 
+func (r *recorder) answer(addr, kind string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.answers[addr+" "+kind]
+}
+
 func (r *recorder) answered(addr string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -214,9 +220,10 @@ func (l *logLines) count(parts ...string) int {
 // testTier is a real tier.Server on loopback, fed by a Source the test
 // sets: offer makes what it serves next, stop closes it.
 type testTier struct {
-	addr   string
-	server *tier.Server
-	set    atomic.Pointer[snapshot.Set]
+	addr    string
+	server  *tier.Server
+	set     atomic.Pointer[snapshot.Set]
+	failing sync.Map // tier.Key: since when the tier's reads of it fail
 }
 
 // startTier starts a tier that takes token ("": no authentication) and
@@ -234,7 +241,12 @@ func startTier(t *testing.T, token string, sets ...*snapshot.Set) *testTier {
 	tt := &testTier{server: s}
 	s.Attach(&tier.Source{
 		Collect: tt.set.Load,
-		Contact: func(tier.Key) (time.Time, time.Time) { return time.Now(), time.Time{} },
+		Contact: func(k tier.Key) (time.Time, time.Time) {
+			if since, ok := tt.failing.Load(k); ok {
+				return since.(time.Time), since.(time.Time)
+			}
+			return time.Now(), time.Time{}
+		},
 	})
 	ln := listen(t)
 	tt.addr = ln.Addr().String()
