@@ -92,3 +92,68 @@ func TestContact(t *testing.T) {
 	tt.stop()
 	wait.Until(t, 3*time.Second, check(tierKey("dc1"), true))
 }
+
+func TestTierURL(t *testing.T) {
+	for _, tt := range []struct {
+		addr string
+		tls  bool
+		want string // "": refused
+	}{
+		{"10.0.0.1:8701", false, "http://10.0.0.1:8701"},
+		{"10.0.0.1:8701", true, "https://10.0.0.1:8701"},
+		{"https://tier.example:8701", false, "https://tier.example:8701"},
+		{"http://[::1]:8701/", true, "http://[::1]:8701"},
+		{"ftp://10.0.0.1:8701", false, ""},
+		{"http://10.0.0.1:8701/v1/follow", false, ""},
+		{"http://", false, ""},
+	} {
+		got, err := tierURL(tt.addr, tt.tls)
+		if got != tt.want || (err != nil) != (tt.want == "") {
+			t.Errorf("tierURL(%q, %v) = %q, %v; want %q", tt.addr, tt.tls, got, err, tt.want)
+		}
+	}
+}
+
+// TestBackoff: two tiers that refuse connections are not spun on: each
+// waits longer after each failure.
+func TestBackoff(t *testing.T) {
+	var dead []string
+	for range 2 {
+		ln := listen(t)
+		dead = append(dead, ln.Addr().String())
+		ln.Close()
+	}
+	rec := newRecorder()
+	began := time.Now()
+	start(t, Config{Observer: rec}, dead...)
+	wait.Until(t, 5*time.Second, func() error {
+		if n := rec.errors(dead[0], errUnreachable) + rec.errors(dead[1], errUnreachable); n < 8 {
+			return fmt.Errorf("%d failures", n)
+		}
+		return nil
+	})
+	// 0, 100, 300 and 700 ms for each: backoff doubling from 100ms.
+	if took := time.Since(began); took < 600*time.Millisecond {
+		t.Errorf("8 attempts in %s: the tiers are spun on", took)
+	}
+}
+
+// TestTierRestarted: a tier that restarts (another instance ID) behind
+// what the follower serves is answered whole, and waited for.
+func TestTierRestarted(t *testing.T) {
+	tt := startTier(t, "", set(dc("dc1", "", 40, sv("a", 40), sv("b", 40))))
+	rec := newRecorder()
+	f := start(t, Config{Observer: rec}, tt.addr)
+	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 40, "b": 40})
+	older := dc("dc1", "", 30, sv("a", 30), sv("b", 20))
+	tt = tt.restart(t, "", set(older))
+	wait.Until(t, 5*time.Second, func() error {
+		if n := rec.answer(tt.addr, tier.KindWhole); n < 2 {
+			return fmt.Errorf("%d whole answers", n)
+		}
+		return nil
+	})
+	servedIndexes(t, f, 0, map[string]uint64{"a": 40, "b": 40})
+	tt.offer(set(with(older, 0, map[string]*snapshot.Service{"a": sv("a", 41)})))
+	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 41, "b": 40})
+}

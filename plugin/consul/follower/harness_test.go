@@ -230,6 +230,23 @@ type testTier struct {
 // serves sets in turn, ending with the last.
 func startTier(t *testing.T, token string, sets ...*snapshot.Set) *testTier {
 	t.Helper()
+	return tierOn(t, listen(t), token, sets...)
+}
+
+// restart closes tt and starts another tier (another instance ID) on its
+// address, serving sets.
+func (tt *testTier) restart(t *testing.T, token string, sets ...*snapshot.Set) *testTier {
+	t.Helper()
+	tt.stop()
+	ln, err := net.Listen("tcp", tt.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tierOn(t, ln, token, sets...)
+}
+
+func tierOn(t *testing.T, ln net.Listener, token string, sets ...*snapshot.Set) *testTier {
+	t.Helper()
 	cfg := tier.Config{NoAuth: token == "", Heartbeat: 100 * time.Millisecond}
 	if token != "" {
 		cfg.TokenFile = tokenFile(t, token)
@@ -238,7 +255,7 @@ func startTier(t *testing.T, token string, sets ...*snapshot.Set) *testTier {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tt := &testTier{server: s}
+	tt := &testTier{server: s, addr: ln.Addr().String()}
 	s.Attach(&tier.Source{
 		Collect: tt.set.Load,
 		Contact: func(k tier.Key) (time.Time, time.Time) {
@@ -248,8 +265,6 @@ func startTier(t *testing.T, token string, sets ...*snapshot.Set) *testTier {
 			return time.Now(), time.Time{}
 		},
 	})
-	ln := listen(t)
-	tt.addr = ln.Addr().String()
 	go s.Serve(ln)
 	t.Cleanup(s.Close)
 	for _, set := range sets {
@@ -325,4 +340,15 @@ func (r *relay) copy(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// waitErrors waits for a failure of kind from addr to be counted.
+func waitErrors(t *testing.T, rec *recorder, addr, kind string) {
+	t.Helper()
+	wait.Until(t, 5*time.Second, func() error {
+		if rec.errors(addr, kind) == 0 {
+			return fmt.Errorf("no %s failure from %s counted: %s", kind, addr, rec)
+		}
+		return nil
+	})
 }
