@@ -39,23 +39,30 @@ func Diff(from, to *snapshot.Set) *Delta {
 // diffSnapshot is the part that turns b into s.
 func diffSnapshot(k Key, b, s *snapshot.Snapshot) Part {
 	changed := *s
-	changed.Services = changedEntries(b.Services, s.Services)
-	changed.Nodes = changedEntries(b.Nodes, s.Nodes)
-	return Part{Key: k, Snapshot: &changed,
-		RemovedServices: removedKeys(b.Services, s.Services), RemovedNodes: removedKeys(b.Nodes, s.Nodes)}
+	p := Part{Key: k, Snapshot: &changed}
+	changed.Services, p.RemovedServices = diffEntries(b.Services, s.Services)
+	changed.Nodes, p.RemovedNodes = diffEntries(b.Nodes, s.Nodes)
+	return p
 }
 
-func changedEntries[V comparable](base, now map[string]V) map[string]V {
+// diffEntries is what now added or changed (by pointer) and the keys it
+// removed, from base. The second pass, for removals, is made only when
+// some of base's keys were not seen in the first.
+func diffEntries[V comparable](base, now map[string]V) (map[string]V, []string) {
 	out := map[string]V{}
+	kept := 0
 	for k, v := range now {
-		if old, ok := base[k]; !ok || old != v {
+		old, ok := base[k]
+		if ok {
+			kept++
+		}
+		if !ok || old != v {
 			out[k] = v
 		}
 	}
-	return out
-}
-
-func removedKeys[V any](base, now map[string]V) []string {
+	if kept == len(base) {
+		return out, nil
+	}
 	var gone []string
 	for k := range base {
 		if _, ok := now[k]; !ok {
@@ -63,7 +70,7 @@ func removedKeys[V any](base, now map[string]V) []string {
 		}
 	}
 	slices.Sort(gone)
-	return gone
+	return out, gone
 }
 
 // metaOf is s without its snapshots.

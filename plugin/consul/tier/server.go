@@ -238,7 +238,10 @@ func safeCollect(src *Source) (set *snapshot.Set) {
 // Serve answers followers on ln (over TLS when the Config says so) until
 // Close.
 func (s *Server) Serve(ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: s.cfg.TLS}
+	// No write timeout: an answer is a long-poll. A connection idle for
+	// longer than a follower ever waits between polls is a follower gone.
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: 2 * s.cfg.MaxWait, TLSConfig: s.cfg.TLS}
 	s.mu.Lock()
 	select {
 	case <-s.closed:

@@ -2,15 +2,11 @@ package tier
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"reflect"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,161 +15,7 @@ import (
 	"github.com/coredns-consul/coredns-consul/test/wait"
 
 	"github.com/hashicorp/serf/coordinate"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
-
-// testTier is a tier on a loopback port, on a fake clock, serving the Set
-// the test stores.
-type testTier struct {
-	t        *testing.T
-	s        *Server
-	clk      *fakeClock
-	url      string
-	set      atomic.Pointer[snapshot.Set]
-	collects atomic.Int32
-	src      *Source
-}
-
-func startTier(t *testing.T, cfg Config) *testTier {
-	t.Helper()
-	clk := newFakeClock()
-	s, err := newServer(cfg, clk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tt := &testTier{t: t, s: s, clk: clk, url: "http://" + ln.Addr().String() + Path}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		s.Close()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	tt.src = &Source{
-		Collect: func() *snapshot.Set { tt.collects.Add(1); return tt.set.Load() },
-		Contact: func(Key) (time.Time, time.Time) { return clk.Now().Add(-time.Second), time.Time{} },
-	}
-	s.Attach(tt.src)
-	return tt
-}
-
-// generation is the current generation's number, 0 before any.
-func (tt *testTier) generation() uint64 {
-	tt.s.mu.Lock()
-	defer tt.s.mu.Unlock()
-	if g := tt.s.gens.current(); g != nil {
-		return g.n
-	}
-	return 0
-}
-
-// publish offers set and waits until it is served, as generation n.
-func (tt *testTier) publish(set *snapshot.Set, n uint64) {
-	tt.t.Helper()
-	tt.set.Store(set)
-	tt.s.Offer()
-	wait.Until(tt.t, 5*time.Second, func() error {
-		if g := tt.generation(); g != n {
-			return fmt.Errorf("generation %d, want %d", g, n)
-		}
-		return nil
-	})
-}
-
-// settle offers what is stored and waits until the server has collected
-// it (and so decided whether to make a generation of it).
-func (tt *testTier) settle() {
-	tt.t.Helper()
-	// The loop collects one offer at a time: once a second collect has
-	// begun after this one, the first is decided.
-	for range 2 {
-		n := tt.collects.Load()
-		tt.s.Offer()
-		wait.Until(tt.t, 5*time.Second, func() error {
-			if tt.collects.Load() == n {
-				return errors.New("not collected yet")
-			}
-			return nil
-		})
-	}
-}
-
-func (tt *testTier) get(query, token string) *http.Response {
-	tt.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, tt.url+"?"+query, nil)
-	if err != nil {
-		tt.t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tt.t.Fatal(err)
-	}
-	tt.t.Cleanup(func() { resp.Body.Close() })
-	return resp
-}
-
-// follow asks from generation index of tier id and reads the answer.
-func (tt *testTier) follow(index uint64, id, wait string) (Envelope, []byte) {
-	tt.t.Helper()
-	resp := tt.get(fmt.Sprintf("index=%d&tier=%s&wait=%s", index, id, wait), "")
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != ContentType {
-		tt.t.Fatalf("status %s, type %q", resp.Status, resp.Header.Get("Content-Type"))
-	}
-	env, payload, err := ReadAnswer(resp.Body, 1<<30)
-	if err != nil {
-		tt.t.Fatal(err)
-	}
-	return env, payload
-}
-
-// idleTimers waits until no answer is in progress (a follower may read
-// its answer before the handler stopped its timers) and returns how many
-// timers run then: the loop's.
-func (tt *testTier) idleTimers() int {
-	tt.t.Helper()
-	wait.Until(tt.t, 5*time.Second, func() error {
-		if n := value(tt.t, followers); n != 0 {
-			return fmt.Errorf("%v answers in progress", n)
-		}
-		return nil
-	})
-	return tt.clk.Waiting()
-}
-
-// waitTimers waits until n timers and tickers run on the fake clock: the
-// answers being tested wait on them.
-func (tt *testTier) waitTimers(n int) {
-	tt.t.Helper()
-	wait.Until(tt.t, 5*time.Second, func() error {
-		if got := tt.clk.Waiting(); got != n {
-			return fmt.Errorf("%d timers, want %d", got, n)
-		}
-		return nil
-	})
-}
-
-func value(t *testing.T, c prometheus.Collector) float64 {
-	t.Helper()
-	ch := make(chan prometheus.Metric, 1)
-	c.Collect(ch)
-	var m dto.Metric
-	if err := (<-ch).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	if m.Gauge != nil {
-		return m.Gauge.GetValue()
-	}
-	return m.Counter.GetValue()
-}
 
 // TestFollowWholeDeltaNone follows a tier from nothing: the whole state,
 // then a delta, then nothing newer at the wait's end.
@@ -268,57 +110,6 @@ func TestFollowWhole(t *testing.T) {
 	}
 	if env, _ := tt.follow(3, tt.s.ID(), "1s"); env.Kind != KindDelta || env.From != 3 {
 		t.Errorf("from generation 3, in the history: %+v, want a delta", env)
-	}
-}
-
-// TestFollowAuth checks who may follow, and that a rotated token is taken
-// at once.
-func TestFollowAuth(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(file, []byte("secret-one\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tt := startTier(t, Config{TokenFile: file})
-	tt.publish(baseSet(), 1)
-	check := func(token string, want int) {
-		t.Helper()
-		resp := tt.get("index=0", token)
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != want {
-			t.Errorf("token %q: %s, want %d", token, resp.Status, want)
-		}
-		if token != "" && strings.Contains(string(body), token) {
-			t.Errorf("the answer echoes the token: %q", body)
-		}
-	}
-	refused := value(t, answers.WithLabelValues("refused"))
-	check("", http.StatusUnauthorized)
-	check("wrong", http.StatusForbidden)
-	check("secret-one", http.StatusOK)
-	if got := value(t, answers.WithLabelValues("refused")) - refused; got != 2 {
-		t.Errorf("tier_answers_total{kind=refused} moved by %v, want 2", got)
-	}
-	if err := os.WriteFile(file, []byte("secret-two"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	check("secret-two", http.StatusOK) // before the 2 s poll: the refusal looks
-	check("secret-one", http.StatusForbidden)
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tt.clk.Advance(tokenPoll)
-	check("secret-two", http.StatusOK) // an emptied file keeps the last good token
-}
-
-func TestNewRefusesNoAuth(t *testing.T) {
-	for name, cfg := range map[string]Config{
-		"nothing":                        {},
-		"client certificates, no TLS":    {ClientCAs: true},
-		"token file that does not exist": {TokenFile: filepath.Join(t.TempDir(), "none")},
-	} {
-		if _, err := New(cfg); err == nil {
-			t.Errorf("%s: New accepted it", name)
-		}
 	}
 }
 
@@ -490,4 +281,43 @@ func TestCoordinatesBounded(t *testing.T) {
 	tt.clk.Advance(time.Second)
 	third := changed(moved(second, 3), dc2, func(s *snapshot.Snapshot) { delete(s.Services, "api") })
 	tt.publish(third, 3)
+}
+
+// TestRealClock follows a tier on the real clock, as production runs it:
+// the whole state, then heartbeats and nothing newer at a short wait's end.
+func TestRealClock(t *testing.T) {
+	s, err := New(Config{NoAuth: true, Heartbeat: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	defer s.Close()
+	set := baseSet()
+	s.Attach(&Source{Collect: func() *snapshot.Set { return set }})
+	url := "http://" + ln.Addr().String() + Path
+	var env Envelope
+	wait.Until(t, 5*time.Second, func() error {
+		resp, err := http.Get(url + "?wait=0s")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if env, _, err = ReadAnswer(resp.Body, 1<<30); err == nil && env.Kind != KindWhole {
+			err = fmt.Errorf("answer %+v, want the whole state", env)
+		}
+		return err
+	})
+	resp, err := http.Get(fmt.Sprintf("%s?index=%d&tier=%s&wait=100ms", url, env.Generation, env.Tier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body := &beatCounter{r: resp.Body}
+	if env, _, err := ReadAnswer(body, 1<<30); err != nil || env.Kind != KindNone || body.beats == 0 {
+		t.Errorf("answer %+v after %d heartbeats, %v; want none after some", env, body.beats, err)
+	}
 }
