@@ -24,6 +24,9 @@ const (
 	backoffMax = 5 * time.Second
 )
 
+// firstWait is the wait asked of a tier before it answered anything.
+const firstWait = time.Second
+
 // maxPayload bounds an answer's payload, compressed; snapshot.Decode and
 // tier.DecodeDelta bound it decompressed.
 const maxPayload = 256 << 20
@@ -155,7 +158,13 @@ func (f *Follower) poll(ctx context.Context, t *tierConn) error {
 	idle := newWatchdog(f.cfg.Idle, cancel)
 	defer idle.stop()
 	wait := f.cfg.Wait
-	if len(f.merge.div) > 0 {
+	switch {
+	case f.gen == 0:
+		// Nothing from this tier yet: one that has a state answers at
+		// once whatever the wait, and one that has none yet may not wake
+		// its waiters when it gets one.
+		wait = min(wait, firstWait)
+	case len(f.merge.div) > 0:
 		wait = min(wait, settle) // to look again when what differs may have settled
 	}
 	q := url.Values{"index": {strconv.FormatUint(f.gen, 10)}, "tier": {f.baseTier}, "wait": {wait.String()}}

@@ -157,3 +157,19 @@ func TestTierRestarted(t *testing.T) {
 	tt.offer(set(with(older, 0, map[string]*snapshot.Service{"a": sv("a", 41)})))
 	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 41, "b": 40})
 }
+
+// TestTierWithoutState: a tier asked before it has anything to serve is
+// asked again soon, not after the whole wait, so that a follower started
+// with its tier serves as soon as the tier can.
+func TestTierWithoutState(t *testing.T) {
+	tt := startTier(t, "")
+	f := start(t, Config{Wait: time.Minute}, tt.addr)
+	wait.Until(t, 5*time.Second, func() error {
+		if tt.requests.Load() == 0 {
+			return fmt.Errorf("no request yet")
+		}
+		return nil
+	})
+	tt.offer(set(dc("dc1", "", 10, sv("a", 10))))
+	servedIndexes(t, f, 3*time.Second, map[string]uint64{"a": 10})
+}

@@ -116,7 +116,7 @@ func TestHungTier(t *testing.T) {
 			rec := newRecorder()
 			began := time.Now()
 			f := start(t, Config{TokenFile: tokenFile(t, "secret"), Observer: rec, Idle: idle}, hung, other.addr)
-			servedIndexes(t, f, idle+time.Second, map[string]uint64{"a": 10})
+			servedIndexes(t, f, idle+2*time.Second, map[string]uint64{"a": 10})
 			t.Logf("served from the other tier after %s (idle %s)", time.Since(began).Round(time.Millisecond), idle)
 			if rec.errors(hung, errHang) != 1 {
 				t.Errorf("hangs counted %d, want 1", rec.errors(hung, errHang))
@@ -159,7 +159,7 @@ func TestGarbageKeepsState(t *testing.T) {
 
 			other := startTier(t, "", set(dc("dc1", "", 10, sv("a", 10))))
 			f := start(t, Config{Observer: newRecorder(), Seed: seed}, bad, other.addr)
-			servedIndexes(t, f, 2*time.Second, map[string]uint64{"a": 10})
+			servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
 		})
 	}
 }
@@ -174,7 +174,7 @@ func TestRefusedToken(t *testing.T) {
 	rec := newRecorder()
 	path := tokenFile(t, "secret")
 	f := start(t, Config{TokenFile: path, Observer: rec}, strict.addr, other.addr)
-	servedIndexes(t, f, 2*time.Second, map[string]uint64{"a": 10})
+	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
 	if rec.errors(strict.addr, errRefused) == 0 {
 		t.Error("the refusal was not counted")
 	}
@@ -200,7 +200,7 @@ func TestRefusedToken(t *testing.T) {
 	if err := os.WriteFile(path, []byte("rotated\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	servedIndexes(t, g, 2*time.Second, map[string]uint64{"a": 10})
+	servedIndexes(t, g, 5*time.Second, map[string]uint64{"a": 10})
 }
 
 // TestAnotherCluster: a tier of another Consul cluster, or of another
@@ -222,7 +222,7 @@ func TestAnotherCluster(t *testing.T) {
 			wrong, right := startTier(t, "", tt.serves), startTier(t, "", set(dc("dc1", "", 10, sv("a", 10))))
 			rec := newRecorder()
 			f := start(t, Config{Observer: rec, Seed: seed}, wrong.addr, right.addr)
-			servedIndexes(t, f, 2*time.Second, map[string]uint64{"a": 10})
+			servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
 			if rec.errors(wrong.addr, errCluster) == 0 {
 				t.Error("the other cluster's tier was not refused")
 			}
@@ -247,7 +247,7 @@ func TestStopLeavesNoGoroutine(t *testing.T) {
 		f.Start()
 		cancel := f.Subscribe(tierKey("dc1"), func(*snapshot.Snapshot) {})
 		f.OnSet(func(*snapshot.Set) {})
-		servedIndexes(t, f, 3*time.Second, map[string]uint64{"a": 10})
+		servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
 		f.Stop()
 		// A goroutine that said it is done may take a moment to be gone.
 		if err := wait.For(100*time.Millisecond, func() error {

@@ -123,7 +123,7 @@ func start(t *testing.T, cfg Config, addrs ...string) *Follower {
 		cfg.Wait = 5 * time.Second
 	}
 	if cfg.Idle == 0 {
-		cfg.Idle = 500 * time.Millisecond
+		cfg.Idle = time.Second
 	}
 	f, err := New(cfg)
 	if err != nil {
@@ -141,10 +141,10 @@ func servedIndexes(t *testing.T, f *Follower, timeout time.Duration, want map[st
 	wait.Until(t, timeout, func() error {
 		cur := f.current()
 		if cur == nil {
-			return fmt.Errorf("nothing served")
+			return fmt.Errorf("nothing served (failures: %v)", f.observer)
 		}
 		if got := indexes(cur.Snapshot("dc1")); fmt.Sprint(got) != fmt.Sprint(want) {
-			return fmt.Errorf("serves %v, want %v", got, want)
+			return fmt.Errorf("serves %v, want %v (failures: %v)", got, want, f.observer)
 		}
 		return nil
 	})
@@ -220,8 +220,10 @@ func (l *logLines) count(parts ...string) int {
 // testTier is a real tier.Server on loopback, fed by a Source the test
 // sets: offer makes what it serves next, stop closes it.
 type testTier struct {
-	addr    string
-	server  *tier.Server
+	addr     string
+	server   *tier.Server
+	http     *http.Server
+	requests atomic.Int64 // that arrived
 	set     atomic.Pointer[snapshot.Set]
 	failing sync.Map // tier.Key: since when the tier's reads of it fail
 }
@@ -265,8 +267,13 @@ func tierOn(t *testing.T, ln net.Listener, token string, sets ...*snapshot.Set) 
 			return time.Now(), time.Time{}
 		},
 	})
-	go s.Serve(ln)
-	t.Cleanup(s.Close)
+	h := s.Handler()
+	tt.http = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tt.requests.Add(1)
+		h.ServeHTTP(w, r)
+	})}
+	go tt.http.Serve(ln)
+	t.Cleanup(tt.stop)
 	for _, set := range sets {
 		tt.offer(set)
 	}
@@ -278,7 +285,12 @@ func (tt *testTier) offer(s *snapshot.Set) {
 	tt.server.Offer()
 }
 
-func (tt *testTier) stop() { tt.server.Close() }
+// stop closes the tier as tier.Server.Close does: waiting answers end
+// with "none", then the connections.
+func (tt *testTier) stop() {
+	tt.server.Close()
+	tt.http.Close()
+}
 
 // relay forwards TCP connections to target until frozen: from then on it
 // moves no byte and closes nothing, as a tier stopped by SIGSTOP.
