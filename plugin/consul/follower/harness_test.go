@@ -224,8 +224,8 @@ type testTier struct {
 	server   *tier.Server
 	http     *http.Server
 	requests atomic.Int64 // that arrived
-	set     atomic.Pointer[snapshot.Set]
-	failing sync.Map // tier.Key: since when the tier's reads of it fail
+	set      atomic.Pointer[snapshot.Set]
+	failing  sync.Map // tier.Key: since when the tier's reads of it fail
 }
 
 // startTier starts a tier that takes token ("": no authentication) and
