@@ -52,6 +52,7 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 	if env.Kind != tier.KindNone {
 		f.baseTier, f.gen = env.Tier, env.Generation
 	}
+	t.id = env.Tier
 	f.observer.Answer(t.addr, env.Kind, len(payload))
 	f.observer.Held(f.merge.held)
 	if next == nil {

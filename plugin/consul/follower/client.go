@@ -35,6 +35,7 @@ const maxPayload = 256 << 20
 type tierConn struct {
 	addr    string // as configured: the metrics' and logs' name for it
 	url     string // scheme://host:port
+	id      string // the instance ID it last answered with
 	backoff time.Duration
 	retryAt time.Time
 	logged  string // the kind of failure last logged; "" while it answers
@@ -159,10 +160,10 @@ func (f *Follower) poll(ctx context.Context, t *tierConn) error {
 	defer idle.stop()
 	wait := f.cfg.Wait
 	switch {
-	case f.gen == 0:
-		// Nothing from this tier yet: one that has a state answers at
-		// once whatever the wait, and one that has none yet may not wake
-		// its waiters when it gets one.
+	case f.gen == 0 || t.id != f.baseTier:
+		// What is held is not this tier's: one that has a state answers
+		// at once whatever the wait, and one that has none yet may not
+		// wake its waiters when it gets one.
 		wait = min(wait, firstWait)
 	case len(f.merge.div) > 0:
 		wait = min(wait, settle) // to look again when what differs may have settled

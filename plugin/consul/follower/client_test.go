@@ -173,3 +173,21 @@ func TestTierWithoutState(t *testing.T) {
 	tt.offer(set(dc("dc1", "", 10, sv("a", 10))))
 	servedIndexes(t, f, 3*time.Second, map[string]uint64{"a": 10})
 }
+
+// TestSwitchToTierWithoutState: after the tier followed dies, the other,
+// which had nothing to serve when first asked, is followed as soon as it
+// has.
+func TestSwitchToTierWithoutState(t *testing.T) {
+	a, b := startTier(t, "", set(dc("dc1", "", 10, sv("a", 10)))), startTier(t, "")
+	f := start(t, Config{Wait: time.Minute}, a.addr, b.addr)
+	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
+	a.stop()
+	wait.Until(t, 5*time.Second, func() error {
+		if b.requests.Load() == 0 {
+			return fmt.Errorf("no request yet")
+		}
+		return nil
+	})
+	b.offer(set(dc("dc1", "", 11, sv("a", 11))))
+	servedIndexes(t, f, 3*time.Second, map[string]uint64{"a": 11})
+}
