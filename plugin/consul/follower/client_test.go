@@ -164,12 +164,7 @@ func TestTierRestarted(t *testing.T) {
 func TestTierWithoutState(t *testing.T) {
 	tt := startTier(t, "")
 	f := start(t, Config{Wait: time.Minute}, tt.addr)
-	wait.Until(t, 5*time.Second, func() error {
-		if tt.requests.Load() == 0 {
-			return fmt.Errorf("no request yet")
-		}
-		return nil
-	})
+	tt.asked(t)
 	tt.offer(set(dc("dc1", "", 10, sv("a", 10))))
 	servedIndexes(t, f, 3*time.Second, map[string]uint64{"a": 10})
 }
@@ -182,12 +177,7 @@ func TestSwitchToTierWithoutState(t *testing.T) {
 	f := start(t, Config{Wait: time.Minute}, a.addr, b.addr)
 	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
 	a.stop()
-	wait.Until(t, 5*time.Second, func() error {
-		if b.requests.Load() == 0 {
-			return fmt.Errorf("no request yet")
-		}
-		return nil
-	})
+	b.asked(t)
 	b.offer(set(dc("dc1", "", 11, sv("a", 11))))
 	servedIndexes(t, f, 3*time.Second, map[string]uint64{"a": 11})
 }

@@ -364,3 +364,14 @@ func waitErrors(t *testing.T, rec *recorder, addr, kind string) {
 		return nil
 	})
 }
+
+// asked waits for a request to reach the tier.
+func (tt *testTier) asked(t *testing.T) {
+	t.Helper()
+	wait.Until(t, 5*time.Second, func() error {
+		if tt.requests.Load() == 0 {
+			return fmt.Errorf("no request yet")
+		}
+		return nil
+	})
+}

@@ -65,18 +65,21 @@ func indexes(s *snapshot.Snapshot) map[string]uint64 {
 	return out
 }
 
-func TestMerge(t *testing.T) {
+// mergeCase is a follower seeded with seed that merges bases in turn.
+type mergeCase struct {
+	name     string
+	seed     *snapshot.Set
+	bases    []*snapshot.Set // merged in turn: the first whole, each next as a delta from the one before
+	wholes   bool            // every base merged whole
+	same     bool            // the wholes come from the same tier (its history overflowed)
+	want     map[string]uint64
+	wantHeld int
+}
+
+func mergeCases() []mergeCase {
 	a10, b10, ghost30 := sv("a", 10), sv("b", 10), sv("ghost", 30)
 	tierA := set(dc("dc1", "", 20, a10, b10))
-	tests := []struct {
-		name     string
-		seed     *snapshot.Set
-		bases    []*snapshot.Set // merged in turn: the first whole, each next as a delta from the one before
-		wholes   bool            // every base merged whole
-		same     bool            // the wholes come from the same tier (its history overflowed)
-		want     map[string]uint64
-		wantHeld int
-	}{
+	return []mergeCase{
 		{
 			name:  "a tier behind never replaces a newer service of the seed (the file)",
 			seed:  set(dc("dc1", "", 40, sv("a", 40), b10)),
@@ -143,7 +146,10 @@ func TestMerge(t *testing.T) {
 			want:   map[string]uint64{"a": 40, "b": 30},
 		},
 	}
-	for _, tt := range tests {
+}
+
+func TestMerge(t *testing.T) {
+	for _, tt := range mergeCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newMerger(tt.seed, "")
 			var got *snapshot.Set
