@@ -1,6 +1,7 @@
 package follower
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
@@ -51,6 +52,7 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 	}
 	if env.Kind != tier.KindNone {
 		f.baseTier, f.gen = env.Tier, env.Generation
+		f.state.adopt(f.merge.base)
 	}
 	t.id = env.Tier
 	f.observer.Answer(t.addr, env.Kind, len(payload))
@@ -74,9 +76,8 @@ func currentKeys(contacts []tier.Contact) func(tier.Key) bool {
 }
 
 // checkOrigin refuses what comes from another Consul cluster than the one
-// expected (the snapshot file's, else the first tier's), or from another
-// local datacenter; "" is not known, and passes. The first known values
-// become the expected ones.
+// expected (the snapshot file's, else the first tier's whose state was
+// used), or from another local datacenter; "" is not known, and passes.
 func (s *state) checkOrigin(cluster, local string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -86,13 +87,17 @@ func (s *state) checkOrigin(cluster, local string) error {
 	case local != "" && s.local != "" && local != s.local:
 		return fail(errCluster, "serves local datacenter %s, this follower's is %s", snapshot.Quote(local), snapshot.Quote(s.local))
 	}
-	if s.cluster == "" {
-		s.cluster = cluster
-	}
-	if s.local == "" {
-		s.local = local
-	}
 	return nil
+}
+
+// adopt makes the cluster and local datacenter of a state that was used
+// the expected ones, where none were known: not before, so that a tier
+// that answers garbage cannot make the others refused.
+func (s *state) adopt(set *snapshot.Set) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cluster = cmp.Or(s.cluster, set.Cluster)
+	s.local = cmp.Or(s.local, set.Local)
 }
 
 // contacted keeps how current the tier said it is with Consul, per

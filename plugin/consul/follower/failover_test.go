@@ -1,6 +1,7 @@
 package follower
 
 import (
+	"bytes"
 	"crypto/rand"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/tier"
 	"github.com/coredns-consul/coredns-consul/test/faultproxy"
 	"github.com/coredns-consul/coredns-consul/test/wait"
 	"go.uber.org/goleak"
@@ -332,5 +334,24 @@ func TestStopWaits(t *testing.T) {
 			close(gate)
 			<-stopped
 		})
+	}
+}
+
+// TestGarbageSetsNoCluster: without a snapshot file, the cluster expected
+// is the first tier's whose state could be used, not what a tier that
+// answers garbage claims.
+func TestGarbageSetsNoCluster(t *testing.T) {
+	var claim bytes.Buffer
+	env := tier.Envelope{Kind: tier.KindWhole, Tier: "liar", Generation: 1, Cluster: "other.consul"}
+	if err := tier.WriteAnswer(&claim, env, []byte("not a snapshot")); err != nil {
+		t.Fatal(err)
+	}
+	liar, _ := serve(t, garbage(claim.Bytes()))
+	good := startTier(t, "", set(dc("dc1", "", 10, sv("a", 10))))
+	rec := newRecorder()
+	f := start(t, Config{Observer: rec}, liar, good.addr)
+	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
+	if c, _ := f.Cluster(); c != "c1.consul" {
+		t.Errorf("cluster %q, want the good tier's", c)
 	}
 }
