@@ -143,6 +143,7 @@ func TestGarbageKeepsState(t *testing.T) {
 		{"an HTML page", garbage([]byte("<html><body>It works!</body></html>\n")), errGarbage},
 		{"an empty body", garbage(nil), errGarbage},
 		{"a truncated answer", garbage(truncated(t, set(dc("dc1", "", 50, sv("a", 50))))), errGarbage},
+		{"a delta from a generation the follower does not hold", garbage(unheldDelta(t)), errGarbage},
 		{"a 500", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "no", http.StatusInternalServerError)
 		}), errStatus},
@@ -354,4 +355,19 @@ func TestGarbageSetsNoCluster(t *testing.T) {
 	if c, _ := f.Cluster(); c != "c1.consul" {
 		t.Errorf("cluster %q, want the good tier's", c)
 	}
+}
+
+// unheldDelta is a delta answer from generation 7 of a tier no follower
+// has heard of.
+func unheldDelta(t *testing.T) []byte {
+	payload, err := tier.EncodeDelta(&tier.Delta{From: 7, To: 8, Meta: snapshot.Set{Local: "dc1", Cluster: "c1.consul"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	env := tier.Envelope{Kind: tier.KindDelta, Tier: "unknown", Generation: 8, From: 7, Cluster: "c1.consul"}
+	if err := tier.WriteAnswer(&out, env, payload); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
 }
