@@ -214,10 +214,14 @@ func subscribe[T comparable](f *Follower, pick func(*snapshot.Set) T, deliver fu
 	}
 }
 
-// publish serves set and wakes the subscriptions.
+// publish serves set and wakes the subscriptions, unless set is what is
+// served.
 func (f *Follower) publish(set *snapshot.Set) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if set == f.mine {
+		return
+	}
 	f.mine = set
 	for wake := range f.wakes {
 		select {
