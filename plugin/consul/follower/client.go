@@ -77,7 +77,7 @@ func tierURL(addr string, tls bool) (string, error) {
 // run reads the tiers until ctx ends: it stays with a tier while it
 // answers, and on any failure goes to the next one whose backoff is over.
 func (f *Follower) run(ctx context.Context) {
-	cur := 0
+	cur := f.cfg.First % len(f.tiers)
 	for ctx.Err() == nil {
 		t := f.tiers[cur]
 		if wait := time.Until(t.retryAt); wait > 0 {

@@ -3,6 +3,9 @@ package follower
 import (
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,4 +183,38 @@ func TestSwitchToTierWithoutState(t *testing.T) {
 	b.asked(t)
 	b.offer(set(dc("dc1", "", 11, sv("a", 11))))
 	servedIndexes(t, f, 3*time.Second, map[string]uint64{"a": 11})
+}
+
+// TestFirstTier: a follower reads first the tier Config.First names, so
+// that a fleet spreads over its tiers.
+func TestFirstTier(t *testing.T) {
+	for first := range 3 {
+		t.Run(fmt.Sprint(first), func(t *testing.T) {
+			var asked [2]atomic.Int32
+			var addrs []string
+			for i := range asked {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					asked[i].Add(1)
+					http.Error(w, "no", http.StatusServiceUnavailable)
+				}))
+				t.Cleanup(srv.Close)
+				addrs = append(addrs, srv.URL)
+			}
+			f, err := New(Config{Addresses: addrs, First: first, Observer: newRecorder()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Start()
+			wait.Until(t, 5*time.Second, func() error {
+				if asked[0].Load()+asked[1].Load() == 0 {
+					return fmt.Errorf("no tier asked yet")
+				}
+				return nil
+			})
+			f.Stop()
+			if want := first % 2; asked[want].Load() == 0 || asked[1-want].Load() > asked[want].Load() {
+				t.Errorf("asked %d and %d times, want tier %d first", asked[0].Load(), asked[1].Load(), want)
+			}
+		})
+	}
 }

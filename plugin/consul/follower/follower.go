@@ -48,6 +48,10 @@ type Config struct {
 	// Observer hears what happens, for metrics; nil: the prometheus
 	// metrics (Metrics).
 	Observer Observer
+	// First is the index in Addresses of the tier read first (modulo
+	// their number): followers that start at different tiers spread the
+	// fleet over them, rather than all reading the first until it fails.
+	First int
 }
 
 // Follower reads a tier of instances and serves what they hold.
