@@ -39,6 +39,9 @@ type tierConn struct {
 	backoff time.Duration
 	retryAt time.Time
 	logged  string // the kind of failure last logged; "" while it answers
+	// cannotReadAt is when it last reported that it cannot read Consul
+	// (skip.go).
+	cannotReadAt time.Time
 }
 
 // failure is a request to a tier that failed, sorted for metrics and logs.
@@ -95,9 +98,12 @@ func (f *Follower) run(ctx context.Context) {
 		}
 		if err == nil {
 			f.answered(t)
-			continue
+			if !f.cannotRead(t) {
+				continue
+			}
+		} else {
+			f.failed(t, err)
 		}
-		f.failed(t, err)
 		if next := f.next(cur); next != cur {
 			cur = next
 			f.observer.Switch()

@@ -31,6 +31,7 @@ const (
 	errUnreachable = "unreachable"
 	errHang        = "hang"
 	errStatus      = "status"
+	errCannotRead  = "cannot_read" // the tier answers, but reports it cannot read Consul (skip.go)
 )
 
 const subsystem = "consul"
