@@ -3,6 +3,7 @@ package consul
 import (
 	"bytes"
 	"encoding/json"
+	"hash/fnv"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -57,7 +58,8 @@ func acquireFollower(s *followSettings, seed *snapshot.Set) (*follower.Follower,
 		sf.refs++
 		return sf.f, nil
 	}
-	cfg := follower.Config{Addresses: s.Addresses, TokenFile: s.TokenFile, NodeName: s.NodeName, Seed: seed}
+	cfg := follower.Config{Addresses: s.Addresses, TokenFile: s.TokenFile, NodeName: s.NodeName, Seed: seed,
+		First: firstTier(s.NodeName)}
 	tc, err := clientTLS(s.CAFile, s.CertFile, s.KeyFile)
 	if err != nil {
 		return nil, err
@@ -70,6 +72,14 @@ func acquireFollower(s *followSettings, seed *snapshot.Set) (*follower.Follower,
 	f.Start()
 	followers.by[k] = &sharedFollower{f: f, refs: 1}
 	return f, nil
+}
+
+// firstTier spreads a fleet over its tiers: each node starts at the tier
+// its name hashes to, the same on every restart.
+func firstTier(node string) int {
+	h := fnv.New32a()
+	h.Write([]byte(node))
+	return int(h.Sum32() & 0x7fffffff)
 }
 
 // releaseFollower is a datacenter no longer taking from the follower of s:

@@ -281,9 +281,15 @@ func pluginMetrics(t *testing.T) metricSet {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The tier's and the follower's, in packages of their own.
+	more, err := filepath.Glob("../../plugin/consul/*/metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, more...)
 	// Declared with prometheus's options, or with the plugin's helpers that
 	// take the name and the labels: gauge("name", []string{...}, help).
-	decl := regexp.MustCompile(`prometheus\.(Counter|Gauge|Histogram|Summary)Opts\{(?s:.*?)Name:\s*"(\w+)"(?s:.*?)\}, \[\]string\{([^}]*)\}\)` +
+	decl := regexp.MustCompile(`prometheus\.(Counter|Gauge|Histogram|Summary)Opts\{(?s:.*?)Name:\s*"(\w+)"(?s:.*?)\},\s*\[\]string\{([^}]*)\}\)` +
 		`|\b(counter|gauge)\("(\w+)", \[\]string\{([^}]*)\}`)
 	set := metricSet{}
 	for k, v := range standardMetrics {
@@ -314,6 +320,17 @@ func pluginMetrics(t *testing.T) metricSet {
 			case "Summary":
 				set[name+"_sum"], set[name+"_count"] = labels, labels
 			}
+		}
+	}
+	// Without labels: prometheus.NewCounter(prometheus.CounterOpts{...}).
+	bare := regexp.MustCompile(`New(Counter|Gauge)\(prometheus\.(?:Counter|Gauge)Opts\{[^{}]*?Name:\s*"(\w+)"[^{}]*\}\)`)
+	for _, file := range files {
+		source, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range bare.FindAllStringSubmatch(string(source), -1) {
+			set["coredns_consul_"+m[2]] = nil
 		}
 	}
 	if len(set) == len(standardMetrics) {

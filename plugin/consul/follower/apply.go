@@ -1,6 +1,7 @@
 package follower
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
@@ -14,6 +15,7 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 	if err := f.state.checkOrigin(env.Cluster, ""); err != nil {
 		return err
 	}
+	f.merge.current = currentKeys(env.Contact)
 	var next *snapshot.Set
 	switch env.Kind {
 	case tier.KindWhole:
@@ -24,7 +26,7 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 		if err := f.state.checkOrigin(set.Cluster, set.Local); err != nil {
 			return err
 		}
-		next = f.merge.whole(set)
+		next = f.merge.whole(set, f.merge.base != nil && env.Tier == f.baseTier)
 	case tier.KindDelta:
 		if f.merge.base == nil || env.Tier != f.baseTier || env.From != f.gen {
 			return fail(errGarbage, "%w: a delta from generation %d of tier %.40q, while the follower holds %d of %.40q",
@@ -42,26 +44,40 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 			return fail(errGarbage, "delta to generation %d: %w", env.Generation, err)
 		}
 		next = f.merge.delta(base, d)
+	case tier.KindNone:
+		if len(f.merge.div) > 0 && env.Tier == f.baseTier {
+			// What the tier holds otherwise than mine may have settled.
+			next = f.merge.delta(f.merge.base, &tier.Delta{})
+		}
 	}
 	if env.Kind != tier.KindNone {
 		f.baseTier, f.gen = env.Tier, env.Generation
+		f.state.adopt(f.merge.base)
 	}
+	t.id = env.Tier
 	f.observer.Answer(t.addr, env.Kind, len(payload))
 	f.observer.Held(f.merge.held)
 	if next == nil {
 		next = f.current()
 	}
 	f.state.contacted(env.Contact, next)
-	if env.Kind != tier.KindNone {
-		f.publish(next)
-	}
+	f.publish(next)
 	return nil
 }
 
+// currentKeys are the snapshots the tier said it reads from Consul fine:
+// recently, and without failing since.
+func currentKeys(contacts []tier.Contact) func(tier.Key) bool {
+	ok := make(map[tier.Key]bool, len(contacts))
+	for _, c := range contacts {
+		ok[c.Key] = c.FailingFor == 0 && c.LastAgo < settle
+	}
+	return func(k tier.Key) bool { return ok[k] }
+}
+
 // checkOrigin refuses what comes from another Consul cluster than the one
-// expected (the snapshot file's, else the first tier's), or from another
-// local datacenter; "" is not known, and passes. The first known values
-// become the expected ones.
+// expected (the snapshot file's, else the first tier's whose state was
+// used), or from another local datacenter; "" is not known, and passes.
 func (s *state) checkOrigin(cluster, local string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -71,13 +87,17 @@ func (s *state) checkOrigin(cluster, local string) error {
 	case local != "" && s.local != "" && local != s.local:
 		return fail(errCluster, "serves local datacenter %s, this follower's is %s", snapshot.Quote(local), snapshot.Quote(s.local))
 	}
-	if s.cluster == "" {
-		s.cluster = cluster
-	}
-	if s.local == "" {
-		s.local = local
-	}
 	return nil
+}
+
+// adopt makes the cluster and local datacenter of a state that was used
+// the expected ones, where none were known: not before, so that a tier
+// that answers garbage cannot make the others refused.
+func (s *state) adopt(set *snapshot.Set) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cluster = cmp.Or(s.cluster, set.Cluster)
+	s.local = cmp.Or(s.local, set.Local)
 }
 
 // contacted keeps how current the tier said it is with Consul, per

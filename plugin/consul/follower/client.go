@@ -24,6 +24,9 @@ const (
 	backoffMax = 5 * time.Second
 )
 
+// firstWait is the wait asked of a tier before it answered anything.
+const firstWait = time.Second
+
 // maxPayload bounds an answer's payload, compressed; snapshot.Decode and
 // tier.DecodeDelta bound it decompressed.
 const maxPayload = 256 << 20
@@ -32,9 +35,13 @@ const maxPayload = 256 << 20
 type tierConn struct {
 	addr    string // as configured: the metrics' and logs' name for it
 	url     string // scheme://host:port
+	id      string // the instance ID it last answered with
 	backoff time.Duration
 	retryAt time.Time
 	logged  string // the kind of failure last logged; "" while it answers
+	// cannotReadAt is when it last reported that it cannot read Consul
+	// (skip.go).
+	cannotReadAt time.Time
 }
 
 // failure is a request to a tier that failed, sorted for metrics and logs.
@@ -73,7 +80,7 @@ func tierURL(addr string, tls bool) (string, error) {
 // run reads the tiers until ctx ends: it stays with a tier while it
 // answers, and on any failure goes to the next one whose backoff is over.
 func (f *Follower) run(ctx context.Context) {
-	cur := 0
+	cur := f.cfg.First % len(f.tiers)
 	for ctx.Err() == nil {
 		t := f.tiers[cur]
 		if wait := time.Until(t.retryAt); wait > 0 {
@@ -91,9 +98,12 @@ func (f *Follower) run(ctx context.Context) {
 		}
 		if err == nil {
 			f.answered(t)
-			continue
+			if !f.cannotRead(t) {
+				continue
+			}
+		} else {
+			f.failed(t, err)
 		}
-		f.failed(t, err)
 		if next := f.next(cur); next != cur {
 			cur = next
 			f.observer.Switch()
@@ -131,8 +141,11 @@ func (f *Follower) failed(t *tierConn, err error) {
 		fl = &failure{errUnreachable, err}
 	}
 	f.observer.Error(t.addr, fl.kind)
-	if fl.kind == errRefused {
+	switch fl.kind {
+	case errRefused:
 		f.token.refused()
+	case errGarbage:
+		f.gen = 0 // the whole state next, rather than a delta that may fail alike
 	}
 	if t.logged != fl.kind {
 		t.logged = fl.kind
@@ -151,7 +164,17 @@ func (f *Follower) poll(ctx context.Context, t *tierConn) error {
 	defer cancel()
 	idle := newWatchdog(f.cfg.Idle, cancel)
 	defer idle.stop()
-	q := url.Values{"index": {strconv.FormatUint(f.gen, 10)}, "tier": {f.baseTier}, "wait": {f.cfg.Wait.String()}}
+	wait := f.cfg.Wait
+	switch {
+	case f.gen == 0 || t.id != f.baseTier:
+		// What is held is not this tier's: one that has a state answers
+		// at once whatever the wait, and one that has none yet may not
+		// wake its waiters when it gets one.
+		wait = min(wait, firstWait)
+	case len(f.merge.div) > 0:
+		wait = min(wait, settle) // to look again when what differs may have settled
+	}
+	q := url.Values{"index": {strconv.FormatUint(f.gen, 10)}, "tier": {f.baseTier}, "wait": {wait.String()}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url+"/v1/follow?"+q.Encode(), nil)
 	if err != nil {
 		return fail(errUnreachable, "%w", err)

@@ -1,6 +1,7 @@
 package follower
 
 import (
+	"bytes"
 	"crypto/rand"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+	"github.com/coredns-consul/coredns-consul/plugin/consul/tier"
 	"github.com/coredns-consul/coredns-consul/test/faultproxy"
 	"github.com/coredns-consul/coredns-consul/test/wait"
 	"go.uber.org/goleak"
@@ -116,7 +118,7 @@ func TestHungTier(t *testing.T) {
 			rec := newRecorder()
 			began := time.Now()
 			f := start(t, Config{TokenFile: tokenFile(t, "secret"), Observer: rec, Idle: idle}, hung, other.addr)
-			servedIndexes(t, f, idle+time.Second, map[string]uint64{"a": 10})
+			servedIndexes(t, f, idle+2*time.Second, map[string]uint64{"a": 10})
 			t.Logf("served from the other tier after %s (idle %s)", time.Since(began).Round(time.Millisecond), idle)
 			if rec.errors(hung, errHang) != 1 {
 				t.Errorf("hangs counted %d, want 1", rec.errors(hung, errHang))
@@ -141,6 +143,7 @@ func TestGarbageKeepsState(t *testing.T) {
 		{"an HTML page", garbage([]byte("<html><body>It works!</body></html>\n")), errGarbage},
 		{"an empty body", garbage(nil), errGarbage},
 		{"a truncated answer", garbage(truncated(t, set(dc("dc1", "", 50, sv("a", 50))))), errGarbage},
+		{"a delta from a generation the follower does not hold", garbage(unheldDelta(t)), errGarbage},
 		{"a 500", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "no", http.StatusInternalServerError)
 		}), errStatus},
@@ -159,7 +162,7 @@ func TestGarbageKeepsState(t *testing.T) {
 
 			other := startTier(t, "", set(dc("dc1", "", 10, sv("a", 10))))
 			f := start(t, Config{Observer: newRecorder(), Seed: seed}, bad, other.addr)
-			servedIndexes(t, f, 2*time.Second, map[string]uint64{"a": 10})
+			servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
 		})
 	}
 }
@@ -174,7 +177,7 @@ func TestRefusedToken(t *testing.T) {
 	rec := newRecorder()
 	path := tokenFile(t, "secret")
 	f := start(t, Config{TokenFile: path, Observer: rec}, strict.addr, other.addr)
-	servedIndexes(t, f, 2*time.Second, map[string]uint64{"a": 10})
+	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
 	if rec.errors(strict.addr, errRefused) == 0 {
 		t.Error("the refusal was not counted")
 	}
@@ -200,7 +203,7 @@ func TestRefusedToken(t *testing.T) {
 	if err := os.WriteFile(path, []byte("rotated\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	servedIndexes(t, g, 2*time.Second, map[string]uint64{"a": 10})
+	servedIndexes(t, g, 5*time.Second, map[string]uint64{"a": 10})
 }
 
 // TestAnotherCluster: a tier of another Consul cluster, or of another
@@ -222,7 +225,7 @@ func TestAnotherCluster(t *testing.T) {
 			wrong, right := startTier(t, "", tt.serves), startTier(t, "", set(dc("dc1", "", 10, sv("a", 10))))
 			rec := newRecorder()
 			f := start(t, Config{Observer: rec, Seed: seed}, wrong.addr, right.addr)
-			servedIndexes(t, f, 2*time.Second, map[string]uint64{"a": 10})
+			servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
 			if rec.errors(wrong.addr, errCluster) == 0 {
 				t.Error("the other cluster's tier was not refused")
 			}
@@ -247,7 +250,7 @@ func TestStopLeavesNoGoroutine(t *testing.T) {
 		f.Start()
 		cancel := f.Subscribe(tierKey("dc1"), func(*snapshot.Snapshot) {})
 		f.OnSet(func(*snapshot.Set) {})
-		servedIndexes(t, f, 3*time.Second, map[string]uint64{"a": 10})
+		servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
 		f.Stop()
 		// A goroutine that said it is done may take a moment to be gone.
 		if err := wait.For(100*time.Millisecond, func() error {
@@ -333,4 +336,38 @@ func TestStopWaits(t *testing.T) {
 			<-stopped
 		})
 	}
+}
+
+// TestGarbageSetsNoCluster: without a snapshot file, the cluster expected
+// is the first tier's whose state could be used, not what a tier that
+// answers garbage claims.
+func TestGarbageSetsNoCluster(t *testing.T) {
+	var claim bytes.Buffer
+	env := tier.Envelope{Kind: tier.KindWhole, Tier: "liar", Generation: 1, Cluster: "other.consul"}
+	if err := tier.WriteAnswer(&claim, env, []byte("not a snapshot")); err != nil {
+		t.Fatal(err)
+	}
+	liar, _ := serve(t, garbage(claim.Bytes()))
+	good := startTier(t, "", set(dc("dc1", "", 10, sv("a", 10))))
+	rec := newRecorder()
+	f := start(t, Config{Observer: rec}, liar, good.addr)
+	servedIndexes(t, f, 5*time.Second, map[string]uint64{"a": 10})
+	if c, _ := f.Cluster(); c != "c1.consul" {
+		t.Errorf("cluster %q, want the good tier's", c)
+	}
+}
+
+// unheldDelta is a delta answer from generation 7 of a tier no follower
+// has heard of.
+func unheldDelta(t *testing.T) []byte {
+	payload, err := tier.EncodeDelta(&tier.Delta{From: 7, To: 8, Meta: snapshot.Set{Local: "dc1", Cluster: "c1.consul"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	env := tier.Envelope{Kind: tier.KindDelta, Tier: "unknown", Generation: 8, From: 7, Cluster: "c1.consul"}
+	if err := tier.WriteAnswer(&out, env, payload); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
 }

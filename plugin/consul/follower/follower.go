@@ -48,6 +48,10 @@ type Config struct {
 	// Observer hears what happens, for metrics; nil: the prometheus
 	// metrics (Metrics).
 	Observer Observer
+	// First is the index in Addresses of the tier read first (modulo
+	// their number): followers that start at different tiers spread the
+	// fleet over them, rather than all reading the first until it fails.
+	First int
 }
 
 // Follower reads a tier of instances and serves what they hold.
@@ -214,10 +218,14 @@ func subscribe[T comparable](f *Follower, pick func(*snapshot.Set) T, deliver fu
 	}
 }
 
-// publish serves set and wakes the subscriptions.
+// publish serves set and wakes the subscriptions, unless set is what is
+// served.
 func (f *Follower) publish(set *snapshot.Set) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if set == f.mine {
+		return
+	}
 	f.mine = set
 	for wake := range f.wakes {
 		select {

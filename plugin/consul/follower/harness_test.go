@@ -68,6 +68,12 @@ func (r *recorder) errors(addr, kind string) int {
 	return r.errs[addr+" "+kind]
 }
 
+func (r *recorder) answer(addr, kind string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.answers[addr+" "+kind]
+}
+
 func (r *recorder) answered(addr string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -117,7 +123,7 @@ func start(t *testing.T, cfg Config, addrs ...string) *Follower {
 		cfg.Wait = 5 * time.Second
 	}
 	if cfg.Idle == 0 {
-		cfg.Idle = 500 * time.Millisecond
+		cfg.Idle = time.Second
 	}
 	f, err := New(cfg)
 	if err != nil {
@@ -135,10 +141,10 @@ func servedIndexes(t *testing.T, f *Follower, timeout time.Duration, want map[st
 	wait.Until(t, timeout, func() error {
 		cur := f.current()
 		if cur == nil {
-			return fmt.Errorf("nothing served")
+			return fmt.Errorf("nothing served (failures: %v)", f.observer)
 		}
 		if got := indexes(cur.Snapshot("dc1")); fmt.Sprint(got) != fmt.Sprint(want) {
-			return fmt.Errorf("serves %v, want %v", got, want)
+			return fmt.Errorf("serves %v, want %v (failures: %v)", got, want, f.observer)
 		}
 		return nil
 	})
@@ -214,14 +220,34 @@ func (l *logLines) count(parts ...string) int {
 // testTier is a real tier.Server on loopback, fed by a Source the test
 // sets: offer makes what it serves next, stop closes it.
 type testTier struct {
-	addr   string
-	server *tier.Server
-	set    atomic.Pointer[snapshot.Set]
+	addr     string
+	server   *tier.Server
+	http     *http.Server
+	requests atomic.Int64 // that arrived
+	set      atomic.Pointer[snapshot.Set]
+	failing  sync.Map // tier.Key: since when the tier's reads of it fail
 }
 
 // startTier starts a tier that takes token ("": no authentication) and
 // serves sets in turn, ending with the last.
 func startTier(t *testing.T, token string, sets ...*snapshot.Set) *testTier {
+	t.Helper()
+	return tierOn(t, listen(t), token, sets...)
+}
+
+// restart closes tt and starts another tier (another instance ID) on its
+// address, serving sets.
+func (tt *testTier) restart(t *testing.T, token string, sets ...*snapshot.Set) *testTier {
+	t.Helper()
+	tt.stop()
+	ln, err := net.Listen("tcp", tt.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tierOn(t, ln, token, sets...)
+}
+
+func tierOn(t *testing.T, ln net.Listener, token string, sets ...*snapshot.Set) *testTier {
 	t.Helper()
 	cfg := tier.Config{NoAuth: token == "", Heartbeat: 100 * time.Millisecond}
 	if token != "" {
@@ -231,15 +257,23 @@ func startTier(t *testing.T, token string, sets ...*snapshot.Set) *testTier {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tt := &testTier{server: s}
+	tt := &testTier{server: s, addr: ln.Addr().String()}
 	s.Attach(&tier.Source{
 		Collect: tt.set.Load,
-		Contact: func(tier.Key) (time.Time, time.Time) { return time.Now(), time.Time{} },
+		Contact: func(k tier.Key) (time.Time, time.Time) {
+			if since, ok := tt.failing.Load(k); ok {
+				return since.(time.Time), since.(time.Time)
+			}
+			return time.Now(), time.Time{}
+		},
 	})
-	ln := listen(t)
-	tt.addr = ln.Addr().String()
-	go s.Serve(ln)
-	t.Cleanup(s.Close)
+	h := s.Handler()
+	tt.http = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tt.requests.Add(1)
+		h.ServeHTTP(w, r)
+	})}
+	go tt.http.Serve(ln)
+	t.Cleanup(tt.stop)
 	for _, set := range sets {
 		tt.offer(set)
 	}
@@ -251,7 +285,12 @@ func (tt *testTier) offer(s *snapshot.Set) {
 	tt.server.Offer()
 }
 
-func (tt *testTier) stop() { tt.server.Close() }
+// stop closes the tier as tier.Server.Close does: waiting answers end
+// with "none", then the connections.
+func (tt *testTier) stop() {
+	tt.server.Close()
+	tt.http.Close()
+}
 
 // relay forwards TCP connections to target until frozen: from then on it
 // moves no byte and closes nothing, as a tier stopped by SIGSTOP.
@@ -313,4 +352,26 @@ func (r *relay) copy(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// waitErrors waits for a failure of kind from addr to be counted.
+func waitErrors(t *testing.T, rec *recorder, addr, kind string) {
+	t.Helper()
+	wait.Until(t, 5*time.Second, func() error {
+		if rec.errors(addr, kind) == 0 {
+			return fmt.Errorf("no %s failure from %s counted: %s", kind, addr, rec)
+		}
+		return nil
+	})
+}
+
+// asked waits for a request to reach the tier.
+func (tt *testTier) asked(t *testing.T) {
+	t.Helper()
+	wait.Until(t, 5*time.Second, func() error {
+		if tt.requests.Load() == 0 {
+			return fmt.Errorf("no request yet")
+		}
+		return nil
+	})
 }

@@ -1,31 +1,47 @@
 package follower
 
 import (
+	"cmp"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
 	"github.com/coredns-consul/coredns-consul/plugin/consul/tier"
 )
 
+// settle is how long a service may be served while the tier followed,
+// reading its datacenter from Consul fine, holds otherwise (lacks it, or has
+// it while mine does not) before the tier is believed. A snapshot's index
+// is its services' highest: a deregistration does not raise it, so a tier
+// that saw a service go may never show an index past it.
+var settle = 10 * time.Second
+
 // merger keeps what the follower serves (mine) from moving backwards while
 // the tier it reads (base) changes, or is replaced by another tier's Set
 // that is behind. It remembers, per snapshot, the names whose service is not
-// the base's (div): every other name is the same pointer in both, so a delta
-// needs to look only at what it changed and at div, never at every service.
+// the base's (div), and since when: every other name is the same pointer in
+// both, so a delta needs to look only at what it changed and at div, never
+// at every service.
 type merger struct {
 	nodeName string
 	mine     *snapshot.Set
 	base     *snapshot.Set // the tier's Set mine was last merged with; nil before the first
-	div      map[tier.Key]map[string]struct{}
-	held     int // services mine keeps that base lacks
-	compared int // services looked at by the last merge, for tests of its cost
+	div      map[tier.Key]map[string]time.Time
+	led      map[tier.Key]bool // mine's snapshot has base's fields (nodes, queries...), not its own
+	held     int               // services mine keeps that base lacks
+	compared int               // services looked at by the last merge, for tests of its cost
+
+	// current reports whether the tier followed reads k from Consul fine,
+	// as its last answer said; nil: never.
+	current func(k tier.Key) bool
+	now     func() time.Time
 }
 
 // newMerger starts from seed, the snapshot file, which nothing moves back
 // from; seed may be nil.
 func newMerger(seed *snapshot.Set, nodeName string) *merger {
-	m := &merger{nodeName: nodeName, div: map[tier.Key]map[string]struct{}{}}
+	m := &merger{nodeName: nodeName, div: map[tier.Key]map[string]time.Time{}, led: map[tier.Key]bool{}, now: time.Now}
 	if seed == nil {
 		return m
 	}
@@ -38,19 +54,24 @@ func newMerger(seed *snapshot.Set, nodeName string) *merger {
 	return m
 }
 
-// whole merges base, a Set that shares nothing known with the last one (a
-// whole answer, or another tier's): every service is compared.
-func (m *merger) whole(base *snapshot.Set) *snapshot.Set {
+// whole merges base, a Set decoded whole: every service is compared. same:
+// base is the same tier's as the last (a whole because its history no
+// longer reached back), so what mine took from the last base follows it.
+func (m *merger) whole(base *snapshot.Set, same bool) *snapshot.Set {
 	changed := map[tier.Key][]string{}
 	for _, s := range slices.Concat(base.Datacenters, base.Peers) {
 		changed[tier.KeyOf(s)] = nil
 	}
-	m.div = map[tier.Key]map[string]struct{}{}
-	return m.merge(base, changed, true)
+	if !same {
+		m.div, m.led = map[tier.Key]map[string]time.Time{}, map[tier.Key]bool{}
+	}
+	return m.merge(base, changed, same)
 }
 
 // delta merges base, the last base with d applied: only d's parts, the
-// snapshots it removed and the names in div are looked at.
+// snapshots it removed and the names in div are looked at. What mine took
+// from the last base follows base: a tier's own generations never move
+// back.
 func (m *merger) delta(base *snapshot.Set, d *tier.Delta) *snapshot.Set {
 	changed := make(map[tier.Key][]string, len(d.Parts)+len(d.Gone))
 	for _, p := range d.Parts {
@@ -67,21 +88,22 @@ func (m *merger) delta(base *snapshot.Set, d *tier.Delta) *snapshot.Set {
 	for _, k := range d.Gone {
 		changed[k] = nil
 	}
-	return m.merge(base, changed, false)
+	return m.merge(base, changed, true)
 }
 
 // merge makes the new mine from base. changed names, per snapshot, the
 // services that may differ from the last base (a nil list: any of them); a
 // snapshot not in changed is the last base's, and mine's differs from it
-// only where div says. all: every service of every snapshot is compared.
-func (m *merger) merge(base *snapshot.Set, changed map[tier.Key][]string, all bool) *snapshot.Set {
+// only where div says. follow: base is the last base's successor.
+func (m *merger) merge(base *snapshot.Set, changed map[tier.Key][]string, follow bool) *snapshot.Set {
 	m.compared = 0
 	old := m.mine
 	if old == nil {
 		old = &snapshot.Set{}
 	}
 	meta := base
-	if ol, bl := old.Snapshot(old.Local), base.Snapshot(base.Local); ol != nil && (bl == nil || bl.Index < ol.Index) {
+	if ol, bl := old.Snapshot(old.Local), base.Snapshot(base.Local); ol != nil && !(follow && m.led[tier.KeyOf(ol)]) &&
+		(bl == nil || bl.Index < ol.Index) {
 		meta = old // base is behind: Known and the rest wait for it
 	}
 	next := &snapshot.Set{Local: base.Local, Known: meta.Known, ByDistance: meta.ByDistance, Cluster: meta.Cluster,
@@ -93,7 +115,7 @@ func (m *merger) merge(base *snapshot.Set, changed map[tier.Key][]string, all bo
 		delete(mineByKey, k)
 		names, ok := changed[k]
 		if ok || len(m.div[k]) > 0 || s == nil {
-			s = m.mergeSnapshot(next.Local, k, s, b, names, all || ok && names == nil)
+			s = m.mergeSnapshot(next.Local, k, s, b, names, ok && names == nil, follow)
 		}
 		add(next, s)
 	}
@@ -105,6 +127,7 @@ func (m *merger) merge(base *snapshot.Set, changed map[tier.Key][]string, all bo
 			continue
 		}
 		delete(m.div, k)
+		m.led[k] = false
 		if known(next, k) {
 			add(next, s)
 		}
@@ -116,17 +139,21 @@ func (m *merger) merge(base *snapshot.Set, changed map[tier.Key][]string, all bo
 
 // mergeSnapshot merges b, base's snapshot of k, into s, mine's (nil: k is
 // new to mine, taken whole). names are the services to compare besides
-// those in div; every: all of them.
-func (m *merger) mergeSnapshot(local string, k tier.Key, s, b *snapshot.Snapshot, names []string, every bool) *snapshot.Snapshot {
+// those in div; every: all of them. follow: base succeeds the last base,
+// so a name mine took from it follows it.
+func (m *merger) mergeSnapshot(local string, k tier.Key, s, b *snapshot.Snapshot, names []string, every, follow bool) *snapshot.Snapshot {
 	if s == nil {
 		delete(m.div, k)
+		m.led[k] = true
 		return m.localize(local, b)
 	}
 	if every {
 		names = slices.AppendSeq(slices.Collect(maps.Keys(s.Services)), maps.Keys(b.Services))
 	}
-	names = slices.AppendSeq(names, maps.Keys(m.div[k]))
-	div := map[string]struct{}{}
+	was := m.div[k]
+	names = slices.AppendSeq(names, maps.Keys(was))
+	now := m.now()
+	div := map[string]time.Time{}
 	var patch map[string]*snapshot.Service // mine's changes; nil values are removals
 	for _, name := range names {
 		if _, done := patch[name]; done {
@@ -134,9 +161,16 @@ func (m *merger) mergeSnapshot(local string, k tier.Key, s, b *snapshot.Snapshot
 		}
 		m.compared++
 		ms, bs := s.Services[name], b.Services[name]
-		pick := choose(ms, bs, s.Index, b.Index)
+		since, differed := was[name]
+		pick := bs
+		if !follow || differed {
+			pick = choose(ms, bs, s.Index, b.Index)
+			if pick != bs && differed && (ms == nil || bs == nil) && m.settled(k, since, now) {
+				pick = bs
+			}
+		}
 		if pick != bs {
-			div[name] = struct{}{}
+			div[name] = cmp.Or(since, now)
 		}
 		if pick != ms {
 			if patch == nil {
@@ -150,10 +184,14 @@ func (m *merger) mergeSnapshot(local string, k tier.Key, s, b *snapshot.Snapshot
 	} else {
 		m.div[k] = div
 	}
-	leader := b
-	if b.Index < s.Index {
-		leader = s // nodes, queries and the rest follow the newer snapshot
+	leader, index := b, b.Index
+	if !(follow && m.led[k]) {
+		index = max(s.Index, b.Index)
+		if b.Index < s.Index {
+			leader = s // nodes, queries and the rest follow the newer snapshot
+		}
 	}
+	m.led[k] = leader == b
 	switch {
 	case len(div) == 0 && leader == b:
 		return m.localize(local, b)
@@ -171,7 +209,13 @@ func (m *merger) mergeSnapshot(local string, k tier.Key, s, b *snapshot.Snapshot
 			}
 		}
 	}
-	return m.localize(local, withServices(leader, services, max(s.Index, b.Index)))
+	return m.localize(local, withServices(leader, services, index))
+}
+
+// settled reports whether the tier has read k from Consul fine while a
+// name differed since since for settle: it is believed over mine.
+func (m *merger) settled(k tier.Key, since, now time.Time) bool {
+	return m.current != nil && m.current(k) && now.Sub(since) >= settle
 }
 
 // choose picks the service mine serves under one name: ms is mine's, bs

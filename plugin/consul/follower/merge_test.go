@@ -65,17 +65,21 @@ func indexes(s *snapshot.Snapshot) map[string]uint64 {
 	return out
 }
 
-func TestMerge(t *testing.T) {
+// mergeCase is a follower seeded with seed that merges bases in turn.
+type mergeCase struct {
+	name     string
+	seed     *snapshot.Set
+	bases    []*snapshot.Set // merged in turn: the first whole, each next as a delta from the one before
+	wholes   bool            // every base merged whole
+	same     bool            // the wholes come from the same tier (its history overflowed)
+	want     map[string]uint64
+	wantHeld int
+}
+
+func mergeCases() []mergeCase {
 	a10, b10, ghost30 := sv("a", 10), sv("b", 10), sv("ghost", 30)
 	tierA := set(dc("dc1", "", 20, a10, b10))
-	tests := []struct {
-		name     string
-		seed     *snapshot.Set
-		bases    []*snapshot.Set // merged in turn: the first whole, each next as a delta from the one before
-		wholes   bool            // every base merged whole (another tier's Set each time)
-		want     map[string]uint64
-		wantHeld int
-	}{
+	return []mergeCase{
 		{
 			name:  "a tier behind never replaces a newer service of the seed (the file)",
 			seed:  set(dc("dc1", "", 40, sv("a", 40), b10)),
@@ -122,6 +126,17 @@ func TestMerge(t *testing.T) {
 			want:  map[string]uint64{"a": 10, "new": 55},
 		},
 		{
+			name:  "a deregistration by the tier followed is taken, though it lowers the snapshot's index",
+			bases: []*snapshot.Set{set(dc("dc1", "", 30, a10, b10, sv("top", 30))), tierA},
+			want:  map[string]uint64{"a": 10, "b": 10},
+		},
+		{
+			name:   "so it is when that tier answers whole (its history overflowed)",
+			bases:  []*snapshot.Set{set(dc("dc1", "", 30, a10, b10, sv("top", 30))), tierA},
+			wholes: true, same: true,
+			want: map[string]uint64{"a": 10, "b": 10},
+		},
+		{
 			name: "another tier behind the first: nothing moves back",
 			bases: []*snapshot.Set{
 				set(dc("dc1", "", 40, sv("a", 40), b10)),
@@ -131,13 +146,16 @@ func TestMerge(t *testing.T) {
 			want:   map[string]uint64{"a": 40, "b": 30},
 		},
 	}
-	for _, tt := range tests {
+}
+
+func TestMerge(t *testing.T) {
+	for _, tt := range mergeCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newMerger(tt.seed, "")
 			var got *snapshot.Set
 			for i, base := range tt.bases {
 				if i == 0 || tt.wholes {
-					got = m.whole(base)
+					got = m.whole(base, i > 0 && tt.same)
 				} else {
 					got = m.delta(base, tier.Diff(tt.bases[i-1], base))
 				}
@@ -168,7 +186,7 @@ func TestMergeFieldsFollowTheNewerSnapshot(t *testing.T) {
 		{"base behind", newer, older},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got := newMerger(set(tt.seed), "").whole(set(tt.base)).Snapshot("dc1")
+			got := newMerger(set(tt.seed), "").whole(set(tt.base), false).Snapshot("dc1")
 			if got.Nodes["newer"] == nil || len(got.Nodes) != 1 {
 				t.Errorf("nodes %v, want the newer snapshot's", slices.Collect(maps.Keys(got.Nodes)))
 			}
@@ -231,7 +249,7 @@ func TestMergeSnapshots(t *testing.T) {
 	dc2, peer := dc("dc2", "", 5, sv("x", 5)), dc("dc1", "p1", 7, sv("y", 7))
 	t.Run("a new datacenter or peer is taken whole", func(t *testing.T) {
 		base := set(dc("dc1", "", 20, sv("a", 10)), dc2, peer)
-		got := newMerger(set(dc("dc1", "", 30, sv("a", 30))), "").whole(base)
+		got := newMerger(set(dc("dc1", "", 30, sv("a", 30))), "").whole(base, false)
 		if got.Snapshot("dc2") != dc2 || got.PeerSnapshot("p1") != peer {
 			t.Errorf("dc2 %p, peer %p: want base's %p, %p", got.Snapshot("dc2"), got.PeerSnapshot("p1"), dc2, peer)
 		}
@@ -248,7 +266,7 @@ func TestMergeSnapshots(t *testing.T) {
 		t.Run("a snapshot base lacks is "+tt.name, func(t *testing.T) {
 			base := set(dc("dc1", "", 20, sv("a", 10)))
 			base.Known, base.KnownPeers = tt.known, tt.peers
-			got := newMerger(set(dc("dc1", "", 10, sv("a", 10)), dc2, peer), "").whole(base)
+			got := newMerger(set(dc("dc1", "", 10, sv("a", 10)), dc2, peer), "").whole(base, false)
 			if (got.Snapshot("dc2") != nil) != tt.wantDC || (got.PeerSnapshot("p1") != nil) != tt.wantPeer {
 				t.Errorf("dc2 kept %v, peer kept %v; want %v, %v", got.Snapshot("dc2") != nil, got.PeerSnapshot("p1") != nil, tt.wantDC, tt.wantPeer)
 			}
@@ -264,7 +282,7 @@ func TestMergeNodeName(t *testing.T) {
 		{"me", "me"},
 	} {
 		m := newMerger(nil, tt.nodeName)
-		got := m.whole(set(local, other))
+		got := m.whole(set(local, other), false)
 		if a := got.Snapshot("dc1").AgentNode; a != tt.wantLocal {
 			t.Errorf("node name %q: the local snapshot's AgentNode is %q, want %q", tt.nodeName, a, tt.wantLocal)
 		}
@@ -289,7 +307,7 @@ func TestMergeDeltaCost(t *testing.T) {
 	}
 	base := set(dc("dc1", "", 50, services[1:]...), dc("dc2", "", 5, sv("x", 5)))
 	m := newMerger(set(dc("dc1", "", 100, services...)), "")
-	m.whole(base)
+	m.whole(base, false)
 	if m.held != 1 {
 		t.Fatalf("held %d, want the ghost", m.held)
 	}
@@ -308,5 +326,35 @@ func TestMergeDeltaCost(t *testing.T) {
 	}
 	if reflect.ValueOf(got.Snapshot("dc1").Services).Pointer() != reflect.ValueOf(last.Datacenters[0].Services).Pointer() {
 		t.Error("mine does not share base's services once nothing differs")
+	}
+}
+
+// TestMergeSettles: a tier that lacks a service mine has, or has one mine
+// lacks, with no index to tell which is newer (a deregistration lowers no
+// index), is believed once it has read the datacenter fine for settle.
+func TestMergeSettles(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		current bool
+		after   time.Duration
+		want    map[string]uint64
+	}{
+		{"not before settle", true, settle - time.Second, map[string]uint64{"a": 10, "top": 30}},
+		{"not while the tier fails to read it", false, settle, map[string]uint64{"a": 10, "top": 30}},
+		{"once settled", true, settle, map[string]uint64{"a": 10, "back": 5}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			now := time.Unix(1000, 0)
+			m := newMerger(set(dc("dc1", "", 30, sv("a", 10), sv("top", 30))), "")
+			m.now = func() time.Time { return now }
+			m.current = func(tier.Key) bool { return tt.current }
+			base := set(dc("dc1", "", 10, sv("a", 10), sv("back", 5)))
+			m.whole(base, false)
+			now = now.Add(tt.after)
+			got := m.delta(base, &tier.Delta{})
+			if g := indexes(got.Snapshot("dc1")); !maps.Equal(g, tt.want) {
+				t.Errorf("services %v, want %v", g, tt.want)
+			}
+		})
 	}
 }

@@ -31,6 +31,7 @@ const (
 	errUnreachable = "unreachable"
 	errHang        = "hang"
 	errStatus      = "status"
+	errCannotRead  = "cannot_read" // the tier answers, but reports it cannot read Consul (skip.go)
 )
 
 const subsystem = "consul"
@@ -40,7 +41,7 @@ var (
 		Name: "follower_answers_total", Help: "Answers from tiers applied by followers, by tier and kind: whole, delta, none (the wait ended with nothing newer)."},
 		[]string{"tier", "kind"})
 	errorsTotal = promauto.NewCounterVec(prometheus.CounterOpts{Namespace: plugin.Namespace, Subsystem: subsystem,
-		Name: "follower_errors_total", Help: "Failed requests from followers to tiers, by tier and kind: refused (401/403), garbage (not a feed answer, truncated, or not applicable), cluster (another Consul cluster's or datacenter's tier), unreachable, hang (no byte within the idle time), status (another HTTP status)."},
+		Name: "follower_errors_total", Help: "Failed requests from followers to tiers, by tier and kind: refused (401/403), garbage (not a feed answer, truncated, or not applicable), cluster (another Consul cluster's or datacenter's tier), unreachable, hang (no byte within the idle time), status (another HTTP status), cannot_read (the tier answers but has not read Consul for 5 s: the follower moved on)."},
 		[]string{"tier", "kind"})
 	switches = promauto.NewCounter(prometheus.CounterOpts{Namespace: plugin.Namespace, Subsystem: subsystem,
 		Name: "follower_switches_total", Help: "Times a follower moved to another tier."})

@@ -52,6 +52,13 @@ func (r *Replicator) watchGateways(kind string) {
 	})
 }
 
+// sameList reports whether a and b hold equal values; nil and empty are
+// equal (one read may decode "[]" and the next "null" for the same nothing:
+// not a change worth a snapshot).
+func sameList[T any](a, b []T) bool {
+	return len(a) == 0 && len(b) == 0 || reflect.DeepEqual(a, b)
+}
+
 // applyGateways takes a new list of the entries of kind.
 func (r *Replicator) applyGateways(kind string, g gateways) {
 	slices.SortFunc(g.list, func(a, b *snapshot.Gateway) int { return strings.Compare(a.Name, b.Name) })
@@ -65,7 +72,7 @@ func (r *Replicator) applyGateways(kind string, g gateways) {
 	if g.denied && !held.denied {
 		log.Warningf("the ACL token may not read every %s config entry: names they would answer go to the next plugin", kind)
 	}
-	if held.read != g.read || !reflect.DeepEqual(held.list, g.list) {
+	if held.read != g.read || !sameList(held.list, g.list) {
 		r.markDirty()
 	}
 	*held = g

@@ -33,7 +33,9 @@ func (e *events) wake() {
 	}
 }
 
-func (e *events) publish(s *snapshot.Snapshot) { e.latest.Store(s); e.count.Add(1); e.wake() }
+// publish counts s before it is the latest: a test that sees it there finds
+// it counted.
+func (e *events) publish(s *snapshot.Snapshot) { e.count.Add(1); e.latest.Store(s); e.wake() }
 func (e *events) Request(err error) {
 	if err != nil {
 		e.failures.Add(1)

@@ -2,6 +2,8 @@ package replica
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +25,7 @@ type publisher struct {
 	build      func() *snapshot.Snapshot // nil until the replica is complete
 	publish    func(*snapshot.Snapshot)
 	observer   Observer
+	last       *snapshot.Snapshot // the loop's: the last published
 }
 
 // publishBurst is how many snapshots may be published back to back before
@@ -62,11 +65,27 @@ func (p *publisher) loop(ctx context.Context) {
 			}
 		}
 		since := p.dirtySince.Swap(0)
-		if snap := p.build(); snap != nil {
+		if snap := p.build(); snap != nil && !sameSnapshot(p.last, snap) {
+			p.last = snap
 			p.publish(snap)
 			if p.observer != nil && since != 0 {
 				p.observer.Published(time.Since(time.Unix(0, since)))
 			}
 		}
 	}
+}
+
+// sameSnapshot reports whether b holds what a holds, value by value (the
+// replica shares every unchanged value between snapshots): a signal whose
+// change was undone before the build, or that changed nothing (a read that
+// decoded "[]" where the last decoded "null"), is not worth a snapshot,
+// which every view, snapshot file and follower of a tier would take as
+// new.
+func sameSnapshot(a, b *snapshot.Snapshot) bool {
+	return a != nil && a.Datacenter == b.Datacenter && a.Peer == b.Peer && a.AgentNode == b.AgentNode &&
+		a.QueriesHidden == b.QueriesHidden && a.ServicesHidden == b.ServicesHidden &&
+		a.IngressRead == b.IngressRead && a.TerminatingRead == b.TerminatingRead &&
+		maps.Equal(a.Services, b.Services) && maps.Equal(a.Nodes, b.Nodes) &&
+		slices.Equal(a.Queries, b.Queries) && slices.Equal(a.Coordinates, b.Coordinates) &&
+		slices.Equal(a.Ingress, b.Ingress) && slices.Equal(a.Terminating, b.Terminating)
 }

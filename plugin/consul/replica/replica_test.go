@@ -170,8 +170,17 @@ func TestWaitExpiryChangesNothing(t *testing.T) {
 	ev.waitFor(t, "watchers", func() bool { return ev.watched.Load() == 2 })
 	ev.waitFor(t, "the service list blocking", func() bool { return cat.blocking("services") == 1 })
 	// The gateways' first answers may come after the sync: a publish of
-	// their own, before the waits expire.
+	// their own, before the waits expire. Every loop blocking again means
+	// each has handed what it read to the publisher.
 	ev.waitSnap(t, "the gateways' entries read", func(s *snapshot.Snapshot) bool { return s.IngressRead && s.TerminatingRead })
+	ev.waitFor(t, "every loop blocking", func() bool {
+		for _, m := range []string{"nodes", "queries", "gateways " + api.IngressGateway, "gateways " + api.TerminatingGateway} {
+			if cat.blocking(m) != 1 {
+				return false
+			}
+		}
+		return true
+	})
 	published := ev.count.Load()
 	reads := cat.count("services")
 	cat.clock.advance(2 * time.Hour)

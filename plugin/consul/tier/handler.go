@@ -94,6 +94,7 @@ func (q *request) answer() {
 		if cur != nil && q.tier == s.id && q.index != 0 {
 			base = s.gens.get(q.index)
 		}
+		pulse := s.pulse
 		s.mu.Unlock()
 		switch {
 		case cur != nil && base == nil:
@@ -107,9 +108,15 @@ func (q *request) answer() {
 		if cur != nil {
 			changed = cur.changed
 		}
-		switch q.waitFor(changed, nil) {
+		switch q.waitFor(changed, pulse, nil) {
 		case woken:
 			continue
+		case pulsed:
+			if cur == nil {
+				continue // the first generation
+			}
+			// The contact with Consul changed: said now, in a "none".
+			q.write(KindNone, cur, 0, nil)
 		case expired, closing:
 			q.write(KindNone, cur, 0, nil)
 		}
@@ -121,14 +128,15 @@ type waited int
 
 const (
 	woken waited = iota
+	pulsed
 	expired
 	closing
 	gone
 )
 
-// waitFor waits for changed to close or slots to take a value, writing
-// heartbeats until then.
-func (q *request) waitFor(changed <-chan struct{}, slots chan<- struct{}) waited {
+// waitFor waits for changed or pulse to close or slots to take a value,
+// writing heartbeats until then.
+func (q *request) waitFor(changed, pulse <-chan struct{}, slots chan<- struct{}) waited {
 	deadline := q.deadline.C()
 	if slots != nil {
 		deadline = nil // a follower waits for a slot however long it takes
@@ -137,6 +145,8 @@ func (q *request) waitFor(changed <-chan struct{}, slots chan<- struct{}) waited
 		select {
 		case <-changed:
 			return woken
+		case <-pulse:
+			return pulsed
 		case slots <- struct{}{}:
 			return woken
 		case <-deadline:
@@ -158,7 +168,7 @@ func (q *request) waitFor(changed <-chan struct{}, slots chan<- struct{}) waited
 func (q *request) whole() {
 	s := q.s
 	transfersWaiting.Inc()
-	got := q.waitFor(nil, s.slots)
+	got := q.waitFor(nil, nil, s.slots)
 	transfersWaiting.Dec()
 	switch got {
 	case closing:

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,9 +91,15 @@ type Server struct {
 	done   chan struct{}
 	once   sync.Once
 
-	mu       sync.Mutex
-	src      *Source
-	gens     *generations
+	mu   sync.Mutex
+	src  *Source
+	gens *generations
+	// pulse is closed, and replaced, when waiting followers must look
+	// again without a new generation: the first one arrived, or the
+	// tier's contact with Consul started or stopped failing (followers
+	// learn of their staleness then, not at their wait's end).
+	pulse    chan struct{}
+	failing  string // the snapshots whose reads failed at the last look
 	servers  []*http.Server
 	coordsAt time.Time // when a generation last changed coordinates
 
@@ -115,8 +122,11 @@ func newServer(cfg Config, c clock) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, id: hex.EncodeToString(id), auth: a, clock: c,
 		slots: make(chan struct{}, cfg.MaxTransfers), gens: newGenerations(cfg.History),
-		offers: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{})}
-	go s.loop()
+		offers: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{}), pulse: make(chan struct{})}
+	// Made here, not in loop, so that a test counting the fake clock's
+	// timers finds it there from the start.
+	contact := c.NewTicker(contactEvery)
+	go s.loop(contact)
 	return s, nil
 }
 
@@ -160,9 +170,15 @@ func (s *Server) Offer() {
 	}
 }
 
-// loop collects what is offered, one Set at a time.
-func (s *Server) loop() {
+// contactEvery is how often the tier looks whether its reads of Consul
+// started or stopped failing.
+const contactEvery = time.Second
+
+// loop collects what is offered, one Set at a time, and looks at the
+// contact with Consul on every tick of contact.
+func (s *Server) loop(contact timer) {
 	defer close(s.done)
+	defer contact.Stop()
 	var due timer
 	for {
 		var dueC <-chan time.Time
@@ -178,6 +194,9 @@ func (s *Server) loop() {
 		case <-s.offers:
 		case <-dueC:
 			due = nil
+		case <-contact.C():
+			s.lookAtContact()
+			continue
 		}
 		if wait := s.collect(); wait > 0 && due == nil {
 			due = s.clock.NewTimer(wait)
@@ -218,9 +237,42 @@ func (s *Server) collect() (wait time.Duration) {
 	if coords {
 		s.coordsAt = now
 	}
+	if cur == nil {
+		s.pulseLocked() // followers waiting for the first
+	}
 	g := s.gens.add(set)
 	generationGauge.Set(float64(g.n))
 	return 0
+}
+
+// lookAtContact wakes the waiting followers when a snapshot's reads of
+// Consul started or stopped failing since the last look: their answer
+// ("none") says so, and they count as stale as the tier does, at once.
+func (s *Server) lookAtContact() {
+	s.mu.Lock()
+	cur := s.gens.current()
+	s.mu.Unlock()
+	if cur == nil {
+		return
+	}
+	var failing strings.Builder
+	for _, c := range s.contacts(cur.set) {
+		if c.FailingFor > 0 {
+			failing.WriteString(c.Key.String() + " ")
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := failing.String(); f != s.failing {
+		s.failing = f
+		s.pulseLocked()
+	}
+}
+
+// pulseLocked wakes every waiting follower to look again.
+func (s *Server) pulseLocked() {
+	close(s.pulse)
+	s.pulse = make(chan struct{})
 }
 
 // safeCollect is src's Set; a panic in collecting it is logged and

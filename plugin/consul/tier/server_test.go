@@ -321,3 +321,55 @@ func TestRealClock(t *testing.T) {
 		t.Errorf("answer %+v after %d heartbeats, %v; want none after some", env, body.beats, err)
 	}
 }
+
+// TestFollowFirstGeneration: a follower that asks before the tier has
+// anything to serve is answered as soon as the first generation is made,
+// not at its wait's end.
+func TestFollowFirstGeneration(t *testing.T) {
+	tt := startTier(t, Config{NoAuth: true})
+	timers := tt.idleTimers()
+	answered := make(chan Envelope, 1)
+	go func() { env, _ := tt.follow(0, "", "1m"); answered <- env }()
+	tt.waitTimers(timers + 2)
+	tt.publish(baseSet(), 1)
+	select {
+	case env := <-answered:
+		if env.Kind != KindWhole || env.Generation != 1 {
+			t.Errorf("answer %+v, want the whole generation 1", env)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer 10 s after the first generation (the wait is a minute on a clock that does not move)")
+	}
+}
+
+// TestFollowLearnsFailing: when the tier's reads of Consul start failing,
+// waiting followers are told at once (a "none" carrying the contact), so
+// that they count as stale as the tier does, not at their wait's end.
+func TestFollowLearnsFailing(t *testing.T) {
+	tt := startTier(t, Config{NoAuth: true})
+	tt.publish(baseSet(), 1)
+	var failing atomic.Bool
+	tt.s.Attach(&Source{
+		Collect: func() *snapshot.Set { return tt.set.Load() },
+		Contact: func(Key) (last, since time.Time) {
+			if failing.Load() {
+				return tt.clk.Now().Add(-time.Minute), tt.clk.Now().Add(-30 * time.Second)
+			}
+			return tt.clk.Now(), time.Time{}
+		},
+	})
+	timers := tt.idleTimers()
+	answered := make(chan Envelope, 1)
+	go func() { env, _ := tt.follow(1, tt.s.ID(), "1m"); answered <- env }()
+	tt.waitTimers(timers + 2)
+	failing.Store(true)
+	tt.clk.Advance(contactEvery)
+	select {
+	case env := <-answered:
+		if env.Kind != KindNone || len(env.Contact) == 0 || env.Contact[0].FailingFor == 0 {
+			t.Errorf("answer %+v, want none saying the reads fail", env)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer 10 s after the tier's reads started failing")
+	}
+}
