@@ -3,6 +3,7 @@ package corednsproc
 import (
 	"bytes"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"os"
 	"path/filepath"
@@ -127,6 +128,22 @@ func snapshotLine(path string, every time.Duration) []string {
 		every = 100 * time.Millisecond
 	}
 	return []string{fmt.Sprintf("snapshot %s %s", path, every)}
+}
+
+// StartingAt orders tiers for a follower of node so that it reads
+// tiers[first] first, and the others after it in their order: the plugin
+// starts each node at the tier its node name hashes to (FNV-1a, modulo
+// their number), so that a fleet spreads over its tiers; a test that needs
+// a follower on a given tier orders them so.
+func StartingAt(tiers []string, node string, first int) []string {
+	h := fnv.New32a()
+	h.Write([]byte(node))
+	start := int(h.Sum32()&0x7fffffff) % len(tiers)
+	out := make([]string, len(tiers))
+	for i := range tiers {
+		out[(start+i)%len(tiers)] = tiers[(first+i)%len(tiers)]
+	}
+	return out
 }
 
 // StartFollower starts a follower and waits until it is ready; it returns

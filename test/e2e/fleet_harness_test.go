@@ -141,7 +141,7 @@ func (f *followFleet) startFollowers(t *testing.T, n int) {
 }
 
 // addFollower starts one follower with the fleet's token, its own snapshot
-// file and node_name unless o says otherwise.
+// file and node_name unless o says otherwise; it reads o.Tiers[0] first.
 func (f *followFleet) addFollower(t *testing.T, o corednsproc.FollowerOptions) *corednsproc.Follower {
 	t.Helper()
 	if o.TokenFile == "" {
@@ -150,6 +150,7 @@ func (f *followFleet) addFollower(t *testing.T, o corednsproc.FollowerOptions) *
 	if o.NodeName == "" {
 		o.NodeName = f.nodeName(len(f.followers))
 	}
+	o.Tiers = corednsproc.StartingAt(o.Tiers, o.NodeName, 0)
 	if o.Snapshot == "" {
 		o.Snapshot = filepath.Join(t.TempDir(), "follower.snapshot")
 	}
