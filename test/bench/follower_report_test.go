@@ -23,7 +23,7 @@ func followerReport(b *followerBench, rows []*followerRow, whole *wholeResult, t
 		consulVersion, runtime.Version(), b.services, b.watched, took.Round(time.Second))
 
 	fleetHeading(&out, "Followers: the servers' streams and propagation",
-		"Followers are added between rows (none in the first: the tiers alone), follower i listing the tiers from i's on. `streams`: the server's `consul.grpc.server.streams` (internal), settled, beside tiers x watched services. "+
+		"Followers are added between rows (none in the first: the tiers alone), follower i reading tier i mod 2 first. `streams`: the server's `consul.grpc.server.streams` (internal), settled, beside tiers x watched services. "+
 			"`tier conns`: established connections to each tier's listener. Propagation: a registration or deregistration written to the server, timed from the write returning until each DNS server answers it (SRV), every server polled every `poll`; "+
 			"`followers` are all followers' times, `last follower` the time until every follower answered, per change. Goal: last follower p99 <= max(100 ms, 1.5 x Consul DNS p99). `missed`: follower observations not shown within 10 s. "+
 			"`(k asked)`: the same changes again with only k followers asked (and Consul's DNS and the tiers), since asking every server every poll takes a share of the cores the processes measured need.",

@@ -173,17 +173,19 @@ func (b *followerBench) mark(t *testing.T, addrs []string) {
 }
 
 // grow starts followers, up to eight at once, until there are n: follower
-// i lists the tiers from i's on, so that the followers spread over them.
+// i first reads tier i mod 2, so that the followers spread evenly over the
+// tiers (the plugin spreads a fleet by node name, evenly only on average).
 func (b *followerBench) grow(t *testing.T, n int) {
 	added := make([]*corednsproc.Follower, n-len(b.followers))
 	slots := make(chan struct{}, 8)
 	var wg sync.WaitGroup
+	var listens []string
+	for _, tr := range b.tiers {
+		listens = append(listens, tr.Listen)
+	}
 	for j := range added {
 		i := len(b.followers) + j
-		var order []string
-		for k := range b.tiers {
-			order = append(order, b.tiers[(i+k)%len(b.tiers)].Listen)
-		}
+		order := corednsproc.StartingAt(listens, fmt.Sprintf("follower-%d", i), i%len(listens))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
