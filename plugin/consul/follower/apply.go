@@ -15,7 +15,8 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 	if err := f.state.checkOrigin(env.Cluster, ""); err != nil {
 		return err
 	}
-	f.merge.current = currentKeys(env.Contact)
+	f.fine.update(env.Tier, env.Contact, time.Now())
+	f.merge.fineSince = f.fine.of
 	var next *snapshot.Set
 	switch env.Kind {
 	case tier.KindWhole:
@@ -65,15 +66,37 @@ func (f *Follower) apply(t *tierConn, env tier.Envelope, payload []byte) error {
 	return nil
 }
 
-// currentKeys are the snapshots the tier said it reads from Consul fine:
-// recently, and without failing since.
-func currentKeys(contacts []tier.Contact) func(tier.Key) bool {
-	ok := make(map[tier.Key]bool, len(contacts))
-	for _, c := range contacts {
-		ok[c.Key] = c.FailingFor == 0 && c.LastAgo < settle
-	}
-	return func(k tier.Key) bool { return ok[k] }
+// fineTracker keeps since when the tier followed has said, answer after
+// answer, that it reads each snapshot from Consul fine (recently, and
+// without failing since): a tier that just came back from an outage, or
+// that was just moved to, is not believed over mine before settle.
+type fineTracker struct {
+	tier  string
+	since map[tier.Key]time.Time
 }
+
+func (t *fineTracker) update(id string, contacts []tier.Contact, now time.Time) {
+	if t.since == nil || id != t.tier {
+		t.tier, t.since = id, map[tier.Key]time.Time{}
+	}
+	fine := make(map[tier.Key]bool, len(contacts))
+	for _, c := range contacts {
+		fine[c.Key] = c.FailingFor == 0 && c.LastAgo < settle
+	}
+	for k := range t.since {
+		if !fine[k] {
+			delete(t.since, k)
+		}
+	}
+	for k, ok := range fine {
+		if _, held := t.since[k]; ok && !held {
+			t.since[k] = now
+		}
+	}
+}
+
+// of is since when k has been read fine; zero when it is not.
+func (t *fineTracker) of(k tier.Key) time.Time { return t.since[k] }
 
 // checkOrigin refuses what comes from another Consul cluster than the one
 // expected (the snapshot file's, else the first tier's whose state was

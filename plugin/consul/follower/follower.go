@@ -67,6 +67,7 @@ type Follower struct {
 	merge    *merger
 	gen      uint64
 	baseTier string
+	fine     fineTracker
 
 	state state
 

@@ -11,10 +11,13 @@ import (
 )
 
 // settle is how long a service may be served while the tier followed,
-// reading its datacenter from Consul fine, holds otherwise (lacks it, or has
-// it while mine does not) before the tier is believed. A snapshot's index
-// is its services' highest: a deregistration does not raise it, so a tier
-// that saw a service go may never show an index past it.
+// reading its datacenter from Consul fine for as long, holds otherwise
+// (lacks it, has it while mine does not, or has another version of it that
+// indexes call older) before the tier is believed. Indexes of two tiers'
+// reads of one service are Consul's Raft indexes, but a read through an
+// agent that was cut off, or a snapshot file of older data, may carry an
+// index that misleads: without settle, a follower could hold a wrong
+// version until the service changes again.
 var settle = 10 * time.Second
 
 // merger keeps what the follower serves (mine) from moving backwards while
@@ -32,10 +35,10 @@ type merger struct {
 	held     int               // services mine keeps that base lacks
 	compared int               // services looked at by the last merge, for tests of its cost
 
-	// current reports whether the tier followed reads k from Consul fine,
-	// as its last answer said; nil: never.
-	current func(k tier.Key) bool
-	now     func() time.Time
+	// fineSince is since when the tier followed has said, in every answer,
+	// that it reads k from Consul fine; zero: it does not (nil: never).
+	fineSince func(k tier.Key) time.Time
+	now       func() time.Time
 }
 
 // newMerger starts from seed, the snapshot file, which nothing moves back
@@ -164,8 +167,8 @@ func (m *merger) mergeSnapshot(local string, k tier.Key, s, b *snapshot.Snapshot
 		since, differed := was[name]
 		pick := bs
 		if !follow || differed {
-			pick = choose(ms, bs, s.Index, b.Index)
-			if pick != bs && differed && (ms == nil || bs == nil) && m.settled(k, since, now) {
+			pick = choose(ms, bs, s.Index, b.Index, b.ListIndex)
+			if pick != bs && differed && m.settled(k, since, now) {
 				pick = bs
 			}
 		}
@@ -215,16 +218,23 @@ func (m *merger) mergeSnapshot(local string, k tier.Key, s, b *snapshot.Snapshot
 // settled reports whether the tier has read k from Consul fine while a
 // name differed since since for settle: it is believed over mine.
 func (m *merger) settled(k tier.Key, since, now time.Time) bool {
-	return m.current != nil && m.current(k) && now.Sub(since) >= settle
+	if m.fineSince == nil {
+		return false
+	}
+	fine := m.fineSince(k)
+	return !fine.IsZero() && now.Sub(fine) >= settle && now.Sub(since) >= settle
 }
 
 // choose picks the service mine serves under one name: ms is mine's, bs
-// base's (nil: absent), mineIndex and baseIndex their snapshots' indexes.
-// Nothing moves back: base's is taken when it is as new as mine's; a
-// service base lacks is dropped once base has seen past it; one mine lacks
+// base's (nil: absent), mineIndex and baseIndex their snapshots' indexes,
+// baseList the index of the service list base is complete for. Nothing
+// moves back: base's is taken when it is as new as mine's; a service base
+// lacks is dropped once base's service list has passed it (not its
+// snapshot's index, the highest of any data's: a tier catching up reads
+// changed services before the list that names new ones); one mine lacks
 // is taken when base has seen at least as much as mine, or when it is newer
 // than all mine has seen (else mine may have seen it deregistered).
-func choose(ms, bs *snapshot.Service, mineIndex, baseIndex uint64) *snapshot.Service {
+func choose(ms, bs *snapshot.Service, mineIndex, baseIndex, baseList uint64) *snapshot.Service {
 	switch {
 	case ms == bs:
 		return ms
@@ -239,7 +249,7 @@ func choose(ms, bs *snapshot.Service, mineIndex, baseIndex uint64) *snapshot.Ser
 		}
 		return nil
 	default:
-		if baseIndex >= ms.Index {
+		if baseList >= ms.Index {
 			return nil
 		}
 		return ms
@@ -251,7 +261,7 @@ func choose(ms, bs *snapshot.Service, mineIndex, baseIndex uint64) *snapshot.Ser
 func withServices(leader *snapshot.Snapshot, services map[string]*snapshot.Service, index uint64) *snapshot.Snapshot {
 	s := snapshot.New(leader.Datacenter, index, services, leader.Nodes, leader.Built)
 	s.Queries, s.QueriesHidden, s.Coordinates, s.AgentNode = leader.Queries, leader.QueriesHidden, leader.Coordinates, leader.AgentNode
-	s.ServicesHidden, s.Peer = leader.ServicesHidden, leader.Peer
+	s.ServicesHidden, s.Peer, s.ListIndex = leader.ServicesHidden, leader.Peer, leader.ListIndex
 	s.Ingress, s.IngressRead = leader.Ingress, leader.IngressRead
 	s.Terminating, s.TerminatingRead = leader.Terminating, leader.TerminatingRead
 	return s

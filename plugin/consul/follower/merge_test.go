@@ -24,7 +24,7 @@ func dc(name, peer string, index uint64, services ...*snapshot.Service) *snapsho
 		m[snapshot.Key(s.Name)] = s
 	}
 	s := snapshot.New(name, index, m, map[string]*snapshot.Node{}, time.Unix(int64(index), 0))
-	s.Peer = peer
+	s.Peer, s.ListIndex = peer, index
 	return s
 }
 
@@ -49,7 +49,7 @@ func with(prev *snapshot.Snapshot, index uint64, change map[string]*snapshot.Ser
 		}
 	}
 	s := snapshot.New(prev.Datacenter, index, services, prev.Nodes, prev.Built)
-	s.Peer = prev.Peer
+	s.Peer, s.ListIndex = prev.Peer, index
 	return s
 }
 
@@ -329,32 +329,63 @@ func TestMergeDeltaCost(t *testing.T) {
 	}
 }
 
-// TestMergeSettles: a tier that lacks a service mine has, or has one mine
-// lacks, with no index to tell which is newer (a deregistration lowers no
-// index), is believed once it has read the datacenter fine for settle.
+// TestMergeSettles: a tier that lacks a service mine has, has one mine
+// lacks, or has a version of it whose index says older, with no index to
+// settle it, is believed once it has read the datacenter fine for settle,
+// and the name has differed as long; not before, not while it fails to read,
+// and not when it reads fine only since lately (back from an outage).
 func TestMergeSettles(t *testing.T) {
 	for _, tt := range []struct {
-		name    string
-		current bool
-		after   time.Duration
-		want    map[string]uint64
+		name  string
+		fine  time.Duration // how long before the delta the tier has read fine; <0: it does not
+		after time.Duration
+		want  map[string]uint64
 	}{
-		{"not before settle", true, settle - time.Second, map[string]uint64{"a": 10, "top": 30}},
-		{"not while the tier fails to read it", false, settle, map[string]uint64{"a": 10, "top": 30}},
-		{"once settled", true, settle, map[string]uint64{"a": 10, "back": 5}},
+		{"not before settle", settle, settle - time.Second, map[string]uint64{"a": 20, "top": 30}},
+		{"not while the tier fails to read it", -1, settle, map[string]uint64{"a": 20, "top": 30}},
+		{"not when it reads fine only lately", time.Second, settle, map[string]uint64{"a": 20, "top": 30}},
+		{"once settled", settle, settle, map[string]uint64{"a": 10, "back": 5}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			now := time.Unix(1000, 0)
-			m := newMerger(set(dc("dc1", "", 30, sv("a", 10), sv("top", 30))), "")
+			// Mine has top (the base's list has not passed it) and another
+			// version of a, at a higher index than the base's.
+			m := newMerger(set(dc("dc1", "", 30, sv("a", 20), sv("top", 30))), "")
 			m.now = func() time.Time { return now }
-			m.current = func(tier.Key) bool { return tt.current }
 			base := set(dc("dc1", "", 10, sv("a", 10), sv("back", 5)))
 			m.whole(base, false)
 			now = now.Add(tt.after)
+			m.fineSince = func(tier.Key) time.Time {
+				if tt.fine < 0 {
+					return time.Time{}
+				}
+				return now.Add(-tt.fine)
+			}
 			got := m.delta(base, &tier.Delta{})
 			if g := indexes(got.Snapshot("dc1")); !maps.Equal(g, tt.want) {
 				t.Errorf("services %v, want %v", g, tt.want)
 			}
 		})
+	}
+}
+
+// TestMergeKeepsWhatTheListHasNotPassed: a tier catching up reads changed
+// services (its snapshot's index passes a service only mine has) before it
+// reads the service list that names that service: mine keeps it until the
+// base's list index passes it.
+func TestMergeKeepsWhatTheListHasNotPassed(t *testing.T) {
+	m := newMerger(set(dc("dc1", "", 36, sv("churn", 30), sv("late", 36))), "")
+	behind := dc("dc1", "", 30, sv("churn", 30))
+	m.whole(set(behind), false)
+	// The churning service read at 50; the list still the one of 30.
+	read := with(behind, 30, map[string]*snapshot.Service{"churn": sv("churn", 50)})
+	got := m.delta(set(read), &tier.Delta{Parts: []tier.Part{{Key: tierKey("dc1"), Snapshot: read}}})
+	if g := indexes(got.Snapshot("dc1")); !maps.Equal(g, map[string]uint64{"churn": 50, "late": 36}) {
+		t.Errorf("before the list passed late: services %v, want churn 50 and late 36", g)
+	}
+	listed := with(read, 51, nil) // late deregistered by 51
+	got = m.delta(set(listed), &tier.Delta{Parts: []tier.Part{{Key: tierKey("dc1"), Snapshot: listed}}})
+	if g := indexes(got.Snapshot("dc1")); !maps.Equal(g, map[string]uint64{"churn": 50}) {
+		t.Errorf("once the list passed late: services %v, want churn 50 alone", g)
 	}
 }

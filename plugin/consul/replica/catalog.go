@@ -18,6 +18,9 @@ type catalog struct {
 	// listed, nodesListed and queriesListed: each list was read at least
 	// once; synced: a complete snapshot was published.
 	listed, nodesListed, queriesListed, synced bool
+	// listIndex is the service list's last index; completeIndex the last
+	// one every listed service had been read at (Snapshot.ListIndex).
+	listIndex, completeIndex uint64
 	// servicesHidden and queriesHidden: the token may not read them all.
 	servicesHidden, queriesHidden bool
 	queries                       []*snapshot.Query
@@ -65,6 +68,10 @@ func (r *Replicator) build() *snapshot.Snapshot {
 		}
 		d.synced = true
 	}
+	if len(services) == len(d.services) {
+		// Every listed service read: the list's index holds for them.
+		d.completeIndex = d.listIndex
+	}
 	nodes := maps.Clone(d.nodes)
 	if r.cfg.Peer != "" {
 		nodes = r.peerNodesLocked(services)
@@ -72,7 +79,7 @@ func (r *Replicator) build() *snapshot.Snapshot {
 	snap := snapshot.New(d.datacenter, 0, services, nodes, time.Now())
 	snap.Peer = r.cfg.Peer
 	snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode = d.queries, d.queriesHidden, d.coords, d.agentNode
-	snap.ServicesHidden = d.servicesHidden
+	snap.ServicesHidden, snap.ListIndex = d.servicesHidden, d.completeIndex
 	snap.Ingress, snap.IngressRead = d.ingress.list, d.ingress.read
 	snap.Terminating, snap.TerminatingRead = d.terminating.list, d.terminating.read
 	return snap
@@ -141,6 +148,7 @@ func (r *Replicator) applyServiceList(list map[string][]string, meta Meta, reset
 	if !d.listed || len(diff.removed) > 0 {
 		r.markDirty()
 	}
+	d.listIndex = meta.Index
 	d.listed = true
 	r.joinPoolLocked()
 	r.budget.warnLocked(len(d.services))

@@ -82,7 +82,7 @@ func (p *publisher) loop(ctx context.Context) {
 // which every view, snapshot file and follower of a tier would take as
 // new.
 func sameSnapshot(a, b *snapshot.Snapshot) bool {
-	return a != nil && a.Datacenter == b.Datacenter && a.Peer == b.Peer && a.AgentNode == b.AgentNode &&
+	return a != nil && a.Datacenter == b.Datacenter && a.Peer == b.Peer && a.AgentNode == b.AgentNode && a.ListIndex == b.ListIndex &&
 		a.QueriesHidden == b.QueriesHidden && a.ServicesHidden == b.ServicesHidden &&
 		a.IngressRead == b.IngressRead && a.TerminatingRead == b.TerminatingRead &&
 		maps.Equal(a.Services, b.Services) && maps.Equal(a.Nodes, b.Nodes) &&

@@ -45,3 +45,29 @@ func TestSameSnapshot(t *testing.T) {
 		t.Error("the first snapshot counts as the same as none")
 	}
 }
+
+// TestListIndex: a snapshot says the index of the service list its
+// services are complete for, and it follows registrations and
+// deregistrations (a follower drops a service its tier lacks only once
+// that index has passed it).
+func TestListIndex(t *testing.T) {
+	cat := newMemCatalog()
+	cat.populate(3, 1)
+	_, ev := startMem(t, cat, testConfig())
+	listIndex := func() uint64 {
+		cat.mu.Lock()
+		defer cat.mu.Unlock()
+		return cat.listIdx
+	}
+	ev.waitSnap(t, "sync at the list's index", func(s *snapshot.Snapshot) bool { return s.ListIndex == listIndex() })
+	cat.register("late", "n9", instance("late-1", "10.9.0.1", 80))
+	ev.waitSnap(t, "late with the list that names it", func(s *snapshot.Snapshot) bool {
+		_, ok := s.Service("late")
+		return ok && s.ListIndex == listIndex() && s.ListIndex >= s.Services["late"].Index
+	})
+	cat.deregister("late", "late-1")
+	ev.waitSnap(t, "late gone, the list past it", func(s *snapshot.Snapshot) bool {
+		_, ok := s.Service("late")
+		return !ok && s.ListIndex == listIndex()
+	})
+}

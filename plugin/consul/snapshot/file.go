@@ -212,7 +212,7 @@ func rebuild(snap *Snapshot) *Snapshot {
 	}
 	s := New(snap.Datacenter, snap.Index, snap.Services, snap.Nodes, snap.Built)
 	s.Queries, s.QueriesHidden, s.Coordinates, s.AgentNode = snap.Queries, snap.QueriesHidden, snap.Coordinates, snap.AgentNode
-	s.ServicesHidden, s.Peer = snap.ServicesHidden, snap.Peer
+	s.ServicesHidden, s.Peer, s.ListIndex = snap.ServicesHidden, snap.Peer, snap.ListIndex
 	s.Ingress, s.IngressRead = snap.Ingress, snap.IngressRead
 	s.Terminating, s.TerminatingRead = snap.Terminating, snap.TerminatingRead
 	return s

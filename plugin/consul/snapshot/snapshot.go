@@ -162,6 +162,12 @@ type Snapshot struct {
 	// Peer is the cluster peer whose imported services the snapshot holds;
 	// empty for a datacenter's own.
 	Peer string `json:",omitempty"`
+	// ListIndex is the index of the service list the snapshot's services
+	// are complete for: a service not among Services was not in Consul's
+	// list at ListIndex (or left it by then). Unlike Index, the highest of
+	// any data's, it tells a follower that a service it has and a tier
+	// lacks was deregistered, not yet read. 0: not known (older files).
+	ListIndex uint64 `json:",omitempty"`
 
 	instances int // counted by New, which already visits every service
 }
