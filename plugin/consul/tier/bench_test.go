@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/coredns-consul/coredns-consul/plugin/consul/snapshot"
+
+	"github.com/hashicorp/serf/coordinate"
 )
 
 // largeSet is a catalog of services x instances as the replica holds one:
@@ -111,5 +113,38 @@ func BenchmarkDeltaAnswer(b *testing.B) {
 		if _, err := EncodeDelta(Diff(base, next)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDeltaKeepsLists checks that a delta leaves out the lists a snapshot
+// shares with its base (5,000 nodes' coordinates and the prepared queries
+// here), and that Apply gives them back.
+func TestDeltaKeepsLists(t *testing.T) {
+	base := changed(largeSet(5000, 1), dc1, func(s *snapshot.Snapshot) {
+		for i := range 5000 {
+			s.Coordinates = append(s.Coordinates, &snapshot.Coordinate{Node: fmt.Sprintf("node-%d", i),
+				Coord: &coordinate.Coordinate{Vec: []float64{1, 2, 3, 4, 5, 6, 7, 8}, Error: 1.5, Adjustment: 0.1, Height: 0.01}})
+		}
+		s.Queries = []*snapshot.Query{{ID: "q1", Name: "web"}}
+	})
+	next := oneChanged(base)
+	payload, err := EncodeDelta(Diff(base, next))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(payload) > 2048 {
+		t.Errorf("one-service delta with 5,000 coordinates is %d bytes, want at most 2 KiB", len(payload))
+	}
+	d, err := DecodeDelta(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Apply(base, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, b := got.Snapshot("dc1"), base.Snapshot("dc1"); len(g.Coordinates) != 5000 || &g.Coordinates[0] != &b.Coordinates[0] || len(g.Queries) != 1 {
+		t.Errorf("applied: %d coordinates (shared with the base: %v), %d queries; want the base's 5,000 and 1",
+			len(g.Coordinates), len(g.Coordinates) > 0 && &g.Coordinates[0] == &b.Coordinates[0], len(g.Queries))
 	}
 }

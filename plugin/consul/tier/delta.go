@@ -42,6 +42,20 @@ func diffSnapshot(k Key, b, s *snapshot.Snapshot) Part {
 	p := Part{Key: k, Snapshot: &changed}
 	changed.Services, p.RemovedServices = diffEntries(b.Services, s.Services)
 	changed.Nodes, p.RemovedNodes = diffEntries(b.Nodes, s.Nodes)
+	// The replica keeps a list's values (and the list) while they do not
+	// change: the same pointers mean the same list.
+	if len(s.Queries) > 0 && slices.Equal(b.Queries, s.Queries) {
+		changed.Queries, p.Kept = nil, append(p.Kept, KeptQueries)
+	}
+	if len(s.Coordinates) > 0 && slices.Equal(b.Coordinates, s.Coordinates) {
+		changed.Coordinates, p.Kept = nil, append(p.Kept, KeptCoordinates)
+	}
+	if len(s.Ingress) > 0 && slices.Equal(b.Ingress, s.Ingress) {
+		changed.Ingress, p.Kept = nil, append(p.Kept, KeptIngress)
+	}
+	if len(s.Terminating) > 0 && slices.Equal(b.Terminating, s.Terminating) {
+		changed.Terminating, p.Kept = nil, append(p.Kept, KeptTerminating)
+	}
 	return p
 }
 
@@ -182,7 +196,28 @@ func applyPart(b *snapshot.Snapshot, p Part) (*snapshot.Snapshot, int) {
 	snap.Ingress, snap.Terminating = slices.Clone(snap.Ingress), slices.Clone(snap.Terminating)
 	snap.Peer = p.Key.Peer
 	skipped := snapshot.Sanitize(&snap)
+	if !p.Whole {
+		// The base's, sanitized already, and shared as they are.
+		keep(&snap, b, p.Kept)
+	}
 	return snapshot.Rebuild(&snap), skipped
+}
+
+// keep gives snap the lists of b that kept names. A name this build does
+// not know is ignored: the list is then the part's own (empty).
+func keep(snap, b *snapshot.Snapshot, kept []string) {
+	for _, k := range kept {
+		switch k {
+		case KeptQueries:
+			snap.Queries = b.Queries
+		case KeptCoordinates:
+			snap.Coordinates = b.Coordinates
+		case KeptIngress:
+			snap.Ingress = b.Ingress
+		case KeptTerminating:
+			snap.Terminating = b.Terminating
+		}
+	}
 }
 
 func patch[V any](base, changed map[string]V, removed []string) map[string]V {

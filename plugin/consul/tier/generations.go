@@ -119,6 +119,7 @@ func classify(a, b *snapshot.Set) (coords, other bool) {
 			return false, true
 		}
 		was, now := *old[p.Key], *p.Snapshot
+		keep(&now, old[p.Key], p.Kept)
 		coords = coords || !reflect.DeepEqual(was.Coordinates, now.Coordinates)
 		was.Services, was.Nodes, was.Coordinates, was.Built = nil, nil, nil, now.Built
 		now.Services, now.Nodes, now.Coordinates = nil, nil, nil

@@ -58,7 +58,20 @@ type Part struct {
 	// the base.
 	RemovedServices []string `json:",omitempty"`
 	RemovedNodes    []string `json:",omitempty"`
+	// Kept names the lists the snapshot shares with the base's (KeptQueries
+	// and the others), left out of Snapshot: the nodes' coordinates alone
+	// are a few hundred bytes per node, and would otherwise travel with
+	// every change of any service.
+	Kept []string `json:",omitempty"`
 }
+
+// The lists a Part may keep from its base.
+const (
+	KeptQueries     = "queries"
+	KeptCoordinates = "coordinates"
+	KeptIngress     = "ingress"
+	KeptTerminating = "terminating"
+)
 
 // maxDelta bounds a delta once decompressed, as snapshot.Decode bounds a
 // file's payload: a small answer that decompresses to gigabytes (a gzip
