@@ -5,8 +5,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 )
+
+// given are the ports handed out in this process: one drawn again before
+// the first was bound (a Consul agent's LAN and WAN serf ports are picked
+// one after the other, then bound together) would be handed out twice.
+var given sync.Map
 
 // Port returns a loopback port that is free for both TCP and UDP, since DNS
 // servers and Consul's serf listen on both. It is drawn below the kernel's
@@ -17,6 +23,9 @@ func Port(t testing.TB) int {
 	t.Helper()
 	for range 200 {
 		port := lowest + rand.N(ephemeral-lowest)
+		if _, taken := given.LoadOrStore(port, true); taken {
+			continue
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			continue
