@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -384,8 +385,8 @@ func writeFile(t *testing.T, name, content string) string {
 	return path
 }
 
-// testCertificate writes a self-signed certificate, usable both as a CA and
-// as a client certificate, and its key; it returns the CA, certificate and
+// testCertificate writes a self-signed certificate, usable as a CA, as a
+// client certificate and as a server's on 127.0.0.1, and its key; it returns the CA, certificate and
 // key paths.
 func testCertificate(t *testing.T) (ca, cert, key string) {
 	t.Helper()
@@ -401,7 +402,9 @@ func testCertificate(t *testing.T) (ca, cert, key string) {
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		// A tier's certificate in the follower tests, on loopback.
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
 	if err != nil {

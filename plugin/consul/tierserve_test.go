@@ -88,3 +88,27 @@ func TestTierAndFollowerBlocks(t *testing.T) {
 		t.Errorf("the tier sent the whole state %v more times across the reload, want 0", now-wholes)
 	}
 }
+
+// TestTierAndFollowerOverTLS: a tier that serves HTTPS and requires client
+// certificates is followed by a follower with the CA and a certificate; one
+// without a certificate is refused and serves nothing.
+func TestTierAndFollowerOverTLS(t *testing.T) {
+	agent := consulagent.Start(t, nil)
+	client := consulagent.Client(t, agent)
+	register(t, client, "web-tls")
+	ca, cert, key := testCertificate(t)
+	tierAddr := fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))
+	blocks := startCorefile(t,
+		fmt.Sprintf("consul {\n address %s\n tier_listen %s\n tier_tls %s %s %s\n}", agent.HTTPAddr, tierAddr, cert, key, ca),
+		fmt.Sprintf("consul {\n follow %s\n follow_tls %s %s %s\n startup_timeout 100ms\n}", tierAddr, ca, cert, key),
+		fmt.Sprintf("consul {\n follow https://%s\n follow_tls %s\n node_name no-cert\n startup_timeout 100ms\n}", tierAddr, ca),
+	)
+	eventually(t, blocks[1], "the follower answering over TLS", func() bool { n, _ := answers(t, blocks[1], "web.service.consul."); return n >= 1 })
+	refused := func() float64 {
+		return gathered(t, "coredns_consul_follower_errors_total", map[string]string{"tier": "https://" + tierAddr})
+	}
+	waitFor(t, "the follower without a certificate failing", func() bool { return refused() > 0 })
+	if v := blocks[2].local.view.Load(); v != nil {
+		t.Errorf("the follower without a client certificate serves %d services", len(v.Snap.Services))
+	}
+}
