@@ -1,7 +1,6 @@
 package consul
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -153,45 +152,6 @@ func (c *Consul) tierContact(k tier.Key) (last, failing time.Time) {
 		return time.Time{}, time.Time{}
 	}
 	return d.feed.replica.Contact()
-}
-
-// serverTLS is the tier listener's TLS: its certificate, and with clientCA
-// the client certificates it requires.
-func serverTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("tier_tls: %w", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if clientCA != "" {
-		pool, err := certPool(clientCA)
-		if err != nil {
-			return nil, fmt.Errorf("tier_tls: %w", err)
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return tc, nil
-}
-
-// clientTLS is a follower's TLS to its tiers; nil without a CA (plain
-// HTTP).
-func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	if caFile == "" {
-		return nil, nil
-	}
-	pool, err := certPool(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("follow_tls: %w", err)
-	}
-	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("follow_tls: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 func certPool(file string) (*x509.CertPool, error) {
