@@ -124,8 +124,12 @@ type followSource struct {
 	mu               sync.Mutex
 	started, stopped bool
 
-	last     atomic.Pointer[snapshot.Snapshot] // the newest published; Contact reads it
+	last     atomic.Pointer[snapshot.Snapshot] // the newest published
 	lastMeta *snapshot.Set                     // run's alone
+	// contact and failing are Contact's answer (Unix nanoseconds, 0 for
+	// none), as run last asked the follower: Contact is asked on every
+	// question, and the follower's answer takes a lock.
+	contact, failing atomic.Int64
 }
 
 func newFollowSource(s *followSettings, seed *snapshot.Set, rc replica.Config, label string, publish func(*snapshot.Snapshot)) *followSource {
@@ -252,9 +256,20 @@ func (s *followSource) takeMeta(set *snapshot.Set) {
 	}
 }
 
-// observe sets the contact metrics as a replica's requests do.
+// observe takes the follower's contact with Consul for Contact, and sets
+// the contact metrics as a replica's requests do.
 func (s *followSource) observe() {
-	last, failing := s.Contact()
+	f := s.f.Load()
+	if f == nil {
+		return
+	}
+	k := s.key
+	if last := s.last.Load(); s.local() && last != nil {
+		k.Datacenter = last.Datacenter
+	}
+	last, failing := f.Contact(k)
+	s.contact.Store(unixNano(last))
+	s.failing.Store(unixNano(failing))
 	if !last.IsZero() {
 		syncTimestamp.WithLabelValues(s.label).Set(float64(last.UnixNano()) / 1e9)
 	}
@@ -283,17 +298,24 @@ func (s *followSource) Stop() {
 }
 
 // Contact is the follower's contact with Consul through its tiers, for
-// the snapshot this source feeds.
+// the snapshot this source feeds, as run last took it: at most a second
+// old, and read without a lock.
 func (s *followSource) Contact() (last, failing time.Time) {
-	f := s.f.Load()
-	if f == nil {
-		return time.Time{}, time.Time{}
+	return fromUnixNano(s.contact.Load()), fromUnixNano(s.failing.Load())
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
 	}
-	k := s.key
-	if last := s.last.Load(); s.local() && last != nil {
-		k.Datacenter = last.Datacenter
+	return t.UnixNano()
+}
+
+func fromUnixNano(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
 	}
-	return f.Contact(k)
+	return time.Unix(0, ns)
 }
 
 func (s *followSource) Cluster() (string, bool) {

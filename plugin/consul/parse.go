@@ -92,6 +92,16 @@ type config struct {
 //	    max_stale DURATION
 //	    stale_ttl DURATION
 //	    guard FRACTION DURATION
+//	    inspect ADDRESS
+//	    tier_listen ADDRESS
+//	    tier_token_file PATH
+//	    tier_tls CERT KEY [CLIENT_CA]
+//	    tier_no_auth
+//	    tier_transfers N
+//	    follow ADDRESS...
+//	    follow_token_file PATH
+//	    follow_tls CA [CERT KEY]
+//	    node_name NAME
 //	}
 func parse(c *caddy.Controller) (*config, error) {
 	cfg := &config{
@@ -194,6 +204,17 @@ var properties = map[string]property{
 	"stale_ttl":       scalar(durationArg, func(cfg *config, d time.Duration) { cfg.staleTTL = d }),
 	"guard":           readGuard,
 	"inspect":         readInspect, // inspect.go
+
+	// Tiers and followers (tierparse.go).
+	"tier_listen":       readTierListen,
+	"tier_token_file":   fileProperty(func(cfg *config, p string) { cfg.tierSettings().TokenFile = p }),
+	"tier_tls":          readTierTLS,
+	"tier_no_auth":      readTierNoAuth,
+	"tier_transfers":    scalar(upTo(1024), func(cfg *config, n int) { cfg.tierSettings().Transfers = n }),
+	"follow":            readFollow,
+	"follow_token_file": fileProperty(func(cfg *config, p string) { cfg.followSettings().TokenFile = p }),
+	"follow_tls":        readFollowTLS,
+	"node_name":         word(func(cfg *config, v string) { cfg.followSettings().NodeName = v }),
 }
 
 func readAddress(c *caddy.Controller, cfg *config) error {

@@ -20,23 +20,8 @@ import (
 //	follow_token_file PATH        the token sent to the tiers
 //	follow_tls CA [CERT KEY]      HTTPS to the tiers, verified with CA; CERT KEY a client certificate
 //	node_name NAME                the follower's node, for prepared queries' Near _agent
-var tierProperties = map[string]property{
-	"tier_listen":       readTierListen,
-	"tier_token_file":   fileProperty(func(cfg *config, p string) { cfg.tierSettings().TokenFile = p }),
-	"tier_tls":          readTierTLS,
-	"tier_no_auth":      readTierNoAuth,
-	"tier_transfers":    scalar(upTo(1024), func(cfg *config, n int) { cfg.tierSettings().Transfers = n }),
-	"follow":            readFollow,
-	"follow_token_file": fileProperty(func(cfg *config, p string) { cfg.followSettings().TokenFile = p }),
-	"follow_tls":        readFollowTLS,
-	"node_name":         word(func(cfg *config, v string) { cfg.followSettings().NodeName = v }),
-}
-
-func init() {
-	for name, p := range tierProperties {
-		properties[name] = p
-	}
-}
+//
+// They are in parse.go's properties, read by the functions below.
 
 // tierSettings are the block's tier settings, made at the first tier_ line.
 func (cfg *config) tierSettings() *tierSettings {
